@@ -1,0 +1,163 @@
+"""Small Keras layers and helpers shared by the GAP models.
+
+Caffe semantics the CAM-paper networks depend on:
+
+* ``CaffeMaxPooling2D``: Caffe rounds pooled sizes *up*
+  (``out = ceil((H + 2 * pad - k) / s) + 1``); Keras' ``"valid"`` rounds down and
+  ``"same"`` pads symmetrically, so neither gives the reference CAM sizes (for
+  example AlexNet's 55 -> 27 and GoogLeNet's 112 -> 56).
+* ``LocalResponseNormalization``: Caffe's cross-channel LRN,
+  ``b = a / (k + alpha / n * sum_{window n} a^2) ** beta``, i.e. Caffe's ``alpha`` is
+  divided by the window size ``n`` before calling ``tf.nn.local_response_normalization``.
+"""
+import keras
+import tensorflow as tf
+
+_PACKAGE = "keras_has"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class CaffeMaxPooling2D(keras.layers.Layer):
+    """Max pooling with Caffe's ceil-mode output size, on channels-last images.
+
+    The input is padded with ``pad`` on every side, and additionally on the bottom and
+    right by the amount that ceil rounding needs; padded cells never win the max
+    (they hold the dtype's lowest value). Works for dynamic spatial sizes.
+
+    Args:
+        pool_size: int, square window size ``k``.
+        strides: int, stride ``s``.
+        pad: int, Caffe's symmetric ``pad`` (default 0).
+
+    Shapes:
+        input ``[B, H, W, C]`` -> output
+        ``[B, ceil((H + 2 pad - k) / s) + 1, ceil((W + 2 pad - k) / s) + 1, C]``.
+    """
+
+    def __init__(self, pool_size, strides, pad=0, **kwargs):
+        super().__init__(**kwargs)
+        for arg, value, low in (("pool_size", pool_size, 1), ("strides", strides, 1), ("pad", pad, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"CaffeMaxPooling2D: `{arg}` must be an int >= {low}, received {value!r}")
+        if pad >= pool_size:
+            raise ValueError(
+                f"CaffeMaxPooling2D: `pad` must be smaller than `pool_size` ({pool_size}), received {pad}"
+            )
+        self.pool_size = pool_size
+        self.strides = strides
+        self.pad = pad
+
+    def _out_size(self, n):
+        return (n + 2 * self.pad - self.pool_size + self.strides - 1) // self.strides + 1
+
+    def call(self, inputs):
+        k, s, p = self.pool_size, self.strides, self.pad
+        shape = tf.shape(inputs)
+        extra = []
+        for n in (shape[1], shape[2]):
+            out = self._out_size(n)
+            extra.append(tf.maximum((out - 1) * s + k - (n + 2 * p), 0))
+        paddings = [[0, 0], [p, p + extra[0]], [p, p + extra[1]], [0, 0]]
+        x = tf.pad(inputs, paddings, constant_values=inputs.dtype.min)
+        return tf.nn.max_pool2d(x, ksize=k, strides=s, padding="VALID")
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        h = None if h is None else self._out_size(h)
+        w = None if w is None else self._out_size(w)
+        return (b, h, w, c)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pool_size=self.pool_size, strides=self.strides, pad=self.pad)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class LocalResponseNormalization(keras.layers.Layer):
+    """Caffe cross-channel local response normalisation (AlexNet / GoogLeNet ``LRN``).
+
+    ``out = x / (k + alpha / size * sum_{|c' - c| <= size // 2} x_{c'}^2) ** beta``,
+    computed in float32 and cast back to the input dtype (safe under mixed precision).
+
+    Args:
+        size: odd int, Caffe ``local_size`` (channels in the window, default 5).
+        alpha: float, Caffe ``alpha`` (default 1e-4); divided by ``size`` internally.
+        beta: float, Caffe ``beta`` (default 0.75).
+        k: float, Caffe ``k`` (default 1.0).
+
+    Shapes:
+        input ``[B, H, W, C]`` -> output ``[B, H, W, C]``.
+    """
+
+    def __init__(self, size=5, alpha=1e-4, beta=0.75, k=1.0, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
+            raise ValueError(f"LocalResponseNormalization: `size` must be an odd int >= 1, received {size!r}")
+        self.size = size
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.k = float(k)
+
+    def call(self, inputs):
+        x = tf.cast(inputs, tf.float32)
+        y = tf.nn.local_response_normalization(
+            x, depth_radius=self.size // 2, bias=self.k, alpha=self.alpha / self.size, beta=self.beta
+        )
+        return tf.cast(y, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(size=self.size, alpha=self.alpha, beta=self.beta, k=self.k)
+        return config
+
+
+def check_dtype_policy(dtype_policy):
+    """Returns ``dtype_policy`` (None or a Keras policy name) after checking it exists."""
+    if dtype_policy is None:
+        return None
+    try:
+        keras.dtype_policies.get(dtype_policy)
+    except Exception as err:  # Keras raises ValueError/TypeError depending on the input
+        raise ValueError(
+            "`dtype_policy` must be None (use the global Keras policy) or a Keras dtype policy "
+            f"name such as 'float32' or 'mixed_bfloat16', received {dtype_policy!r}"
+        ) from err
+    return dtype_policy if isinstance(dtype_policy, str) else keras.dtype_policies.get(dtype_policy).name
+
+
+def check_input_shape(input_shape, default, name, min_size=1):
+    """Returns a 3-tuple ``(H, W, 3)`` (H, W may be None) or raises a clear ValueError."""
+    if input_shape is None:
+        return tuple(default)
+    shape = tuple(input_shape)
+    ok = len(shape) == 3 and shape[2] == 3
+    ok = ok and all(
+        d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= min_size) for d in shape[:2]
+    )
+    if not ok:
+        raise ValueError(
+            f"{name}: `input_shape` must be (height, width, 3) with height and width None or ints "
+            f">= {min_size}, received {input_shape!r}"
+        )
+    return shape
+
+
+def check_num_classes(num_classes, name):
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"{name}: `num_classes` must be a positive int, received {num_classes!r}")
+    return num_classes
+
+
+def gap_classifier(features, num_classes, dropout, dtype_policy):
+    """Global average pooling, optional dropout, and the float32 ``classifier`` Dense."""
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1), received {dropout!r}")
+    x = keras.layers.GlobalAveragePooling2D(name="gap", dtype=dtype_policy)(features)
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout, name="gap_dropout", dtype=dtype_policy)(x)
+    # dtype="float32": logits stay float32 under a mixed-precision policy.
+    return keras.layers.Dense(num_classes, name="classifier", dtype="float32")(x)
