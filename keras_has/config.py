@@ -1,0 +1,400 @@
+"""Training configuration: frozen dataclasses, validated once at construction.
+
+`TrainConfig` is what `keras_has.training.train` consumes. Scripts build it from absl
+flags; library code never reads flags. Construction checks every value before any
+work is done and never writes to disk (the only disk access is checking that a data
+path exists). Checks that need the running strategy (e.g. a global batch that the
+replicas must divide) are in `TrainConfig.per_replica_batch(num_replicas)`, which
+`train` calls before it creates anything.
+
+`to_dict()` / `from_dict()` round-trip through JSON; the dict is saved next to every
+checkpoint and exported model.
+
+The default optimisation is the authors' (Singh & Lee, ICCV 2017, Caffe/Torch code):
+SGD with momentum 0.9; learning rate 1e-2 for epochs 1-18, 5e-3 to 29, 1e-3 to 43,
+5e-4 to 52 and 1e-4 after; L2 weight decay 5e-4 switched off from epoch 30. Epoch
+boundaries are counted in *completed* epochs (`lr_boundaries=(18, 29, 43, 52)`: the
+rate changes at the start of 1-based epochs 19, 30, 44 and 53) and are written for a
+reference run of `schedule_reference_epochs=55` epochs; a run of `epochs` epochs uses
+the boundaries scaled by `epochs / 55` (see `keras_has.training.scaled_boundary`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any, Mapping
+
+__all__ = [
+    "DataConfig",
+    "HidingConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "STRATEGIES",
+    "MIXED_PRECISION_POLICIES",
+    "looks_like_path",
+]
+
+STRATEGIES = ("mirrored", "multi_worker", "tpu", "one_device")
+MIXED_PRECISION_POLICIES = ("none", "auto", "mixed_bfloat16", "mixed_float16")
+BEST_MODES = ("auto", "min", "max")
+CONFIG_VERSION = 1
+
+
+def _fail(flag: str, value: Any, expected: str) -> None:
+    raise ValueError(f"{flag}: expected {expected}, received {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _positive_int(flag: str, value: Any) -> None:
+    if not _is_int(value) or value < 1:
+        _fail(flag, value, "an integer >= 1")
+
+
+def looks_like_path(source: str) -> bool:
+    """True when `source` is meant as a filesystem path rather than a dataset name."""
+    return (os.sep in source or "/" in source or source.startswith((".", "~")))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how they are batched.
+
+    Args:
+      source: `synthetic` (built in), a TFDS name known to `keras_has.data.list_sources()`,
+        or the path of a WSOL metadata folder (`ROOT/images`, `ROOT/metadata/<split>`).
+      data_dir: optional TFDS data directory (also where a manual download such as
+        ImageNet's tar files is looked for, under `<data_dir>/downloads/manual`).
+      image_size: side S of the square `S x S` training and evaluation images.
+      batch_size: per-replica batch; the global batch is `batch_size * replicas`.
+      global_batch_size: optional global batch; when set it replaces
+        `batch_size * replicas` and must be divisible by the number of replicas.
+      train_split: split used for training.
+      eval_split: split used for validation loss/accuracy, localization metrics and the
+        best checkpoint; empty string or None disables evaluation during training.
+      eval_batch_size: global batch of the evaluation dataset (default: the global
+        training batch).
+    """
+
+    source: str = "synthetic"
+    data_dir: str | None = None
+    image_size: int = 224
+    batch_size: int = 32
+    global_batch_size: int | None = None
+    train_split: str = "train"
+    eval_split: str | None = "test"
+    eval_batch_size: int | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.source, str) or not self.source:
+            _fail("source", self.source, "a dataset name or a WSOL metadata folder path")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            _fail("data_dir", self.data_dir, "a directory path or None")
+        if self.data_dir == "":
+            object.__setattr__(self, "data_dir", None)
+        _positive_int("image_size", self.image_size)
+        _positive_int("batch_size", self.batch_size)
+        if self.global_batch_size is not None:
+            _positive_int("global_batch_size", self.global_batch_size)
+        if not isinstance(self.train_split, str) or not self.train_split:
+            _fail("train_split", self.train_split, "a non-empty split name")
+        if self.eval_split == "":
+            object.__setattr__(self, "eval_split", None)
+        if self.eval_split is not None and not isinstance(self.eval_split, str):
+            _fail("eval_split", self.eval_split, "a split name or empty")
+        if self.eval_batch_size is not None:
+            _positive_int("eval_batch_size", self.eval_batch_size)
+        self._check_source()
+
+    def _check_source(self) -> None:
+        if looks_like_path(self.source):
+            path = os.path.expanduser(self.source)
+            if not os.path.isdir(path):
+                _fail("source", self.source,
+                      "an existing WSOL metadata folder (the path does not exist "
+                      "or is not a directory)")
+            if not os.path.isdir(os.path.join(path, "metadata")):
+                _fail("source", self.source,
+                      "a WSOL metadata folder containing a 'metadata' subfolder "
+                      "(ROOT/images, ROOT/metadata/<split>/...)")
+        else:
+            from keras_has import data  # local import: keeps config import light
+
+            known = list(data.list_sources())
+            if self.source not in known:
+                _fail("source", self.source,
+                      f"one of {known} or the path of a WSOL metadata folder")
+        if self.data_dir is not None and not os.path.isdir(
+                os.path.expanduser(self.data_dir)):
+            _fail("data_dir", self.data_dir, "an existing directory")
+
+
+@dataclasses.dataclass(frozen=True)
+class HidingConfig:
+    """Hide-and-Seek settings; no grid sizes or `hide_prob == 0` is the GAP baseline.
+
+    Args:
+      grid_sizes: patch sides S in pixels of the `image_size` image; each training image
+        draws one S from the tuple (the paper's "mixed" setting is `(16, 32, 44, 56)`;
+        0 inside the tuple means "no hiding" for the images that draw it).
+      hide_prob: probability of hiding each patch, in [0, 1].
+    """
+
+    grid_sizes: tuple[int, ...] = ()
+    hide_prob: float = 0.5
+
+    def __post_init__(self):
+        sizes = self.grid_sizes
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+            _fail("grid_sizes", sizes, "a list of integers")
+        sizes = tuple(sizes)
+        for size in sizes:
+            if not _is_int(size) or size < 0:
+                _fail("grid_sizes", list(sizes), "non-negative integers (patch sides in pixels)")
+        if len(set(sizes)) != len(sizes):
+            _fail("grid_sizes", list(sizes), "no repeated sizes")
+        object.__setattr__(self, "grid_sizes", sizes)
+        if not _is_number(self.hide_prob) or not 0.0 <= self.hide_prob <= 1.0:
+            _fail("hide_prob", self.hide_prob, "a probability in [0, 1]")
+        object.__setattr__(self, "hide_prob", float(self.hide_prob))
+
+    @property
+    def enabled(self) -> bool:
+        """True when training images are hidden at all."""
+        return any(s > 0 for s in self.grid_sizes) and self.hide_prob > 0.0
+
+    def as_pipeline_arg(self) -> dict | None:
+        """The `hiding` argument of `keras_has.data.make_train_dataset`."""
+        if not self.enabled:
+            return None
+        return {"grid_sizes": self.grid_sizes, "hide_prob": self.hide_prob}
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """SGD with momentum, a piecewise-constant learning rate and coupled L2 decay.
+
+    Args:
+      momentum: SGD momentum in [0, 1).
+      nesterov: Nesterov momentum.
+      lr_values: learning rates, one more than `lr_boundaries`.
+      lr_boundaries: strictly increasing numbers of completed epochs at which the rate
+        moves to the next value (in the reference run's epochs).
+      schedule_reference_epochs: length of the run the boundaries were written for; a
+        run of `epochs` epochs scales them by `epochs / schedule_reference_epochs`.
+        None or 0 uses the boundaries as they are.
+      weight_decay: L2 coefficient `lambda` added to the gradient as `lambda * w`
+        (Caffe/Torch semantics, i.e. the loss gains `lambda / 2 * ||w||^2`), on conv and
+        dense kernels (not on biases or normalisation parameters).
+      weight_decay_until_epoch: number of completed (reference) epochs after which the
+        decay is switched off (29: off from the 1-based epoch 30); None keeps it on.
+    """
+
+    momentum: float = 0.9
+    nesterov: bool = False
+    lr_values: tuple[float, ...] = (1e-2, 5e-3, 1e-3, 5e-4, 1e-4)
+    lr_boundaries: tuple[int, ...] = (18, 29, 43, 52)
+    schedule_reference_epochs: int | None = 55
+    weight_decay: float = 5e-4
+    weight_decay_until_epoch: int | None = 29
+
+    def __post_init__(self):
+        if not _is_number(self.momentum) or not 0.0 <= self.momentum < 1.0:
+            _fail("momentum", self.momentum, "a number in [0, 1)")
+        if not isinstance(self.nesterov, bool):
+            _fail("nesterov", self.nesterov, "a boolean")
+        values = tuple(self.lr_values)
+        if not values or any(not _is_number(v) or v <= 0 for v in values):
+            _fail("lr_values", list(values), "one or more positive finite numbers")
+        boundaries = tuple(self.lr_boundaries)
+        if any(not _is_int(b) or b < 1 for b in boundaries):
+            _fail("lr_boundaries", list(boundaries), "integers >= 1 (completed epochs)")
+        if any(b1 >= b2 for b1, b2 in zip(boundaries, boundaries[1:])):
+            _fail("lr_boundaries", list(boundaries), "strictly increasing epochs")
+        if len(values) != len(boundaries) + 1:
+            _fail("lr_values", list(values),
+                  f"len(lr_boundaries) + 1 = {len(boundaries) + 1} values "
+                  f"for lr_boundaries={list(boundaries)}")
+        object.__setattr__(self, "lr_values", tuple(float(v) for v in values))
+        object.__setattr__(self, "lr_boundaries", boundaries)
+        if self.schedule_reference_epochs == 0:
+            object.__setattr__(self, "schedule_reference_epochs", None)
+        if self.schedule_reference_epochs is not None:
+            _positive_int("schedule_reference_epochs", self.schedule_reference_epochs)
+        if not _is_number(self.weight_decay) or self.weight_decay < 0:
+            _fail("weight_decay", self.weight_decay, "a number >= 0")
+        object.__setattr__(self, "weight_decay", float(self.weight_decay))
+        if self.weight_decay_until_epoch is not None:
+            if not _is_int(self.weight_decay_until_epoch) or self.weight_decay_until_epoch < 0:
+                _fail("weight_decay_until_epoch", self.weight_decay_until_epoch,
+                      "an integer >= 0 (completed epochs) or None")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything `keras_has.training.train` needs, validated at construction.
+
+    Args:
+      model: a name from `keras_has.models.list_models()`.
+      output_dir: where checkpoints, logs, the final model and `config.json` go.
+        Re-running with the same `output_dir` resumes an interrupted run.
+      data, hiding, optim: the nested groups above.
+      epochs: number of epochs (>= 1).
+      steps_per_epoch: optional fixed number of steps per epoch (the training data is
+        then repeated); None runs one pass over the training split per epoch.
+      strategy: `mirrored` (all local GPUs, else all logical CPU devices),
+        `multi_worker` (`MultiWorkerMirroredStrategy` from `TF_CONFIG`), `tpu`,
+        `one_device` (first GPU, else the CPU).
+      tpu: TPU name or address for `strategy="tpu"` (empty: the local/default TPU).
+      mixed_precision: `none`, `auto` (float16 on GPU, bfloat16 on CPU/TPU),
+        `mixed_bfloat16` or `mixed_float16` (GPU only, with dynamic loss scaling).
+      seed: seeds the data order, Hide-and-Seek masks and weight initialisation.
+      eval_every: run the localization evaluation every N epochs (and after the last);
+        0 never (validation loss/accuracy still run every epoch when `eval_split` is set).
+      best_metric: log key that picks `best.keras` (e.g. `val_loss`,
+        `val_accuracy`, or a localization key such as `val_gt_known_loc`); empty disables.
+      best_mode: `min`, `max` or `auto` (max for accuracy/loc-like keys, min otherwise).
+      model_kwargs: extra keyword arguments for `keras_has.models.get_model`.
+      verbose: Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+    """
+
+    model: str
+    output_dir: str
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    hiding: HidingConfig = dataclasses.field(default_factory=HidingConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    epochs: int = 55
+    steps_per_epoch: int | None = None
+    strategy: str = "mirrored"
+    tpu: str = ""
+    mixed_precision: str = "none"
+    seed: int = 0
+    eval_every: int = 1
+    best_metric: str = "val_loss"
+    best_mode: str = "auto"
+    model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    verbose: int = 1
+
+    def __post_init__(self):
+        for name, cls in (("data", DataConfig), ("hiding", HidingConfig),
+                          ("optim", OptimConfig)):
+            if not isinstance(getattr(self, name), cls):
+                _fail(name, getattr(self, name), f"a {cls.__name__}")
+        if not isinstance(self.output_dir, str) or not self.output_dir:
+            _fail("output_dir", self.output_dir, "a directory path")
+        if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
+            _fail("output_dir", self.output_dir, "a directory (a file exists there)")
+        _positive_int("epochs", self.epochs)
+        if self.steps_per_epoch == 0:
+            object.__setattr__(self, "steps_per_epoch", None)
+        if self.steps_per_epoch is not None:
+            _positive_int("steps_per_epoch", self.steps_per_epoch)
+        if self.strategy not in STRATEGIES:
+            _fail("strategy", self.strategy, f"one of {list(STRATEGIES)}")
+        if not isinstance(self.tpu, str):
+            _fail("tpu", self.tpu, "a string")
+        if self.tpu and self.strategy != "tpu":
+            _fail("tpu", self.tpu, "empty unless strategy is 'tpu'")
+        if self.mixed_precision in ("", None):
+            object.__setattr__(self, "mixed_precision", "none")
+        if self.mixed_precision not in MIXED_PRECISION_POLICIES:
+            _fail("mixed_precision", self.mixed_precision,
+                  f"one of {list(MIXED_PRECISION_POLICIES)}")
+        if not _is_int(self.seed) or self.seed < 0:
+            _fail("seed", self.seed, "an integer >= 0")
+        if not _is_int(self.eval_every) or self.eval_every < 0:
+            _fail("eval_every", self.eval_every, "an integer >= 0 (0 = never)")
+        if not isinstance(self.best_metric, str):
+            _fail("best_metric", self.best_metric, "a metric name or empty")
+        if self.best_metric.startswith("val_") and self.data.eval_split is None:
+            _fail("best_metric", self.best_metric,
+                  "a training metric (e.g. 'loss') or empty when eval_split is empty")
+        if self.best_mode not in BEST_MODES:
+            _fail("best_mode", self.best_mode, f"one of {list(BEST_MODES)}")
+        if not isinstance(self.model_kwargs, Mapping):
+            _fail("model_kwargs", self.model_kwargs, "a mapping of keyword arguments")
+        object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
+        if self.verbose not in (0, 1, 2):
+            _fail("verbose", self.verbose, "0, 1 or 2")
+        from keras_has import models  # local import: keeps config import light
+
+        known = list(models.list_models())
+        if self.model not in known:
+            _fail("model", self.model, f"one of {known}")
+
+    # ----------------------------------------------------------------- derived values
+    def per_replica_batch(self, num_replicas: int) -> tuple[int, int]:
+        """`(per_replica, global)` batch sizes for `num_replicas` replicas.
+
+        Raises ValueError when `global_batch_size` is set and the replicas do not
+        divide it.
+        """
+        if not _is_int(num_replicas) or num_replicas < 1:
+            _fail("num_replicas", num_replicas, "an integer >= 1")
+        if self.data.global_batch_size is None:
+            return self.data.batch_size, self.data.batch_size * num_replicas
+        global_batch = self.data.global_batch_size
+        if global_batch % num_replicas:
+            _fail("global_batch_size", global_batch,
+                  f"a multiple of the {num_replicas} replicas of the strategy "
+                  f"'{self.strategy}'")
+        return global_batch // num_replicas, global_batch
+
+    def resolved_best_mode(self) -> str:
+        if self.best_mode != "auto":
+            return self.best_mode
+        key = self.best_metric.lower()
+        return "max" if any(k in key for k in ("acc", "loc", "iou", "pxap", "top")) else "min"
+
+    # ----------------------------------------------------------------------- JSON
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict (tuples become lists) with a `version` key."""
+        out = dataclasses.asdict(self)
+        out["version"] = CONFIG_VERSION
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+        """Inverse of `to_dict`; validates like the constructor. Unknown keys fail."""
+        values = dict(values)
+        version = values.pop("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            _fail("version", version, f"config version {CONFIG_VERSION}")
+        groups = {"data": DataConfig, "hiding": HidingConfig, "optim": OptimConfig}
+        kwargs = {}
+        for key, value in values.items():
+            if key in groups:
+                kwargs[key] = _build(groups[key], value, key)
+            else:
+                kwargs[key] = value
+        _check_keys(cls, kwargs, "TrainConfig")
+        return cls(**kwargs)
+
+
+_TUPLE_FIELDS = {"grid_sizes", "lr_values", "lr_boundaries"}
+
+
+def _check_keys(cls, kwargs: Mapping[str, Any], where: str) -> None:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(kwargs) - names)
+    if unknown:
+        _fail(where, unknown, f"keys among {sorted(names)}")
+
+
+def _build(cls, value: Any, where: str):
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        _fail(where, value, "a mapping")
+    kwargs = {k: (tuple(v) if k in _TUPLE_FIELDS and isinstance(v, list) else v)
+              for k, v in value.items()}
+    _check_keys(cls, kwargs, where)
+    return cls(**kwargs)

@@ -1,0 +1,531 @@
+"""Training: strategy choice, SGD with the authors' schedule, checkpoints and resume.
+
+`train(config)` builds the model and the optimizer inside a `tf.distribute` strategy
+scope, fits on the training split, and leaves under `config.output_dir`:
+
+```
+config.json               the TrainConfig (written first, atomically)
+backup/                   keras.callbacks.BackupAndRestore state (resume after a kill)
+checkpoints/epoch_NNN.weights.h5   weights after every epoch (1-based NNN)
+best.keras                best model by `config.best_metric` (when set and logged)
+training_log.csv          one row per epoch, appended across restarts
+tensorboard/              TensorBoard event files
+model.keras               final model (atomic write), config.json beside it
+```
+
+Running the same command again after a crash (even SIGKILL) resumes from the last
+finished epoch: `BackupAndRestore` restores the weights, the optimizer state (momentum,
+iteration count) and the epoch counter, and the epoch-based schedule sets the learning
+rate and weight decay from the epoch number. Under `multi_worker`, worker `i > 0`
+writes its own backup and logs under `output_dir/workers/worker_i/` and only the chief
+writes the files above.
+
+Weight decay: Caffe and Torch add `lambda * w` to the gradient before momentum
+(coupled L2). Keras' `SGD(weight_decay=...)` is decoupled (it shrinks the weights
+outside momentum), which with momentum 0.9 is about ten times weaker for the same
+number, so `L2SGD` adds the coupled term itself, from a variable that the schedule
+callback sets to 0 after `weight_decay_until_epoch`.
+
+Determinism: the data order, the Hide-and-Seek masks and weight initialisation follow
+`config.seed`. What remains nondeterministic: multi-threaded CPU/GPU reductions,
+the order of cross-replica sums, and after a resume the shuffle order of the resumed
+epochs (a new data iterator starts from the seed's first order).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import inspect
+import json
+import os
+import tempfile
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from keras_has.config import TrainConfig
+
+__all__ = [
+    "TrainResult",
+    "train",
+    "scaled_boundary",
+    "scaled_boundaries",
+    "learning_rate_at",
+    "weight_decay_at",
+    "L2SGD",
+    "EpochSchedule",
+    "AtomicBackupAndRestore",
+    "make_strategy",
+    "resolve_mixed_precision",
+    "write_json_atomic",
+    "read_csv_log",
+]
+
+
+# --------------------------------------------------------------------------- schedule
+def scaled_boundary(boundary: int, epochs: int, reference_epochs: int | None) -> int:
+    """A reference-run epoch boundary scaled to a run of `epochs` epochs.
+
+    `round(boundary * epochs / reference_epochs)` (halves round up), at least 1 so that
+    the first epoch always uses the first value. Unscaled when `reference_epochs` is
+    None. E.g. boundary 18 of 55: 18 for 55 epochs, 2 for 5 epochs (18*5/55 = 1.64).
+    """
+    if not reference_epochs:
+        return int(boundary)
+    return max(1, int(boundary * epochs / reference_epochs + 0.5))
+
+
+def scaled_boundaries(boundaries, epochs: int, reference_epochs: int | None) -> tuple[int, ...]:
+    return tuple(scaled_boundary(b, epochs, reference_epochs) for b in boundaries)
+
+
+def learning_rate_at(epoch: int, optim, epochs: int) -> float:
+    """Learning rate of the 0-based `epoch` (= number of completed epochs)."""
+    bounds = scaled_boundaries(optim.lr_boundaries, epochs, optim.schedule_reference_epochs)
+    index = sum(1 for b in bounds if epoch >= b)
+    return float(optim.lr_values[index])
+
+
+def weight_decay_at(epoch: int, optim, epochs: int) -> float:
+    """Coupled L2 coefficient of the 0-based `epoch`."""
+    if optim.weight_decay_until_epoch is None:
+        return optim.weight_decay
+    off = scaled_boundary(optim.weight_decay_until_epoch, epochs,
+                          optim.schedule_reference_epochs)
+    if optim.weight_decay_until_epoch == 0:
+        off = 0
+    return 0.0 if epoch >= off else optim.weight_decay
+
+
+# -------------------------------------------------------------------------- optimizer
+@keras.saving.register_keras_serializable(package="keras_has")
+class L2SGD(keras.optimizers.SGD):
+    """SGD whose kernels (rank >= 2 variables) get a coupled L2 term `l2 * w`.
+
+    The update is Caffe's: `g' = g + l2 * w`, then momentum SGD on `g'`. Biases and
+    normalisation parameters (rank 1) are not decayed. `l2` is a non-trainable
+    variable (`self.l2`) so a callback can change it between epochs without
+    retracing. All other arguments are `keras.optimizers.SGD`'s.
+
+    Args:
+      l2: initial L2 coefficient (>= 0).
+    """
+
+    def __init__(self, l2=0.0, **kwargs):
+        super().__init__(**kwargs)
+        with keras.name_scope(self.name, caller=self):
+            self.l2 = keras.Variable(float(l2), name="l2", dtype="float32",
+                                     trainable=False, aggregation="only_first_replica")
+        self._initial_l2 = float(l2)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if len(variable.shape) >= 2:
+            l2 = keras.ops.cast(self.l2, variable.dtype)
+            gradient = keras.ops.add(gradient, keras.ops.multiply(l2, variable))
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config["l2"] = self._initial_l2
+        return config
+
+
+def _inner_optimizer(optimizer):
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+class EpochSchedule(keras.callbacks.Callback):
+    """Sets the learning rate and the L2 coefficient at the start of every epoch.
+
+    Both are pure functions of the epoch index (`learning_rate_at`, `weight_decay_at`),
+    so a resumed run gets the right values. Adds `learning_rate` and `weight_decay`
+    to the epoch logs (CSV and TensorBoard).
+    """
+
+    def __init__(self, optim, epochs: int):
+        super().__init__()
+        self.optim = optim
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = _inner_optimizer(self.model.optimizer)
+        optimizer.learning_rate = learning_rate_at(epoch, self.optim, self.epochs)
+        optimizer.l2.assign(weight_decay_at(epoch, self.optim, self.epochs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = learning_rate_at(epoch, self.optim, self.epochs)
+            logs["weight_decay"] = weight_decay_at(epoch, self.optim, self.epochs)
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose files are replaced atomically (temp file, then rename).
+
+    Keras writes `latest.weights.h5` and `training_metadata.json` in place, so a kill
+    during the write can leave a torn file. Here both are written to temporary names
+    and renamed, weights first: a kill between the two renames (a window of
+    microseconds) would make the resumed run repeat the last epoch from the new
+    weights; a kill at any other time resumes exactly after the last finished epoch.
+    """
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        tmp_weights = os.path.join(self.backup_dir, "tmp-latest.weights.h5")
+        self.model.save_weights(filepath=tmp_weights, overwrite=True)
+        os.replace(tmp_weights, self._weights_path)
+        write_json_atomic(self._training_metadata_path,
+                          {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+
+
+class _EveryNEpochs(keras.callbacks.Callback):
+    """Runs a callback's `on_epoch_end` every `n` epochs and after the last epoch."""
+
+    def __init__(self, callback, n: int, epochs: int):
+        super().__init__()
+        self.callback = callback
+        self.n = n
+        self.epochs = epochs
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.callback.set_model(model)
+
+    def on_train_begin(self, logs=None):
+        self.callback.on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.n == 0 or epoch + 1 == self.epochs:
+            self.callback.on_epoch_end(epoch, logs)
+
+
+# ---------------------------------------------------------------------- strategies
+def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
+    """The `tf.distribute` strategy for a `TrainConfig.strategy` name.
+
+    `mirrored`: all local GPUs, or all logical CPU devices when there is no GPU (one,
+    unless the process split the CPU with `tf.config.set_logical_device_configuration`).
+    `multi_worker`: `MultiWorkerMirroredStrategy`, cluster from `TF_CONFIG`.
+    `tpu`: `TPUStrategy` on `tpu` (name or grpc address; empty = default TPU).
+    `one_device`: the first GPU, else the CPU.
+    """
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
+    if name == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError("strategy: 'multi_worker' needs the TF_CONFIG environment "
+                             "variable (cluster and task); received none")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if name == "one_device":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy((gpus[0].name if gpus else "/cpu:0"))
+    raise ValueError(f"strategy: expected one of mirrored, multi_worker, tpu, "
+                     f"one_device, received {name!r}")
+
+
+def _worker_identity(strategy) -> tuple[bool, int]:
+    """(is_chief, task_id) of this process; single-process strategies are the chief."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True, 0
+    task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
+    if task_type == "chief":
+        return True, task_id
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return (task_type == "worker" and task_id == 0 and not has_chief), task_id
+
+
+def resolve_mixed_precision(policy: str, strategy_name: str) -> str | None:
+    """The Keras dtype policy name for a config value, or None for float32.
+
+    Raises ValueError for `mixed_float16` without a GPU.
+    """
+    has_gpu = bool(tf.config.list_logical_devices("GPU"))
+    if policy == "none":
+        return None
+    if policy == "auto":
+        return "mixed_float16" if has_gpu and strategy_name != "tpu" else "mixed_bfloat16"
+    if policy == "mixed_float16" and not has_gpu:
+        raise ValueError("mixed_precision: 'mixed_float16' needs a GPU (none found); "
+                         "use 'mixed_bfloat16' on CPU and TPU, or 'auto'")
+    return policy
+
+
+# ------------------------------------------------------------------------- helpers
+def write_json_atomic(path: str, payload: Any) -> None:
+    """Writes JSON to `path` through a temporary file in the same folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _save_model_atomic(model, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_csv_log(path: str) -> dict[str, list]:
+    """Columns of a Keras `CSVLogger` file (`epoch` as 0-based ints, others floats)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    history: dict[str, list] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key == "epoch":
+                history.setdefault(key, []).append(int(value))
+            else:
+                try:
+                    history.setdefault(key, []).append(float(value))
+                except (TypeError, ValueError):
+                    history.setdefault(key, []).append(value)
+    return history
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train` returns.
+
+    Attributes:
+      model: the trained `keras.Model` (float32 logits; built inside the strategy).
+      history: every epoch's logs, including epochs run before a resume (read back
+        from `csv_path`); keys as in Keras' `History.history` plus `epoch` (0-based).
+      epochs_run: 0-based epochs that this call actually ran.
+      output_dir, model_path, config_path, best_path, csv_path, tensorboard_dir,
+        checkpoint_dir: where things were written (`best_path` may not exist when the
+        monitored metric was never logged).
+      num_replicas, global_batch_size, per_replica_batch_size: the data-parallel set-up.
+      is_chief: False on non-chief multi-worker processes (their files live under
+        `output_dir/workers/worker_<i>`).
+    """
+
+    model: keras.Model
+    history: dict
+    epochs_run: list
+    output_dir: str
+    model_path: str
+    config_path: str
+    best_path: str
+    csv_path: str
+    tensorboard_dir: str
+    checkpoint_dir: str
+    num_replicas: int
+    global_batch_size: int
+    per_replica_batch_size: int
+    is_chief: bool = True
+
+
+# --------------------------------------------------------------------------- train
+def _get_source(config: TrainConfig):
+    from keras_has import data
+
+    kwargs = {}
+    if config.data.data_dir is not None:
+        kwargs["data_dir"] = config.data.data_dir
+    return data.get_source(config.data.source, **kwargs)
+
+
+def _source_splits(source) -> tuple | None:
+    splits = getattr(source, "splits", None)
+    if splits is None:
+        return None
+    return tuple(splits.keys()) if isinstance(splits, dict) else tuple(splits)
+
+
+def _check_splits(config: TrainConfig, source) -> None:
+    splits = _source_splits(source)
+    if splits is None:
+        return
+    for flag, split in (("train_split", config.data.train_split),
+                        ("eval_split", config.data.eval_split)):
+        if split is not None and split not in splits:
+            raise ValueError(f"{flag}: expected one of the splits {list(splits)} of "
+                             f"source {config.data.source!r}, received {split!r}")
+
+
+def _build_model(config: TrainConfig, num_classes: int):
+    from keras_has import models
+
+    kwargs = dict(config.model_kwargs)
+    input_shape = (config.data.image_size, config.data.image_size, 3)
+    if _get_model_takes_seed() and "seed" not in kwargs:
+        kwargs["seed"] = config.seed
+    return models.get_model(config.model, num_classes=num_classes,
+                            input_shape=input_shape, **kwargs)
+
+
+def _localization_callback(config: TrainConfig, eval_dataset, tensorboard_dir):
+    """`keras_has.callbacks.LocalizationCallback` every `eval_every` epochs, if present."""
+    if config.eval_every <= 0 or eval_dataset is None:
+        return None
+    try:
+        from keras_has.callbacks import LocalizationCallback
+    except ImportError:
+        return None
+    params = inspect.signature(LocalizationCallback).parameters
+    kwargs = {}
+    if "log_dir" in params:
+        kwargs["log_dir"] = tensorboard_dir
+    for name in ("every", "every_n_epochs", "frequency", "eval_every"):
+        if name in params:
+            kwargs[name] = config.eval_every
+            return LocalizationCallback(eval_dataset, **kwargs)
+    return _EveryNEpochs(LocalizationCallback(eval_dataset, **kwargs),
+                         config.eval_every, config.epochs)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Trains `config.model` as `config` says; resumes when `output_dir` has a backup.
+
+    Everything that can be checked before work (the strategy's replica count against
+    the batch, the data splits, the mixed-precision policy) is checked before any
+    file is created. Returns a `TrainResult`.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config: expected a keras_has.config.TrainConfig, received "
+                        f"{type(config).__name__}")
+    from keras_has import data
+
+    policy = resolve_mixed_precision(config.mixed_precision, config.strategy)
+    strategy = make_strategy(config.strategy, config.tpu)
+    replicas = strategy.num_replicas_in_sync
+    per_replica, global_batch = config.per_replica_batch(replicas)
+    source = _get_source(config)
+    _check_splits(config, source)
+    is_chief, task_id = _worker_identity(strategy)
+
+    # ------------------------------------------------------------ output layout
+    out = os.path.abspath(os.path.expanduser(config.output_dir))
+    own = out if is_chief else os.path.join(out, "workers", f"worker_{task_id}")
+    paths = {
+        "config": os.path.join(own, "config.json"),
+        "backup": os.path.join(own, "backup"),
+        "checkpoints": os.path.join(own, "checkpoints"),
+        "best": os.path.join(own, "best.keras"),
+        "csv": os.path.join(own, "training_log.csv"),
+        "tensorboard": os.path.join(own, "tensorboard"),
+        "model": os.path.join(own, "model.keras"),
+    }
+    os.makedirs(paths["checkpoints"], exist_ok=True)
+    write_json_atomic(paths["config"], config.to_dict())
+
+    # ------------------------------------------------------------------- data
+    mean, std = data.get_normalization(source, split=config.data.train_split)
+    train_ds = data.make_train_dataset(
+        source, config.data.image_size, global_batch,
+        hiding=config.hiding.as_pipeline_arg(), seed=config.seed,
+        split=config.data.train_split, mean=mean, std=std)
+    # Every training batch is a full global batch, so every replica gets `per_replica`.
+    train_ds = train_ds.rebatch(global_batch, drop_remainder=True)
+    steps = config.steps_per_epoch
+    if steps is not None:
+        train_ds = train_ds.repeat()
+    else:
+        cardinality = int(train_ds.cardinality())
+        if cardinality == 0:
+            raise ValueError(f"batch_size: the global batch {global_batch} is larger "
+                             f"than the training split {config.data.train_split!r} of "
+                             f"{config.data.source!r}; expected at least one full batch")
+    eval_ds = val_ds = None
+    if config.data.eval_split is not None:
+        eval_ds = data.make_eval_dataset(
+            source, config.data.image_size, config.data.eval_batch_size or global_batch,
+            split=config.data.eval_split, mean=mean, std=std)
+        val_ds = eval_ds.map(lambda d: (d["image"], d["label"]),
+                             num_parallel_calls=tf.data.AUTOTUNE)
+
+    # ------------------------------------------------------ model + optimizer
+    previous_policy = keras.mixed_precision.global_policy()
+    if policy is not None:
+        keras.mixed_precision.set_global_policy(policy)
+    try:
+        with strategy.scope():
+            if not _get_model_takes_seed():
+                # get_model takes no seed: fall back to Keras' global seed for the
+                # initialisers (global state, documented above).
+                keras.utils.set_random_seed(config.seed)
+            model = _build_model(config, source.num_classes)
+            optimizer = L2SGD(
+                l2=weight_decay_at(0, config.optim, config.epochs),
+                learning_rate=learning_rate_at(0, config.optim, config.epochs),
+                momentum=config.optim.momentum, nesterov=config.optim.nesterov)
+            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+            if source.num_classes > 5:
+                metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
+            model.compile(
+                optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=metrics)
+            model.optimizer.build(model.trainable_variables)
+
+        callbacks = [
+            AtomicBackupAndRestore(paths["backup"], double_checkpoint=True,
+                                   delete_checkpoint=False),
+            EpochSchedule(config.optim, config.epochs),
+        ]
+        loc_cb = _localization_callback(config, eval_ds, paths["tensorboard"])
+        if loc_cb is not None:
+            callbacks.append(loc_cb)
+        callbacks += [
+            keras.callbacks.ModelCheckpoint(
+                os.path.join(paths["checkpoints"], "epoch_{epoch:03d}.weights.h5"),
+                save_weights_only=True),
+        ]
+        if config.best_metric:
+            callbacks.append(keras.callbacks.ModelCheckpoint(
+                paths["best"], monitor=config.best_metric,
+                mode=config.resolved_best_mode(), save_best_only=True))
+        callbacks += [
+            keras.callbacks.CSVLogger(paths["csv"], append=True),
+            keras.callbacks.TensorBoard(paths["tensorboard"]),
+        ]
+        epochs_run: list[int] = []
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: epochs_run.append(int(epoch))))
+
+        with strategy.scope():
+            model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
+                      validation_data=val_ds, callbacks=callbacks,
+                      verbose=config.verbose)
+        _save_model_atomic(model, paths["model"])
+        write_json_atomic(paths["config"], config.to_dict())
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+    return TrainResult(
+        model=model, history=read_csv_log(paths["csv"]), epochs_run=epochs_run,
+        output_dir=own, model_path=paths["model"], config_path=paths["config"],
+        best_path=paths["best"], csv_path=paths["csv"],
+        tensorboard_dir=paths["tensorboard"], checkpoint_dir=paths["checkpoints"],
+        num_replicas=replicas, global_batch_size=global_batch,
+        per_replica_batch_size=per_replica, is_chief=is_chief)
+
+
+def _get_model_takes_seed() -> bool:
+    from keras_has import models
+
+    return "seed" in inspect.signature(models.get_model).parameters
