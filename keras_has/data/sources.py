@@ -1,0 +1,258 @@
+"""Data sources: one registry, one per-example format.
+
+`get_source(name_or_path, **kwargs)` returns a `Source` for the built-in `synthetic`
+dataset, a TFDS dataset with boxes (`caltech_birds2011`, `oxford_iiit_pet`,
+`stanford_dogs`, `imagenet2012`) or a WSOL metadata folder path.
+
+Every source's `load(split)` yields the same raw examples (original image frame):
+
+    image     uint8   [H, W, 3]   decoded RGB (grayscale, RGBA, CMYK are converted)
+    label     int32   []
+    boxes     float32 [N, 4]      x0, y0, x1, y1 inclusive pixels of this image (N >= 0)
+    image_id  string  []
+    mask      bool    [H, W]      only if `source.has_masks(split)`: object foreground
+    ignore    bool    [H, W]      only if `source.has_masks(split)`: pixels not scored
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import tensorflow as tf
+
+from keras_has.data import wsol_metadata
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+class Source:
+    """A dataset with class labels and ground-truth localization.
+
+    Attributes:
+      name: short name (registry name or folder path).
+      num_classes: number of classes `K`; labels are in [0, K).
+      class_names: `K` class names.
+      splits: split names offered.
+    """
+
+    name: str
+    num_classes: int
+    class_names: tuple
+    splits: tuple
+
+    def has_masks(self, split: str) -> bool:
+        """Whether `load(split)` examples carry `mask` and `ignore`."""
+        return False
+
+    def load(self, split: str, shuffle: bool = False, seed: int | None = None) -> tf.data.Dataset:
+        """Raw examples of `split` in the common format (module docstring).
+
+        Args:
+          split: one of `self.splits`.
+          shuffle: shuffle the example order (cheaply, before decoding), reshuffled on
+            each iteration.
+          seed: makes the shuffle order deterministic.
+        """
+        raise NotImplementedError
+
+    def num_examples(self, split: str) -> int | None:
+        return None
+
+    def stats_location(self, split: str) -> tuple:
+        """(folder next to the data or None, cache key, fingerprint) for normalisation stats."""
+        return None, _safe(self.name), ""
+
+    def check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise ValueError(f"source {self.name!r} has no split {split!r}; available "
+                             f"splits: {list(self.splits)}.")
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, num_classes={self.num_classes}, "
+                f"splits={list(self.splits)})")
+
+
+def _safe(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in text.strip("/"))
+    return keep[-60:] + "_" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def decode_image(data: tf.Tensor) -> tf.Tensor:
+    """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 `[H, W, 3]` RGB.
+
+    tf.io.decode_image converts grayscale to RGB, drops the alpha channel of RGBA PNGs
+    and converts (Adobe, inverted) CMYK JPEGs to RGB, and it recognises the format from
+    the content (so a PNG named `.jpg` works).
+    """
+    image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _decode_mask(path: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """A mask PNG -> bool [H, W] (nonzero is on, as wsolevaluation), resized if needed."""
+    mask = tf.io.decode_image(tf.io.read_file(path), channels=1, expand_animations=False)
+    mask = tf.image.resize(mask, tf.stack([height, width]), method="nearest")
+    return mask[:, :, 0] > 0
+
+
+def mask_tight_box(mask: tf.Tensor) -> tf.Tensor:
+    """bool `[H, W]` -> float32 `[1, 4]` tight inclusive box of the on pixels, `[0, 4]` if none."""
+    rows = tf.where(tf.reduce_any(mask, axis=1))[:, 0]
+    cols = tf.where(tf.reduce_any(mask, axis=0))[:, 0]
+    box = tf.cast(tf.stack([tf.reduce_min(cols), tf.reduce_min(rows),
+                            tf.reduce_max(cols), tf.reduce_max(rows)]), tf.float32)
+    return tf.cond(tf.size(rows) > 0, lambda: box[None], lambda: tf.zeros([0, 4], tf.float32))
+
+
+class WsolSource(Source):
+    """A WSOL metadata folder (clovaai/wsolevaluation layout), validated per split on first use.
+
+    Args:
+      root: folder with `images/`, `metadata/<split>/` and optionally `class_names.txt`.
+      num_classes: number of classes; None reads class_names.txt, else the largest label
+        over all splits plus one.
+      verify: image check before use: "header" (default), "decode" or "none".
+      skip_corrupt: skip missing/corrupt images (counted in one log line) instead of failing.
+    """
+
+    def __init__(self, root, num_classes: int | None = None, verify: str = "header",
+                 skip_corrupt: bool = False):
+        root = os.path.abspath(os.fspath(root))
+        self.root = root
+        self.name = root
+        self.splits = wsol_metadata.list_splits(root)
+        if not self.splits:
+            raise wsol_metadata.MetadataError(
+                f"WSOL metadata folder {root!r}: no split folders with image_ids.txt under "
+                f"{os.path.join(root, 'metadata')!r}.")
+        names = wsol_metadata.read_class_names(root)
+        if num_classes is None:
+            if names:
+                num_classes = len(names)
+            else:
+                num_classes = 1 + max(self._max_label(s) for s in self.splits)
+        if names and len(names) != num_classes:
+            raise ValueError(f"{os.path.join(root, 'class_names.txt')}: has {len(names)} names "
+                             f"but num_classes={num_classes}.")
+        self.num_classes = int(num_classes)
+        self.class_names = names or tuple(str(i) for i in range(self.num_classes))
+        self._verify = verify
+        self._skip_corrupt = skip_corrupt
+        self._cache = {}
+
+    def _max_label(self, split: str) -> int:
+        path = os.path.join(self.root, "metadata", split, "class_labels.txt")
+        best = 0
+        for n, fields in wsol_metadata._read_lines(path):
+            if len(fields) == 2:
+                best = max(best, wsol_metadata._parse_int(fields[1], path, n, "class label"))
+        return best
+
+    def split_metadata(self, split: str) -> wsol_metadata.WsolSplit:
+        """The validated metadata of `split` (read and checked once)."""
+        self.check_split(split)
+        if split not in self._cache:
+            self._cache[split] = wsol_metadata.read_split(
+                self.root, split, num_classes=self.num_classes, verify=self._verify,
+                skip_corrupt=self._skip_corrupt)
+        return self._cache[split]
+
+    def has_masks(self, split: str) -> bool:
+        return self.split_metadata(split).has_masks
+
+    def num_examples(self, split: str) -> int:
+        return len(self.split_metadata(split))
+
+    def stats_location(self, split: str) -> tuple:
+        meta = self.split_metadata(split)
+        fingerprint = hashlib.sha1("\n".join(meta.image_ids).encode()).hexdigest()
+        return os.path.join(self.root, "metadata", split), _safe(self.root) + "_" + split, fingerprint
+
+    def load(self, split: str, shuffle: bool = False, seed: int | None = None) -> tf.data.Dataset:
+        meta = self.split_metadata(split)
+        n = len(meta)
+        columns = {
+            "index": tf.range(n, dtype=tf.int64),
+        }
+        ds = tf.data.Dataset.from_tensor_slices(columns)
+        if shuffle:
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        paths = tf.constant(meta.image_paths)
+        ids = tf.constant(list(meta.image_ids))
+        labels = tf.constant(meta.labels, tf.int32)
+        boxes = tf.RaggedTensor.from_row_splits(tf.constant(meta.box_values),
+                                                tf.constant(meta.box_row_splits))
+        if meta.has_masks:
+            mask_lists = [list(m) for m in meta.mask_paths]
+            masks = tf.ragged.constant(mask_lists, dtype=tf.string)
+            ignores = tf.constant(list(meta.ignore_paths))
+
+        def read(row):
+            i = row["index"]
+            image = decode_image(tf.io.read_file(paths[i]))
+            example = {"image": image, "label": labels[i], "boxes": boxes[i],
+                       "image_id": ids[i]}
+            if meta.has_masks:
+                h, w = tf.shape(image)[0], tf.shape(image)[1]
+                instance = tf.map_fn(lambda p: _decode_mask(p, h, w), masks[i],
+                                     fn_output_signature=tf.TensorSpec([None, None], tf.bool))
+                mask = tf.reduce_any(instance, axis=0)
+                ignore = tf.cond(
+                    tf.strings.length(ignores[i]) > 0,
+                    lambda: _decode_mask(ignores[i], h, w),
+                    lambda: tf.zeros([h, w], tf.bool))
+                example["mask"] = mask
+                example["ignore"] = tf.logical_and(ignore, tf.logical_not(mask))
+                # Mask splits carry no box lines: the object box is the mask's tight box.
+                example["boxes"] = mask_tight_box(mask)
+            return example
+
+        return ds.map(read, num_parallel_calls=AUTOTUNE)
+
+
+# ---------------------------------------------------------------------------- registry
+
+def _tfds_factories():
+    from keras_has.data import tfds_sources  # local: keeps the WSOL path free of TFDS
+
+    return tfds_sources.FACTORIES
+
+
+def list_sources() -> list:
+    """Registered source names (a WSOL metadata folder path is also accepted)."""
+    return sorted(_tfds_factories())
+
+
+def get_source(name_or_path, **kwargs) -> Source:
+    """Returns the Source for a registered name or a WSOL metadata folder path.
+
+    Args:
+      name_or_path: a name from `list_sources()`, a folder with a `metadata/` subfolder,
+        or a `Source` (returned unchanged).
+      **kwargs: passed to the source's constructor (e.g. `data_dir` for TFDS sources,
+        `skip_corrupt` for folders).
+
+    Raises:
+      ValueError: unknown name (the message lists the valid ones) or bad folder.
+    """
+    if isinstance(name_or_path, Source):
+        if kwargs:
+            raise ValueError(f"get_source: keyword arguments {sorted(kwargs)} cannot be "
+                             "applied to an existing Source.")
+        return name_or_path
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError("get_source: expected a source name, a folder path or a Source; "
+                        f"received {type(name_or_path).__name__}.")
+    factories = _tfds_factories()
+    text = os.fspath(name_or_path)
+    if text in factories:
+        return factories[text](**kwargs)
+    if os.path.isdir(text):
+        if not os.path.isdir(os.path.join(text, "metadata")):
+            raise ValueError(f"get_source: folder {text!r} is not a WSOL metadata folder "
+                             "(expected a 'metadata' subfolder).")
+        return WsolSource(text, **kwargs)
+    raise ValueError(f"get_source: unknown source {text!r}; valid names are "
+                     f"{sorted(factories)}, or a path to a WSOL metadata folder (none found "
+                     "at that path).")

@@ -1,0 +1,124 @@
+"""Per-channel normalisation statistics, streamed over a split and cached as JSON.
+
+`get_normalization(source, split)` returns `(mean, std)`: two 3-tuples of floats in the
+[0, 255] pixel scale over every pixel of every (decoded, original-size) image of the
+split. The sums are accumulated in float64 with `tf.data.Dataset.reduce`, so memory does
+not grow with the dataset (ILSVRC-sized splits work). The result is cached next to the
+data (atomic JSON write); for read-only data pass `cache_dir`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+# torchvision / Keras ImageNet statistics in the [0, 255] scale, for pretrained backbones.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+_CACHE_VERSION = 1
+
+
+def compute_normalization(dataset: tf.data.Dataset) -> tuple:
+    """Streams `(mean, std)` over a dataset of raw examples (dicts with `image` [H, W, 3])."""
+
+    def sums(example):
+        pixels = tf.reshape(tf.cast(example["image"], tf.float64), [-1, 3])
+        return (tf.reduce_sum(pixels, axis=0), tf.reduce_sum(tf.square(pixels), axis=0),
+                tf.cast(tf.shape(pixels)[0], tf.float64))
+
+    zeros = tf.zeros([3], tf.float64)
+    total, total_sq, count = dataset.map(sums, num_parallel_calls=tf.data.AUTOTUNE).reduce(
+        (zeros, zeros, tf.constant(0.0, tf.float64)),
+        lambda acc, x: (acc[0] + x[0], acc[1] + x[1], acc[2] + x[2]))
+    count = float(count.numpy())
+    if count == 0:
+        raise ValueError("compute_normalization: the dataset has no pixels (empty split?).")
+    mean = total.numpy() / count
+    var = total_sq.numpy() / count - mean ** 2
+    std = [math.sqrt(max(v, 0.0)) for v in var]
+    if min(std) == 0.0:
+        raise ValueError(f"compute_normalization: a channel is constant (std {std}); cannot "
+                         "normalise by it.")
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def _write_json_atomic(path: str, payload: dict) -> None:
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def cache_path(source, split: str, cache_dir=None) -> str | None:
+    """Where the statistics of `split` are cached (None: nowhere writable)."""
+    folder, key, _ = source.stats_location(split)
+    if cache_dir is not None:
+        return os.path.join(os.fspath(cache_dir), f"normalization_{key}.json")
+    if folder is not None and os.access(folder, os.W_OK):
+        return os.path.join(folder, f"keras_has_normalization_{split}.json")
+    return None
+
+
+def get_normalization(source, split: str = "train", cache_dir=None, recompute: bool = False) -> tuple:
+    """Per-channel `(mean, std)` of a split in [0, 255] scale, cached next to the data.
+
+    Args:
+      source: a Source or anything `keras_has.data.get_source` accepts.
+      split: the split to measure (use the training split).
+      cache_dir: folder for the JSON cache (for read-only data); None caches next to the
+        data when writable, else logs a warning and does not cache.
+      recompute: ignore an existing cache entry.
+
+    Returns:
+      `(mean, std)`, each a tuple of 3 floats.
+    """
+    from keras_has.data.sources import Source, get_source
+
+    source = source if isinstance(source, Source) else get_source(source)
+    source.check_split(split)
+    path = cache_path(source, split, cache_dir)
+    _, _, fingerprint = source.stats_location(split)
+    if path is not None and os.path.isfile(path) and not recompute:
+        try:
+            with open(path) as f:
+                cached = json.load(f)
+            if (cached.get("version") == _CACHE_VERSION and cached.get("split") == split
+                    and cached.get("fingerprint") == fingerprint):
+                return tuple(cached["mean"]), tuple(cached["std"])
+            logger.info("normalisation cache %s is stale; recomputing.", path)
+        except (OSError, ValueError, KeyError) as e:
+            logger.warning("ignoring unreadable normalisation cache %s (%s).", path, e)
+    mean, std = compute_normalization(source.load(split, shuffle=False))
+    if path is None:
+        logger.warning("normalisation statistics of %r split %r not cached (data folder not "
+                       "writable; pass cache_dir).", source.name, split)
+    else:
+        _write_json_atomic(path, {"version": _CACHE_VERSION, "source": str(source.name),
+                                  "split": split, "fingerprint": fingerprint,
+                                  "mean": list(mean), "std": list(std)})
+    return mean, std
+
+
+def default_normalization(source, split: str, cache_dir=None) -> tuple:
+    """The statistics the pipelines use when none are given.
+
+    imagenet2012 uses IMAGENET_MEAN / IMAGENET_STD (no pass over 1.28M images); every
+    other source uses `get_normalization(source, split)`.
+    """
+    if source.name == "imagenet2012":
+        return IMAGENET_MEAN, IMAGENET_STD
+    return get_normalization(source, split, cache_dir=cache_dir)

@@ -1,0 +1,391 @@
+"""Reading and validating WSOL metadata folders (the clovaai/wsolevaluation layout).
+
+Layout::
+
+    ROOT/images/<relpath>                       the images
+    ROOT/metadata/<split>/image_ids.txt         <relpath>              (one per line)
+    ROOT/metadata/<split>/class_labels.txt      <relpath>,<label>
+    ROOT/metadata/<split>/image_sizes.txt       <relpath>,<w>,<h>      (optional)
+    ROOT/metadata/<split>/localization.txt      <relpath>,x0,y0,x1,y1  (one line per box)
+                                            or  <relpath>,<mask>,<ignore>  (one line per mask)
+    ROOT/class_names.txt                        one class name per line (optional extra)
+
+Boxes are `x0, y0, x1, y1` inclusive pixel corners of the original image. Mask paths are
+resolved relative to ROOT first and then to ROOT/masks (wsolevaluation's `mask_root`);
+several mask lines for one image are unioned, as wsolevaluation does.
+
+Everything here is plain Python / NumPy run once, before training: every problem is
+reported with the file and line it comes from.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import struct
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+_JPEG_MAGIC = b"\xff\xd8"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_OTHER_MAGIC = (b"GIF87a", b"GIF89a", b"BM")
+VERIFY_MODES = ("header", "decode", "exists", "none")
+
+
+class MetadataError(ValueError):
+    """A WSOL metadata folder is malformed; the message names the file and line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WsolSplit:
+    """One validated split of a WSOL metadata folder.
+
+    Args:
+      root: the dataset root folder.
+      split: the split name (a folder under ROOT/metadata).
+      image_ids: `N` relative image paths (under ROOT/images), in image_ids.txt order.
+      labels: int32 `[N]` class ids.
+      sizes: int32 `[N, 2]` image `(width, height)`, or None when unknown.
+      box_values: float32 `[T, 4]` all boxes (inclusive pixels, clipped to the image).
+      box_row_splits: int64 `[N + 1]`; boxes of image `i` are
+        `box_values[box_row_splits[i]:box_row_splits[i + 1]]`.
+      mask_paths: None for box splits; else per image a tuple of absolute mask paths.
+      ignore_paths: None for box splits; else per image an absolute ignore-mask path or "".
+      num_clipped: boxes that reached outside their image and were clipped.
+      num_skipped: corrupt or missing images skipped (only with `skip_corrupt=True`).
+    """
+
+    root: str
+    split: str
+    image_ids: tuple
+    labels: np.ndarray
+    sizes: np.ndarray | None
+    box_values: np.ndarray
+    box_row_splits: np.ndarray
+    mask_paths: tuple | None
+    ignore_paths: tuple | None
+    num_clipped: int = 0
+    num_skipped: int = 0
+
+    @property
+    def has_masks(self) -> bool:
+        return self.mask_paths is not None
+
+    @property
+    def image_paths(self) -> list:
+        return [os.path.join(self.root, "images", i) for i in self.image_ids]
+
+    def boxes(self, index: int) -> np.ndarray:
+        return self.box_values[self.box_row_splits[index]:self.box_row_splits[index + 1]]
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+def list_splits(root: str) -> tuple:
+    """Split names under ROOT/metadata (folders holding an image_ids.txt), sorted."""
+    meta = os.path.join(root, "metadata")
+    if not os.path.isdir(meta):
+        raise MetadataError(
+            f"WSOL metadata folder {root!r}: expected a 'metadata' subfolder at {meta!r}; "
+            "not found.")
+    return tuple(sorted(d for d in os.listdir(meta)
+                        if os.path.isfile(os.path.join(meta, d, "image_ids.txt"))))
+
+
+def read_class_names(root: str) -> tuple | None:
+    """ROOT/class_names.txt as a tuple (one name per non-empty line), or None."""
+    path = os.path.join(root, "class_names.txt")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return tuple(line.strip() for line in f if line.strip())
+
+
+def _read_lines(path: str, required: bool = True):
+    """Yields (line_number, [fields]) for non-empty lines; missing optional file yields nothing."""
+    if not os.path.isfile(path):
+        if required:
+            raise MetadataError(f"{path}: required metadata file not found.")
+        return
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            line = line.strip()
+            if line:
+                yield n, [field.strip() for field in line.split(",")]
+
+
+def _parse_int(value: str, path: str, line: int, what: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise MetadataError(
+            f"{path}:{line}: expected an integer {what}, received {value!r}.") from None
+
+
+def image_header_size(path: str) -> tuple | None:
+    """(width, height) read from a JPEG or PNG header, or None if not recognised/truncated."""
+    with open(path, "rb") as f:
+        head = f.read(32)
+        if head.startswith(_PNG_MAGIC):
+            if len(head) < 24 or head[12:16] != b"IHDR":
+                return None
+            w, h = struct.unpack(">II", head[16:24])
+            return int(w), int(h)
+        if not head.startswith(_JPEG_MAGIC):
+            return None
+        f.seek(2)
+        while True:
+            byte = f.read(1)
+            while byte and byte != b"\xff":
+                byte = f.read(1)
+            while byte == b"\xff":
+                byte = f.read(1)
+            if not byte:
+                return None
+            marker = byte[0]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                continue
+            seg = f.read(2)
+            if len(seg) < 2:
+                return None
+            length = struct.unpack(">H", seg)[0]
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB,
+                          0xCD, 0xCE, 0xCF):
+                data = f.read(5)
+                if len(data) < 5:
+                    return None
+                h, w = struct.unpack(">HH", data[1:5])
+                return int(w), int(h)
+            if marker in (0xD9, 0xDA):
+                return None
+            f.seek(length - 2, os.SEEK_CUR)
+
+
+def check_image(path: str, verify: str = "header") -> tuple | None:
+    """Checks one image file; returns its (width, height) when known.
+
+    Raises ValueError with the reason when the file is missing, empty, not a recognised
+    image format or (with `verify="decode"`) does not decode.
+    """
+    if not os.path.isfile(path):
+        raise ValueError("file not found")
+    if os.path.getsize(path) == 0:
+        raise ValueError("file is empty")
+    if verify == "exists":
+        return None
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not (head.startswith(_JPEG_MAGIC) or head.startswith(_PNG_MAGIC)
+            or any(head.startswith(m) for m in _OTHER_MAGIC)):
+        raise ValueError(f"not a JPEG, PNG, GIF or BMP file (starts with {head[:4]!r})")
+    size = image_header_size(path)
+    if head.startswith((_JPEG_MAGIC, _PNG_MAGIC)) and size is None:
+        raise ValueError("truncated or corrupt image header")
+    if verify == "decode":
+        import cv2  # local: only needed for full verification
+
+        image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise ValueError("OpenCV could not decode the image")
+        size = (int(image.shape[1]), int(image.shape[0]))
+    return size
+
+
+def read_split(root: str, split: str, num_classes: int | None = None, verify: str = "header",
+               skip_corrupt: bool = False) -> WsolSplit:
+    """Reads and validates ROOT/metadata/<split>.
+
+    Args:
+      root: dataset root folder (holding `images/` and `metadata/`).
+      split: split folder name under ROOT/metadata.
+      num_classes: labels must lie in [0, num_classes); None uses class_names.txt when
+        present, else only checks labels are >= 0.
+      verify: "header" (exists, non-empty, recognised format, readable header: cheap
+        enough for ILSVRC), "decode" (also decodes every image with OpenCV), "exists"
+        (existence and non-empty only) or "none" (no image file access: for folders used
+        only for their boxes, e.g. ILSVRC boxes beside TFDS imagenet2012 images).
+      skip_corrupt: skip missing or corrupt images (counted in one log line) instead of
+        raising.
+
+    Returns:
+      a WsolSplit. Boxes that reach outside the image are clipped (counted, logged once).
+
+    Raises:
+      MetadataError naming the file and line of the first problem found.
+    """
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"`verify` must be one of {VERIFY_MODES}; received {verify!r}.")
+    root = os.path.abspath(os.fspath(root))
+    splits = list_splits(root)
+    if split not in splits:
+        raise MetadataError(
+            f"WSOL metadata folder {root!r} has no split {split!r} (a folder "
+            f"metadata/{split}/ with image_ids.txt); available splits: {list(splits)}.")
+    meta = os.path.join(root, "metadata", split)
+    if num_classes is None:
+        names = read_class_names(root)
+        num_classes = len(names) if names else None
+
+    # image_ids.txt
+    ids_path = os.path.join(meta, "image_ids.txt")
+    ids, id_line = [], {}
+    for n, fields in _read_lines(ids_path):
+        image_id = fields[0]
+        if len(fields) != 1:
+            raise MetadataError(
+                f"{ids_path}:{n}: expected one field '<relpath>', received {len(fields)}.")
+        if image_id in id_line:
+            raise MetadataError(f"{ids_path}:{n}: image id {image_id!r} repeats line "
+                                f"{id_line[image_id]}.")
+        id_line[image_id] = n
+        ids.append(image_id)
+    if not ids:
+        raise MetadataError(f"{ids_path}: the split {split!r} is empty (no image ids).")
+
+    # class_labels.txt
+    labels_path = os.path.join(meta, "class_labels.txt")
+    labels = {}
+    for n, fields in _read_lines(labels_path):
+        if len(fields) != 2:
+            raise MetadataError(f"{labels_path}:{n}: expected '<relpath>,<label>', "
+                                f"received {','.join(fields)!r}.")
+        image_id, value = fields
+        if image_id not in id_line:
+            raise MetadataError(f"{labels_path}:{n}: image id {image_id!r} is not in "
+                                f"{ids_path}.")
+        label = _parse_int(value, labels_path, n, "class label")
+        if label < 0 or (num_classes is not None and label >= num_classes):
+            expected = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+            raise MetadataError(f"{labels_path}:{n}: label {label} of {image_id!r} is out of "
+                                f"range; expected {expected}.")
+        labels[image_id] = label
+    for image_id in ids:
+        if image_id not in labels:
+            raise MetadataError(f"{ids_path}:{id_line[image_id]}: image id {image_id!r} has "
+                                f"no line in {labels_path}.")
+
+    # image_sizes.txt (optional)
+    sizes_path = os.path.join(meta, "image_sizes.txt")
+    sizes, size_line = {}, {}
+    for n, fields in _read_lines(sizes_path, required=False):
+        if len(fields) != 3:
+            raise MetadataError(f"{sizes_path}:{n}: expected '<relpath>,<w>,<h>', "
+                                f"received {','.join(fields)!r}.")
+        if fields[0] not in id_line:
+            raise MetadataError(f"{sizes_path}:{n}: image id {fields[0]!r} is not in "
+                                f"{ids_path}.")
+        w = _parse_int(fields[1], sizes_path, n, "width")
+        h = _parse_int(fields[2], sizes_path, n, "height")
+        if w <= 0 or h <= 0:
+            raise MetadataError(f"{sizes_path}:{n}: expected a positive size, received "
+                                f"{w}x{h}.")
+        sizes[fields[0]] = (w, h)
+        size_line[fields[0]] = n
+
+    # images: existence, format, header size.
+    bad = []
+    for image_id in ids if verify != "none" else ():
+        path = os.path.join(root, "images", image_id)
+        try:
+            size = check_image(path, verify)
+        except ValueError as e:
+            if not skip_corrupt:
+                raise MetadataError(
+                    f"{ids_path}:{id_line[image_id]}: image {path!r} is unusable: {e}. "
+                    "Fix or remove it, or pass skip_corrupt=True to skip such images."
+                ) from None
+            bad.append(image_id)
+            continue
+        if size is not None:
+            if image_id in sizes and sizes[image_id] != size:
+                raise MetadataError(
+                    f"{sizes_path}:{size_line[image_id]}: size of {image_id!r} is given as "
+                    f"{sizes[image_id][0]}x{sizes[image_id][1]} (w x h) but the image file is "
+                    f"{size[0]}x{size[1]}.")
+            sizes[image_id] = size
+    if bad:
+        logger.warning("%s: skipped %d missing or corrupt image(s) of split %r (first: %r).",
+                       root, len(bad), split, bad[0])
+        bad_set = set(bad)
+        ids = [i for i in ids if i not in bad_set]
+        if not ids:
+            raise MetadataError(f"{ids_path}: every image of split {split!r} is missing or "
+                                "corrupt; the split is empty.")
+
+    # localization.txt: boxes or masks.
+    loc_path = os.path.join(meta, "localization.txt")
+    boxes = {i: [] for i in ids}
+    masks = {i: [] for i in ids}
+    ignores = {i: "" for i in ids}
+    kind = None
+    num_clipped = 0
+    for n, fields in _read_lines(loc_path):
+        image_id = fields[0]
+        if image_id not in id_line:
+            raise MetadataError(f"{loc_path}:{n}: image id {image_id!r} is not in {ids_path}.")
+        line_kind = {5: "box", 3: "mask", 2: "mask"}.get(len(fields))
+        if line_kind is None:
+            raise MetadataError(f"{loc_path}:{n}: expected '<relpath>,x0,y0,x1,y1' or "
+                                f"'<relpath>,<mask>,<ignore>', received {','.join(fields)!r}.")
+        if kind is None:
+            kind = line_kind
+        elif kind != line_kind:
+            raise MetadataError(f"{loc_path}:{n}: mixes {line_kind} lines with {kind} lines.")
+        if image_id not in boxes:  # a skipped corrupt image
+            continue
+        if kind == "box":
+            x0, y0, x1, y1 = (_parse_int(v, loc_path, n, "box coordinate") for v in fields[1:])
+            if x1 < x0 or y1 < y0:
+                raise MetadataError(f"{loc_path}:{n}: box ({x0}, {y0}, {x1}, {y1}) of "
+                                    f"{image_id!r} has x1 < x0 or y1 < y0; expected inclusive "
+                                    "corners x0 <= x1, y0 <= y1.")
+            if image_id in sizes:
+                w, h = sizes[image_id]
+                clipped = (min(max(x0, 0), w - 1), min(max(y0, 0), h - 1),
+                           min(max(x1, 0), w - 1), min(max(y1, 0), h - 1))
+                if clipped != (x0, y0, x1, y1):
+                    num_clipped += 1
+                    x0, y0, x1, y1 = clipped
+            boxes[image_id].append((x0, y0, x1, y1))
+        else:
+            mask_path = _resolve_mask(root, fields[1], loc_path, n)
+            masks[image_id].append(mask_path)
+            ignore = fields[2] if len(fields) == 3 else ""
+            if ignore:
+                ignores[image_id] = _resolve_mask(root, ignore, loc_path, n)
+    if num_clipped:
+        logger.warning("%s: clipped %d box(es) of split %r that reached outside their image.",
+                       loc_path, num_clipped, split)
+    if kind == "mask":
+        for image_id in ids:
+            if not masks[image_id]:
+                raise MetadataError(f"{loc_path}: image id {image_id!r} (line "
+                                    f"{id_line[image_id]} of {ids_path}) has no mask line.")
+
+    counts = [len(boxes[i]) for i in ids]
+    values = [b for i in ids for b in boxes[i]]
+    return WsolSplit(
+        root=root,
+        split=split,
+        image_ids=tuple(ids),
+        labels=np.array([labels[i] for i in ids], np.int32),
+        sizes=(np.array([sizes[i] for i in ids], np.int32)
+               if all(i in sizes for i in ids) else None),
+        box_values=np.array(values, np.float32).reshape(-1, 4),
+        box_row_splits=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        mask_paths=tuple(tuple(masks[i]) for i in ids) if kind == "mask" else None,
+        ignore_paths=tuple(ignores[i] for i in ids) if kind == "mask" else None,
+        num_clipped=num_clipped,
+        num_skipped=len(bad),
+    )
+
+
+def _resolve_mask(root: str, rel: str, loc_path: str, line: int) -> str:
+    for candidate in (os.path.join(root, rel), os.path.join(root, "masks", rel)):
+        if os.path.isfile(candidate):
+            return candidate
+    raise MetadataError(f"{loc_path}:{line}: mask file {rel!r} not found under {root!r} or "
+                        f"{os.path.join(root, 'masks')!r}.")
