@@ -132,6 +132,9 @@ class DataConfig:
             if self.source not in known:
                 _fail("source", self.source,
                       f"one of {known} or the path of a WSOL metadata folder")
+        if self.data_dir is not None and looks_like_path(self.source):
+            _fail("data_dir", self.data_dir,
+                  "no data_dir when source is a WSOL folder path (it is for TFDS sources)")
         if self.data_dir is not None and not os.path.isdir(
                 os.path.expanduser(self.data_dir)):
             _fail("data_dir", self.data_dir, "an existing directory")

@@ -344,7 +344,7 @@ def _get_source(config: TrainConfig):
     from keras_has import data
 
     kwargs = {}
-    if config.data.data_dir is not None:
+    if config.data.data_dir is not None:  # TFDS sources only (config checks this)
         kwargs["data_dir"] = config.data.data_dir
     return data.get_source(config.data.source, **kwargs)
 
@@ -367,12 +367,14 @@ def _check_splits(config: TrainConfig, source) -> None:
                              f"source {config.data.source!r}, received {split!r}")
 
 
-def _build_model(config: TrainConfig, num_classes: int):
+def _build_model(config: TrainConfig, num_classes: int, policy: str | None):
     from keras_has import models
 
     kwargs = dict(config.model_kwargs)
+    if policy is not None:
+        kwargs["dtype_policy"] = policy
     input_shape = (config.data.image_size, config.data.image_size, 3)
-    if _get_model_takes_seed() and "seed" not in kwargs:
+    if _get_model_takes_seed(config.model) and "seed" not in kwargs:
         kwargs["seed"] = config.seed
     return models.get_model(config.model, num_classes=num_classes,
                             input_shape=input_shape, **kwargs)
@@ -459,62 +461,61 @@ def train(config: TrainConfig) -> TrainResult:
                              num_parallel_calls=tf.data.AUTOTUNE)
 
     # ------------------------------------------------------ model + optimizer
-    previous_policy = keras.mixed_precision.global_policy()
-    if policy is not None:
-        keras.mixed_precision.set_global_policy(policy)
-    try:
-        with strategy.scope():
-            if not _get_model_takes_seed():
-                # get_model takes no seed: fall back to Keras' global seed for the
-                # initialisers (global state, documented above).
-                keras.utils.set_random_seed(config.seed)
-            model = _build_model(config, source.num_classes)
-            optimizer = L2SGD(
-                l2=weight_decay_at(0, config.optim, config.epochs),
-                learning_rate=learning_rate_at(0, config.optim, config.epochs),
-                momentum=config.optim.momentum, nesterov=config.optim.nesterov)
-            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-            if source.num_classes > 5:
-                metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
-            model.compile(
-                optimizer=optimizer,
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=metrics)
-            model.optimizer.build(model.trainable_variables)
+    # The dtype policy goes to the model builder: Keras' global policy is never touched.
+    with strategy.scope():
+        if not _get_model_takes_seed(config.model):
+            # get_model takes no seed: the initialisers draw from Keras' global seed,
+            # so that is what `config.seed` sets (the one piece of global state).
+            keras.utils.set_random_seed(config.seed)
+        model = _build_model(config, source.num_classes, policy)
+        optimizer = L2SGD(
+            l2=weight_decay_at(0, config.optim, config.epochs),
+            learning_rate=learning_rate_at(0, config.optim, config.epochs),
+            momentum=config.optim.momentum, nesterov=config.optim.nesterov)
+        if policy == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        if source.num_classes > 5:
+            metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=metrics, auto_scale_loss=False)
+        model.optimizer.build(model.trainable_variables)
 
-        callbacks = [
-            AtomicBackupAndRestore(paths["backup"], double_checkpoint=True,
-                                   delete_checkpoint=False),
-            EpochSchedule(config.optim, config.epochs),
-        ]
-        loc_cb = _localization_callback(config, eval_ds, paths["tensorboard"])
-        if loc_cb is not None:
-            callbacks.append(loc_cb)
-        callbacks += [
-            keras.callbacks.ModelCheckpoint(
-                os.path.join(paths["checkpoints"], "epoch_{epoch:03d}.weights.h5"),
-                save_weights_only=True),
-        ]
-        if config.best_metric:
-            callbacks.append(keras.callbacks.ModelCheckpoint(
-                paths["best"], monitor=config.best_metric,
-                mode=config.resolved_best_mode(), save_best_only=True))
-        callbacks += [
-            keras.callbacks.CSVLogger(paths["csv"], append=True),
-            keras.callbacks.TensorBoard(paths["tensorboard"]),
-        ]
-        epochs_run: list[int] = []
-        callbacks.append(keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: epochs_run.append(int(epoch))))
+    # Order matters at the end of an epoch: the schedule and localization callbacks
+    # add their logs, then checkpoints and the CSV row are written, and the backup is
+    # written last, so an epoch counts as done only when everything else is on disk.
+    _truncate_csv_to_backup(paths["csv"], paths["backup"])
+    callbacks = [EpochSchedule(config.optim, config.epochs)]
+    loc_cb = _localization_callback(config, eval_ds, paths["tensorboard"])
+    if loc_cb is not None:
+        callbacks.append(loc_cb)
+    callbacks += [
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(paths["checkpoints"], "epoch_{epoch:03d}.weights.h5"),
+            save_weights_only=True),
+    ]
+    if config.best_metric:
+        callbacks.append(keras.callbacks.ModelCheckpoint(
+            paths["best"], monitor=config.best_metric,
+            mode=config.resolved_best_mode(), save_best_only=True))
+    callbacks += [
+        keras.callbacks.CSVLogger(paths["csv"], append=True),
+        keras.callbacks.TensorBoard(paths["tensorboard"]),
+    ]
+    epochs_run: list[int] = []
+    callbacks.append(keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: epochs_run.append(int(epoch))))
+    callbacks.append(AtomicBackupAndRestore(paths["backup"], double_checkpoint=True,
+                                            delete_checkpoint=False))
 
-        with strategy.scope():
-            model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
-                      validation_data=val_ds, callbacks=callbacks,
-                      verbose=config.verbose)
-        _save_model_atomic(model, paths["model"])
-        write_json_atomic(paths["config"], config.to_dict())
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
+    with strategy.scope():
+        model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
+                  validation_data=val_ds, callbacks=callbacks,
+                  verbose=config.verbose)
+    _save_model_atomic(model, paths["model"])
+    write_json_atomic(paths["config"], config.to_dict())
 
     return TrainResult(
         model=model, history=read_csv_log(paths["csv"]), epochs_run=epochs_run,
@@ -525,7 +526,35 @@ def train(config: TrainConfig) -> TrainResult:
         per_replica_batch_size=per_replica, is_chief=is_chief)
 
 
-def _get_model_takes_seed() -> bool:
+def _get_model_takes_seed(name: str) -> bool:
     from keras_has import models
 
-    return "seed" in inspect.signature(models.get_model).parameters
+    builder = getattr(models, name, None)
+    target = builder if callable(builder) else models.get_model
+    return "seed" in inspect.signature(target).parameters
+
+
+def _truncate_csv_to_backup(csv_path: str, backup_dir: str) -> None:
+    """Drops CSV rows of epochs that the backup does not count as finished.
+
+    A kill after an epoch's CSV row but before its backup makes the resumed run repeat
+    that epoch; removing the row first keeps exactly one row per finished epoch.
+    """
+    if not os.path.exists(csv_path):
+        return
+    meta = os.path.join(backup_dir, "training_metadata.json")
+    done = 0
+    if os.path.exists(meta):
+        with open(meta) as f:
+            done = int(json.load(f)["epoch"])
+    with open(csv_path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < done]
+    if len(kept) == len(rows):
+        return
+    tmp = csv_path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(kept if done else [])
+    os.replace(tmp, csv_path)
