@@ -1,0 +1,629 @@
+"""SavedModel export with serving signatures: an image in; class, score, box and CAM out.
+
+The exported SavedModel is a complete localizer that loads with `tf.saved_model.load`
+in any TensorFlow program (no keras_has, no Keras needed) and serves under TensorFlow
+Serving. Two signatures share one graph:
+
+- `serving_default(images_bytes)`: `tf.string [N]`, each a JPEG or PNG of any size.
+- `serving_images(images)`: `uint8 [N, H, W, 3]` RGB pixels.
+
+Both decode/resize to the training image size with bilinear resizing, normalise with the
+training mean and std (stored in the graph and in `assets/preprocessing.json`), run the
+model once for logits and CAM features, and return, per image:
+
+- `classes` int32 `[N, k]` and `scores` float32 `[N, k]`: softmax top-k, best first;
+- `class_names` string `[N, k]`: the names of `classes`;
+- `boxes` int32 `[N, 4]`: `x0, y0, x1, y1` inclusive, in pixels of each INPUT image;
+- `boxes_normalized` float32 `[N, 4]`: the same box as fractions of the image's width and
+  height, pixel edges: `(x0 / W, y0 / H, (x1 + 1) / W, (y1 + 1) / H)` in the model frame;
+  multiplying by any image size gives the box edges in that image;
+- `cams` float32 `[N, h, w]`: the top class's raw CAM at feature resolution;
+- `image_sizes` int32 `[N, 2]`: `(height, width)` of each input image.
+
+The box is the library's single-region rule (docs/architecture.md,
+`keras_has.localization.boxes_from_cams`) written in plain TensorFlow ops: the CAM is
+upsampled bilinearly to the model input size, min-max normalised, quantised to
+`gray = floor(cam * 255)`, thresholded at `gray > floor(threshold * max(gray))`; the
+8-connected component with the most pixels (ties: the one whose first pixel in row-major
+order comes first) gives the tight inclusive box; no foreground gives `(0, 0, 0, 0)`.
+In the input image's frame, model pixel column `x` covers input columns
+`[x * W0 / W, (x + 1) * W0 / W)`, so a box maps to
+`x0' = floor(x0 * W0 / W)`, `x1' = ceil((x1 + 1) * W0 / W) - 1` (and likewise for y).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+SERVING_DEFAULT = "serving_default"
+SERVING_IMAGES = "serving_images"
+OUTPUT_KEYS = (
+    "classes",
+    "scores",
+    "class_names",
+    "boxes",
+    "boxes_normalized",
+    "cams",
+    "image_sizes",
+)
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------
+# CAM -> box, in plain TensorFlow ops (runs inside the SavedModel).
+# ---------------------------------------------------------------------------
+
+
+def normalize_cams_tf(cams: tf.Tensor) -> tf.Tensor:
+    """Per-map min-max normalisation to [0, 1]; constant, NaN or inf maps become zeros.
+
+    Args:
+        cams: float `[N, H, W]`.
+
+    Returns:
+        float32 `[N, H, W]`.
+    """
+    cams = tf.cast(cams, tf.float32)
+    finite = tf.reduce_all(tf.math.is_finite(cams), axis=[1, 2], keepdims=True)
+    safe = tf.where(finite, cams, tf.zeros_like(cams))
+    low = tf.reduce_min(safe, axis=[1, 2], keepdims=True)
+    high = tf.reduce_max(safe, axis=[1, 2], keepdims=True)
+    span = high - low
+    valid = tf.logical_and(finite, span > 0)
+    return tf.where(valid, (safe - low) / tf.where(valid, span, tf.ones_like(span)), 0.0)
+
+
+def resize_cams_tf(cams: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
+    """Bilinear resizing of `[N, h, w]` maps to `[N, H, W]` (half-pixel centres)."""
+    resized = tf.image.resize(tf.cast(cams, tf.float32)[..., None], size, method="bilinear")
+    return resized[..., 0]
+
+
+def _box_min3x3(values: tf.Tensor, pad_value: tf.Tensor) -> tf.Tensor:
+    """Minimum over each pixel's 3x3 neighbourhood of `[N, H, W]` ints (separable)."""
+    padded = tf.pad(values, [[0, 0], [1, 1], [1, 1]], constant_values=pad_value)
+    rows = tf.minimum(tf.minimum(padded[:, :-2], padded[:, 1:-1]), padded[:, 2:])
+    return tf.minimum(tf.minimum(rows[:, :, :-2], rows[:, :, 1:-1]), rows[:, :, 2:])
+
+
+def connected_component_labels(
+    foreground: tf.Tensor, pointer_jumps: int = 2
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """8-connected component labels of a batch of binary masks, in TensorFlow ops.
+
+    Each foreground pixel ends labelled with the row-major index (within its own
+    image) of the first pixel of its component; background pixels get `H * W`.
+
+    Algorithm: every foreground pixel starts as its own (batch-global) index; each
+    iteration takes the minimum label over the 3x3 neighbourhood, hooks the label each
+    pixel points to onto that minimum (a scatter-min, so whole trees merge at once),
+    then jumps pointers `label = label[label]`. Labels only decrease and always name a
+    pixel of the same component, so the loop stops at the component minimum. Iterations
+    grow roughly with the log of the component size; a 224x224 serpentine or spiral
+    needs 8 (see tests).
+
+    Args:
+        foreground: bool `[N, H, W]`.
+        pointer_jumps: pointer-jumping steps per iteration.
+
+    Returns:
+        `(labels int32 [N, H, W], iterations int32 scalar)`.
+    """
+    foreground = tf.convert_to_tensor(foreground, tf.bool)
+    shape = tf.shape(foreground)
+    n, h, w = shape[0], shape[1], shape[2]
+    hw = h * w
+    total = n * hw
+    index = tf.reshape(tf.range(total, dtype=tf.int32), shape)
+    background_sentinel = tf.where(foreground, 0, total)
+    # Background pixels point at the sentinel slot `total`, which points at itself.
+    labels = tf.maximum(index, background_sentinel)
+    sentinel = tf.reshape(total, [1])
+
+    def jump(labels: tf.Tensor) -> tf.Tensor:
+        table = tf.concat([tf.reshape(labels, [-1]), sentinel], axis=0)
+        return tf.gather(table, labels)
+
+    def body(iteration, labels, _):
+        neighbour_min = tf.maximum(_box_min3x3(labels, total), background_sentinel)
+        hooked = tf.math.unsorted_segment_min(
+            tf.reshape(neighbour_min, [-1]), tf.reshape(labels, [-1]), total + 1
+        )
+        new = tf.minimum(tf.minimum(labels, neighbour_min), tf.reshape(hooked[:total], shape))
+        for _ in range(pointer_jumps):
+            new = jump(new)
+        new = tf.ensure_shape(new, labels.shape)
+        return iteration + 1, new, tf.reduce_any(tf.not_equal(new, labels))
+
+    iterations, labels, _ = tf.while_loop(
+        lambda iteration, labels, changed: changed,
+        body,
+        (tf.constant(0), labels, tf.size(labels) > 0),
+    )
+    offsets = tf.reshape(tf.range(n, dtype=tf.int32) * hw, [-1, 1, 1])
+    local = tf.where(foreground, labels - offsets, hw)
+    return local, iterations
+
+
+def largest_region_boxes(cams: tf.Tensor, threshold: float) -> tf.Tensor:
+    """Boxes of the largest connected region of thresholded CAMs, in TensorFlow ops.
+
+    The single-region rule of `keras_has.localization.boxes_from_cams` (see the module
+    docstring), for maps already min-max normalised to [0, 1] at the resolution where
+    the box is wanted.
+
+    Args:
+        cams: float `[N, H, W]` in [0, 1].
+        threshold: fraction of each map's maximum gray level, in [0, 1].
+
+    Returns:
+        int32 `[N, 4]` boxes `x0, y0, x1, y1`, inclusive pixels; `(0, 0, 0, 0)` where a
+        map has no foreground.
+    """
+    cams = tf.convert_to_tensor(cams, tf.float32)
+    gray = tf.floor(cams * 255.0)
+    max_gray = tf.reduce_max(gray, axis=[1, 2], keepdims=True)
+    # float64 so that floor(threshold * max) matches NumPy / OpenCV arithmetic.
+    level = tf.floor(tf.constant(float(threshold), tf.float64) * tf.cast(max_gray, tf.float64))
+    foreground = tf.cast(gray, tf.float64) > level
+    labels, _ = connected_component_labels(foreground)
+
+    shape = tf.shape(labels)
+    n, h, w = shape[0], shape[1], shape[2]
+    hw = h * w
+    flat = tf.reshape(labels, [n, hw])
+    offsets = tf.range(n, dtype=tf.int32)[:, None] * (hw + 1)
+    counts = tf.math.unsorted_segment_sum(
+        tf.ones_like(flat), flat + offsets, n * (hw + 1)
+    )
+    counts = tf.reshape(counts, [n, hw + 1])[:, :hw]
+    best_count = tf.reduce_max(counts, axis=1, keepdims=True)
+    # Ties go to the smallest label, i.e. the region whose first pixel comes first.
+    candidates = tf.where(tf.equal(counts, best_count), tf.range(hw)[None, :], hw)
+    best = tf.reduce_min(candidates, axis=1)
+    found = tf.reshape(best_count, [-1]) > 0
+
+    region = tf.equal(labels, tf.reshape(best, [-1, 1, 1]))
+    rows = tf.reduce_any(region, axis=2)
+    cols = tf.reduce_any(region, axis=1)
+    row_index = tf.range(h)[None, :]
+    col_index = tf.range(w)[None, :]
+    x0 = tf.reduce_min(tf.where(cols, col_index, w), axis=1)
+    x1 = tf.reduce_max(tf.where(cols, col_index, -1), axis=1)
+    y0 = tf.reduce_min(tf.where(rows, row_index, h), axis=1)
+    y1 = tf.reduce_max(tf.where(rows, row_index, -1), axis=1)
+    boxes = tf.stack([x0, y0, x1, y1], axis=1)
+    return tf.where(found[:, None], boxes, 0)
+
+
+def rescale_boxes(boxes: tf.Tensor, from_size: Sequence[int], to_sizes: tf.Tensor) -> tf.Tensor:
+    """Maps inclusive pixel boxes from a `(H, W)` frame to each image's own frame.
+
+    Args:
+        boxes: int `[N, 4]` `x0, y0, x1, y1` inclusive in the `from_size` frame.
+        from_size: `(H, W)` of the frame the boxes are in.
+        to_sizes: int `[N, 2]` `(height, width)` of each target image.
+
+    Returns:
+        int32 `[N, 4]`: `x0' = floor(x0 * W0 / W)`, `x1' = ceil((x1 + 1) * W0 / W) - 1`,
+        likewise for y, clipped to the image.
+    """
+    boxes = tf.cast(boxes, tf.int64)
+    to_sizes = tf.cast(to_sizes, tf.int64)
+    height, width = int(from_size[0]), int(from_size[1])
+    scale = tf.stack([to_sizes[:, 1], to_sizes[:, 0]], axis=1)  # (W0, H0)
+    scale = tf.concat([scale, scale], axis=1)
+    source = tf.constant([width, height, width, height], tf.int64)
+    starts = boxes[:, :2] * scale[:, :2] // source[:2]
+    ends = ((boxes[:, 2:] + 1) * scale[:, 2:] + source[2:] - 1) // source[2:] - 1
+    limits = scale[:, :2] - 1
+    starts = tf.clip_by_value(starts, 0, tf.maximum(limits, 0))
+    ends = tf.clip_by_value(ends, starts, tf.maximum(limits, 0))
+    return tf.cast(tf.concat([starts, ends], axis=1), tf.int32)
+
+
+# ---------------------------------------------------------------------------
+# The serving functions.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    """Validated export settings (what `preprocessing.json` records).
+
+    Args:
+        image_size: `(height, width)` the model takes.
+        mean: per-channel mean in [0, 255] pixel scale (3 floats).
+        std: per-channel std in [0, 255] pixel scale (3 positive floats).
+        class_names: one name per class.
+        cam_threshold: CAM threshold as a fraction of the max, in [0, 1].
+        top_k: number of classes returned (capped at the number of classes).
+        max_image_pixels: largest `height * width` accepted by `serving_default`.
+    """
+
+    image_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    class_names: tuple[str, ...]
+    cam_threshold: float
+    top_k: int
+    max_image_pixels: int
+
+    def to_json(self) -> dict:
+        return {
+            "image_size": list(self.image_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "cam_threshold": self.cam_threshold,
+            "top_k": self.top_k,
+            "max_image_pixels": self.max_image_pixels,
+            "resize_method": "bilinear",
+            "normalization": "(pixel - mean) / std, pixel in [0, 255], RGB",
+            "box_convention": "x0, y0, x1, y1 inclusive pixels of the input image",
+        }
+
+
+def _as_image_size(image_size: Any) -> tuple[int, int]:
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+        size = (int(image_size), int(image_size))
+    else:
+        try:
+            size = tuple(int(v) for v in image_size)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"image_size: expected an int or a (height, width) pair of positive ints, "
+                f"received {image_size!r}"
+            ) from None
+        if len(size) != 2 or any(float(v) != float(o) for v, o in zip(size, image_size)):
+            raise ValueError(
+                f"image_size: expected an int or a (height, width) pair of positive ints, "
+                f"received {image_size!r}"
+            )
+    if min(size) < 1:
+        raise ValueError(f"image_size: expected positive sizes, received {image_size!r}")
+    return size
+
+
+def _as_triple(name: str, values: Any, positive: bool) -> tuple[float, float, float]:
+    try:
+        triple = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name}: expected 3 per-channel floats in [0, 255] pixel scale, "
+            f"received {values!r}"
+        ) from None
+    if len(triple) != 3 or not all(np.isfinite(triple)):
+        raise ValueError(
+            f"{name}: expected 3 finite per-channel floats in [0, 255] pixel scale, "
+            f"received {values!r}"
+        )
+    if positive and min(triple) <= 0:
+        raise ValueError(f"{name}: expected 3 positive floats, received {values!r}")
+    return triple
+
+
+def _check_model(model) -> tuple[int, tuple[int, ...]]:
+    """Returns (num_classes, model input shape) after checking the layer contract."""
+    names = {layer.name for layer in getattr(model, "layers", [])}
+    missing = [name for name in ("cam_features", "classifier") if name not in names]
+    if missing:
+        raise ValueError(
+            f"model: expected a keras_has model with layers named 'cam_features' and "
+            f"'classifier' (docs/architecture.md), received {getattr(model, 'name', model)!r} "
+            f"without {missing}"
+        )
+    kernel = model.get_layer("classifier").kernel
+    input_shape = tuple(model.inputs[0].shape)
+    return int(kernel.shape[-1]), input_shape
+
+
+def make_serving_config(
+    model,
+    *,
+    image_size,
+    mean,
+    std,
+    class_names=None,
+    cam_threshold: float = 0.2,
+    top_k: int = 5,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> ServingConfig:
+    """Checks every export argument against the model; raises ValueError naming it."""
+    num_classes, input_shape = _check_model(model)
+    size = _as_image_size(image_size)
+    if len(input_shape) != 4 or input_shape[-1] != 3:
+        raise ValueError(
+            f"model: expected an input of shape [B, H, W, 3], received {input_shape}"
+        )
+    fixed = tuple(input_shape[1:3])
+    if any(v is not None for v in fixed) and fixed != size:
+        raise ValueError(
+            f"image_size: the model takes inputs of size {fixed}, received image_size={size}"
+        )
+    if class_names is None:
+        names = tuple(str(i) for i in range(num_classes))
+    else:
+        names = tuple(str(name) for name in class_names)
+        if len(names) != num_classes:
+            raise ValueError(
+                f"class_names: expected {num_classes} names (the classifier's classes), "
+                f"received {len(names)}"
+            )
+        bad = [name for name in names if not name or "\n" in name]
+        if bad:
+            raise ValueError(f"class_names: names must be non-empty single lines, received {bad[:3]}")
+    threshold = float(cam_threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"cam_threshold: expected a fraction in [0, 1], received {cam_threshold!r}")
+    if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
+        raise ValueError(f"top_k: expected a positive int, received {top_k!r}")
+    if isinstance(max_image_pixels, bool) or int(max_image_pixels) != max_image_pixels or max_image_pixels < 1:
+        raise ValueError(f"max_image_pixels: expected a positive int, received {max_image_pixels!r}")
+    return ServingConfig(
+        image_size=size,
+        mean=_as_triple("mean", mean, positive=False),
+        std=_as_triple("std", std, positive=True),
+        class_names=names,
+        cam_threshold=threshold,
+        top_k=min(int(top_k), num_classes),
+        max_image_pixels=int(max_image_pixels),
+    )
+
+
+def _image_dims_from_header(data: tf.Tensor) -> tf.Tensor:
+    """`(height, width)` int64 read from a JPEG or PNG header without decoding."""
+    is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC)
+
+    def png_dims():
+        # IHDR: width and height are big-endian uint32 at bytes 16..24.
+        raw = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8), tf.int64)
+        raw = tf.concat([raw, tf.zeros([8], tf.int64)], axis=0)[:8]
+        weights = tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int64)
+        width = tf.reduce_sum(raw[:4] * weights)
+        height = tf.reduce_sum(raw[4:] * weights)
+        return tf.stack([height, width])
+
+    def jpeg_dims():
+        return tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64)
+
+    return tf.cond(is_png, png_dims, jpeg_dims)
+
+
+class ServingFunctions:
+    """The two serving tf.functions for one model and its preprocessing values.
+
+    Usable in memory (e.g. by scripts/predict.py on a `.keras` model) and exported by
+    `export_saved_model`.
+
+    Args:
+        model: a built keras_has model (layers `cam_features` and `classifier`).
+        config: a `ServingConfig` (see `make_serving_config`).
+
+    Attributes:
+        serving_default: tf.function, `images_bytes` string `[N]` -> outputs dict.
+        serving_images: tf.function, `images` uint8 `[N, H, W, 3]` -> outputs dict.
+        cam_model: the `(logits, features)` model the functions call.
+    """
+
+    def __init__(self, model, config: ServingConfig):
+        from keras_has.cam import cams_from_features, make_cam_model
+
+        self._cams_from_features = cams_from_features
+        self.config = config
+        self.cam_model = make_cam_model(model)
+        self._kernel = model.get_layer("classifier").kernel
+        size = config.image_size
+        self._mean = tf.constant(config.mean, tf.float32)
+        self._std = tf.constant(config.std, tf.float32)
+        self._names = tf.constant(list(config.class_names))
+        self._max_pixels = tf.constant(config.max_image_pixels, tf.int64)
+
+        def decode_one(data):
+            has_magic = tf.logical_or(
+                tf.equal(tf.strings.substr(data, 0, 3), _JPEG_MAGIC),
+                tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC),
+            )
+            check = tf.debugging.Assert(
+                has_magic,
+                [
+                    "images_bytes: expected JPEG or PNG bytes; received",
+                    tf.strings.length(data),
+                    "bytes starting with",
+                    tf.strings.substr(data, 0, 8),
+                ],
+            )
+            with tf.control_dependencies([check]):
+                dims = _image_dims_from_header(data)
+            pixels = dims[0] * dims[1]
+            size_check = tf.debugging.Assert(
+                tf.logical_and(pixels <= self._max_pixels, pixels > 0),
+                [
+                    "images_bytes: expected an image of at most",
+                    self._max_pixels,
+                    "pixels; received height, width",
+                    dims,
+                ],
+            )
+            with tf.control_dependencies([size_check]):
+                image = tf.io.decode_image(data, channels=3, expand_animations=False)
+            image.set_shape([None, None, 3])
+            resized = tf.image.resize(image, size, method="bilinear")
+            return resized, tf.shape(image, out_type=tf.int32)[:2]
+
+        def from_bytes(images_bytes):
+            resized, sizes = tf.map_fn(
+                decode_one,
+                images_bytes,
+                fn_output_signature=(
+                    tf.TensorSpec([size[0], size[1], 3], tf.float32),
+                    tf.TensorSpec([2], tf.int32),
+                ),
+            )
+            return self._predict(resized, sizes)
+
+        def from_images(images):
+            shape = tf.shape(images)
+            check = tf.debugging.Assert(
+                tf.logical_and(shape[1] > 0, shape[2] > 0),
+                ["images: expected a non-empty [N, H, W, 3] uint8 batch; received shape", shape],
+            )
+            with tf.control_dependencies([check]):
+                resized = tf.image.resize(images, size, method="bilinear")
+            sizes = tf.tile(shape[None, 1:3], [shape[0], 1])
+            return self._predict(resized, sizes)
+
+        self.serving_default = tf.function(
+            from_bytes,
+            autograph=False,
+            input_signature=[tf.TensorSpec([None], tf.string, name="images_bytes")],
+        )
+        self.serving_images = tf.function(
+            from_images,
+            autograph=False,
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
+        )
+
+    def _predict(self, resized: tf.Tensor, image_sizes: tf.Tensor) -> dict[str, tf.Tensor]:
+        config = self.config
+        images = (resized - self._mean) / self._std
+        logits, features = self.cam_model(images, training=False)
+        logits = tf.cast(logits, tf.float32)
+        features = tf.cast(features, tf.float32)
+        scores, classes = tf.math.top_k(tf.nn.softmax(logits, axis=-1), k=config.top_k)
+        cams = self._cams_from_features(features, self._kernel, classes[:, 0])
+        maps = normalize_cams_tf(resize_cams_tf(cams, config.image_size))
+        boxes = largest_region_boxes(maps, config.cam_threshold)
+        height, width = config.image_size
+        found = tf.reduce_any(maps > 0, axis=[1, 2])  # no foreground <=> constant map
+        edges = tf.cast(tf.concat([boxes[:, :2], boxes[:, 2:] + 1], axis=1), tf.float32)
+        normalized = edges / tf.constant([width, height, width, height], tf.float32)
+        normalized = tf.where(found[:, None], normalized, 0.0)
+        original = tf.where(found[:, None], rescale_boxes(boxes, config.image_size, image_sizes), 0)
+        return {
+            "classes": classes,
+            "scores": scores,
+            "class_names": tf.gather(self._names, classes),
+            "boxes": original,
+            "boxes_normalized": normalized,
+            "cams": cams,
+            "image_sizes": tf.cast(image_sizes, tf.int32),
+        }
+
+
+# ---------------------------------------------------------------------------
+# Export.
+# ---------------------------------------------------------------------------
+
+
+def _config_to_json(config: Any) -> str:
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    elif hasattr(config, "to_dict"):
+        config = config.to_dict()
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"config: expected a dict or a dataclass instance, received {type(config).__name__}"
+        )
+    return json.dumps(config, indent=2, sort_keys=True, default=str)
+
+
+def export_saved_model(
+    model,
+    export_dir,
+    *,
+    image_size,
+    mean,
+    std,
+    class_names=None,
+    cam_threshold: float = 0.2,
+    top_k: int = 5,
+    config: Any = None,
+    overwrite: bool = False,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> pathlib.Path:
+    """Exports `model` as a SavedModel localizer with serving signatures, atomically.
+
+    See the module docstring for the signatures and outputs. The SavedModel is written
+    to a temporary directory beside `export_dir` and renamed into place, so readers
+    never see a partial export. Assets: `assets/class_names.txt` (one per line),
+    `assets/preprocessing.json` (image_size, mean, std, cam_threshold, ...) and, if
+    `config` is given, `assets/training_config.json`.
+
+    Args:
+        model: built keras_has model: layers `cam_features` ([B, h, w, C]) and a Dense
+            `classifier` ([C, K]), input normalised float `[B, H, W, 3]`.
+        export_dir: directory to create.
+        image_size: int or `(height, width)` the model was trained at.
+        mean, std: per-channel normalisation in [0, 255] pixel scale (3 floats each).
+        class_names: K names; default `"0"`, ..., `"K-1"`.
+        cam_threshold: fraction of each CAM's max, in [0, 1].
+        top_k: classes returned per image (capped at K).
+        config: training config (dict or dataclass) saved as JSON; optional.
+        overwrite: replace an existing `export_dir`; otherwise that is an error.
+        max_image_pixels: `serving_default` rejects larger images before decoding.
+
+    Returns:
+        The export directory as a `pathlib.Path`.
+    """
+    export_dir = pathlib.Path(export_dir)
+    if export_dir.exists() and not overwrite:
+        raise FileExistsError(
+            f"export_dir: {export_dir} already exists; pass overwrite=True to replace it"
+        )
+    serving_config = make_serving_config(
+        model,
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        class_names=class_names,
+        cam_threshold=cam_threshold,
+        top_k=top_k,
+        max_image_pixels=max_image_pixels,
+    )
+    config_json = None if config is None else _config_to_json(config)
+    functions = ServingFunctions(model, serving_config)
+
+    import keras
+
+    parent = export_dir.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=parent))
+    try:
+        saved = staging / "saved_model"
+        archive = keras.export.ExportArchive()
+        archive.track(functions.cam_model)
+        for name, function in (
+            (SERVING_DEFAULT, functions.serving_default),
+            (SERVING_IMAGES, functions.serving_images),
+        ):
+            function.get_concrete_function()  # traced once, from its input_signature
+            archive.add_endpoint(name, function)
+        archive.write_out(str(saved), verbose=False)
+        assets = saved / "assets"
+        assets.mkdir(exist_ok=True)
+        (assets / "class_names.txt").write_text(
+            "".join(f"{name}\n" for name in serving_config.class_names), encoding="utf-8"
+        )
+        (assets / "preprocessing.json").write_text(
+            json.dumps(serving_config.to_json(), indent=2) + "\n", encoding="utf-8"
+        )
+        if config_json is not None:
+            (assets / "training_config.json").write_text(config_json + "\n", encoding="utf-8")
+        if export_dir.exists():  # overwrite=True: swap, then delete the old export.
+            old = staging / "old"
+            os.replace(export_dir, old)
+        os.replace(saved, export_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return export_dir
