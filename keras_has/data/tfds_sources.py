@@ -49,18 +49,21 @@ class TfdsSource(Source):
       manual_dir: folder with manually downloaded files (imagenet2012).
       shuffle_buffer: decoded examples held for shuffling (after file-level shuffling).
       builder_kwargs: extra arguments for `tfds.builder`.
+      builder: an already constructed TFDS builder to use instead of `tfds.builder(name)`.
     """
 
     default_splits = ("train", "test")
     stats_split = "train"
 
     def __init__(self, name: str, data_dir=None, download: bool = False, manual_dir=None,
-                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, builder_kwargs=None):
+                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, builder_kwargs=None, builder=None):
         import tensorflow_datasets as tfds
 
         self.name = name
         self._data_dir = None if data_dir is None else os.fspath(data_dir)
-        self._builder = tfds.builder(name, data_dir=self._data_dir, **(builder_kwargs or {}))
+        if builder is None:
+            builder = tfds.builder(name, data_dir=self._data_dir, **(builder_kwargs or {}))
+        self._builder = builder
         if download or manual_dir is not None:
             config = tfds.download.DownloadConfig(
                 manual_dir=None if manual_dir is None else os.fspath(manual_dir))
@@ -240,22 +243,26 @@ class SyntheticSource(TfdsSource):
     Args:
       boxes: "object" (whole object, default) or "part" (the discriminative part).
       data_dir: TFDS data folder for the generated data.
-      **builder_kwargs: passed to the builder (e.g. its config).
+      builder: a constructed builder with the same features (e.g. a custom config);
+        default `tfds.builder("keras_has_synthetic", data_dir=data_dir, **builder_kwargs)`.
+      **builder_kwargs: passed to `tfds.builder` (e.g. `config="s96"`).
     """
 
     default_splits = ("train", "validation", "test")
 
     def __init__(self, boxes: str = "object", data_dir=None,
-                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, **builder_kwargs):
+                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, builder=None, **builder_kwargs):
         if boxes not in ("object", "part"):
             raise ValueError(f"`boxes` must be 'object' or 'part'; received {boxes!r}.")
-        try:
-            import keras_has.data.synthetic  # noqa: F401  (registers the builder)
-        except ImportError as e:
-            raise ImportError(f"the synthetic source needs keras_has.data.synthetic: {e}") from e
+        if builder is None:
+            try:
+                import keras_has.data.synthetic  # noqa: F401  (registers the builder)
+            except ImportError as e:
+                raise ImportError(f"the synthetic source needs keras_has.data.synthetic: {e}") from e
         self._box_kind = boxes
         super().__init__("keras_has_synthetic", data_dir=data_dir, download=False,
-                         shuffle_buffer=shuffle_buffer, builder_kwargs=builder_kwargs)
+                         shuffle_buffer=shuffle_buffer, builder_kwargs=builder_kwargs,
+                         builder=builder)
         self.name = "synthetic"
         self._builder.download_and_prepare()  # local generation; a no-op once prepared
         self.splits = tuple(self._builder.info.splits.keys()) or self.default_splits
