@@ -71,6 +71,8 @@ class DataConfig:
     Args:
       source: `synthetic` (built in), a TFDS name known to `keras_has.data.list_sources()`,
         or the path of a WSOL metadata folder (`ROOT/images`, `ROOT/metadata/<split>`).
+      source_config: optional TFDS builder config name of a named source (e.g. a
+        size variant of `synthetic`); None uses the builder's default.
       data_dir: optional TFDS data directory (also where a manual download such as
         ImageNet's tar files is looked for, under `<data_dir>/downloads/manual`).
       image_size: side S of the square `S x S` training and evaluation images.
@@ -85,6 +87,7 @@ class DataConfig:
     """
 
     source: str = "synthetic"
+    source_config: str | None = None
     data_dir: str | None = None
     image_size: int = 224
     batch_size: int = 32
@@ -100,6 +103,10 @@ class DataConfig:
             _fail("data_dir", self.data_dir, "a directory path or None")
         if self.data_dir == "":
             object.__setattr__(self, "data_dir", None)
+        if self.source_config == "":
+            object.__setattr__(self, "source_config", None)
+        if self.source_config is not None and not isinstance(self.source_config, str):
+            _fail("source_config", self.source_config, "a TFDS builder config name or None")
         _positive_int("image_size", self.image_size)
         _positive_int("batch_size", self.batch_size)
         if self.global_batch_size is not None:
@@ -132,6 +139,9 @@ class DataConfig:
             if self.source not in known:
                 _fail("source", self.source,
                       f"one of {known} or the path of a WSOL metadata folder")
+        if self.source_config is not None and looks_like_path(self.source):
+            _fail("source_config", self.source_config,
+                  "no source_config when source is a WSOL folder path")
         if self.data_dir is not None and looks_like_path(self.source):
             _fail("data_dir", self.data_dir,
                   "no data_dir when source is a WSOL folder path (it is for TFDS sources)")

@@ -346,6 +346,8 @@ def _get_source(config: TrainConfig):
     kwargs = {}
     if config.data.data_dir is not None:  # TFDS sources only (config checks this)
         kwargs["data_dir"] = config.data.data_dir
+    if config.data.source_config is not None:
+        kwargs["config"] = config.data.source_config
     return data.get_source(config.data.source, **kwargs)
 
 

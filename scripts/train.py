@@ -1,0 +1,156 @@
+"""Train a GAP classifier (optionally with Hide-and-Seek) for weakly-supervised localization.
+
+Usage (from the repository root; nested --flagfile paths are relative to it):
+
+    python scripts/train.py --flagfile=flags/quickstart.cfg --output_dir=/tmp/quick
+    python scripts/train.py --flagfile=flags/alexnet_has_32.cfg --source=/data/ILSVRC \\
+        --output_dir=runs/alexnet_has_32
+
+Flags given after --flagfile override it. The flags become a validated
+`keras_has.config.TrainConfig` before anything is written; then `keras_has.training.train`
+runs. Running the same command again resumes an interrupted run from its last
+finished epoch.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from absl import app, flags  # noqa: E402
+
+_DEFAULTS_OPTIM = dict(lr_values=["0.01", "0.005", "0.001", "0.0005", "0.0001"],
+                       lr_boundaries=["18", "29", "43", "52"])
+
+# -- model and data
+flags.DEFINE_string("model", None, "Model name (keras_has.models.list_models()).")
+flags.DEFINE_multi_string("model_arg", [], "Extra get_model option as key=value "
+                          "(Python literal or plain string), e.g. weights=imagenet. Repeatable.")
+flags.DEFINE_string("source", "synthetic", "Dataset: 'synthetic', a TFDS name known to "
+                    "keras_has.data.list_sources(), or the path of a WSOL metadata folder.")
+flags.DEFINE_string("source_config", "", "TFDS builder config of a named source (empty: default).")
+flags.DEFINE_string("data_dir", "", "TFDS data directory for named sources (empty: TFDS default).")
+flags.DEFINE_integer("image_size", 224, "Side of the square training/eval images.")
+flags.DEFINE_integer("batch_size", 32, "Per-replica batch size.")
+flags.DEFINE_integer("global_batch_size", 0, "Global batch (0: batch_size x replicas); "
+                     "must be divisible by the number of replicas.")
+flags.DEFINE_string("train_split", "train", "Training split.")
+flags.DEFINE_string("eval_split", "test", "Evaluation split (empty: no evaluation).")
+flags.DEFINE_integer("eval_batch_size", 0, "Evaluation batch (0: the global training batch).")
+# -- Hide-and-Seek
+flags.DEFINE_list("grid_sizes", [], "Hide-and-Seek patch sides in pixels, e.g. 16,32,44,56; "
+                  "empty = GAP baseline.")
+flags.DEFINE_float("hide_prob", 0.5, "Probability of hiding each patch (0 = baseline).")
+# -- optimisation
+flags.DEFINE_integer("epochs", 55, "Number of epochs.")
+flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch (0: one pass over the split).")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_bool("nesterov", False, "Nesterov momentum.")
+flags.DEFINE_list("lr_values", _DEFAULTS_OPTIM["lr_values"], "Piecewise-constant learning rates.")
+flags.DEFINE_list("lr_boundaries", _DEFAULTS_OPTIM["lr_boundaries"],
+                  "Completed (reference) epochs at which the rate moves to the next value.")
+flags.DEFINE_integer("schedule_reference_epochs", 55, "Run length the boundaries are written "
+                     "for; boundaries scale by epochs / this (0: use them as they are).")
+flags.DEFINE_float("weight_decay", 5e-4, "Coupled L2 coefficient on kernels (Caffe/Torch).")
+flags.DEFINE_integer("weight_decay_until_epoch", 29, "Completed (reference) epochs after which "
+                     "the weight decay is 0 (-1: never switched off).")
+# -- run
+flags.DEFINE_string("output_dir", None, "Run folder (checkpoints, logs, final model).")
+flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "multi_worker", "tpu", "one_device"],
+                  "tf.distribute strategy.")
+flags.DEFINE_string("tpu", "", "TPU name/address for --strategy=tpu.")
+flags.DEFINE_string("mixed_precision", "none",
+                    "none | auto | mixed_bfloat16 (CPU/TPU) | mixed_float16 (GPU).")
+flags.DEFINE_integer("seed", 0, "Seed for data order, masks and initialisation.")
+flags.DEFINE_integer("eval_every", 1, "Localization evaluation every N epochs (0: never).")
+flags.DEFINE_string("best_metric", "val_loss", "Log key that selects best.keras (empty: none).")
+flags.DEFINE_enum("best_mode", "auto", ["auto", "min", "max"], "Direction of --best_metric.")
+flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch.")
+
+FLAGS = flags.FLAGS
+
+
+def _ints(name: str, values) -> tuple:
+    try:
+        return tuple(int(v) for v in values if str(v).strip() != "")
+    except ValueError:
+        raise ValueError(f"{name}: expected a comma-separated list of integers, "
+                         f"received {','.join(values)!r}") from None
+
+
+def _floats(name: str, values) -> tuple:
+    try:
+        return tuple(float(v) for v in values if str(v).strip() != "")
+    except ValueError:
+        raise ValueError(f"{name}: expected a comma-separated list of numbers, "
+                         f"received {','.join(values)!r}") from None
+
+
+def _model_kwargs(items) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"model_arg: expected key=value, received {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def config_from_flags(flag_values=FLAGS):
+    """Builds the validated TrainConfig from parsed flags (raises ValueError)."""
+    from keras_has import config as cfg
+
+    f = flag_values
+    if not f.model:
+        raise ValueError("model: expected a model name (--model), received nothing")
+    if not f.output_dir:
+        raise ValueError("output_dir: expected a run folder (--output_dir), received nothing")
+    data = cfg.DataConfig(
+        source=f.source, source_config=f.source_config or None, data_dir=f.data_dir or None,
+        image_size=f.image_size, batch_size=f.batch_size,
+        global_batch_size=f.global_batch_size or None, train_split=f.train_split,
+        eval_split=f.eval_split or None, eval_batch_size=f.eval_batch_size or None)
+    hiding = cfg.HidingConfig(grid_sizes=_ints("grid_sizes", f.grid_sizes),
+                              hide_prob=f.hide_prob)
+    optim = cfg.OptimConfig(
+        momentum=f.momentum, nesterov=f.nesterov,
+        lr_values=_floats("lr_values", f.lr_values),
+        lr_boundaries=_ints("lr_boundaries", f.lr_boundaries),
+        schedule_reference_epochs=f.schedule_reference_epochs or None,
+        weight_decay=f.weight_decay,
+        weight_decay_until_epoch=(None if f.weight_decay_until_epoch == -1
+                                  else f.weight_decay_until_epoch))
+    return cfg.TrainConfig(
+        model=f.model, output_dir=f.output_dir, data=data, hiding=hiding, optim=optim,
+        epochs=f.epochs, steps_per_epoch=f.steps_per_epoch or None, strategy=f.strategy,
+        tpu=f.tpu, mixed_precision=f.mixed_precision, seed=f.seed, eval_every=f.eval_every,
+        best_metric=f.best_metric, best_mode=f.best_mode,
+        model_kwargs=_model_kwargs(f.model_arg), verbose=f.verbose)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        config = config_from_flags()
+    except ValueError as e:
+        print(f"train.py: invalid configuration: {e}", file=sys.stderr)
+        return 2
+    from keras_has.training import train
+
+    result = train(config)
+    print(f"train.py: done; replicas={result.num_replicas} "
+          f"global_batch={result.global_batch_size} epochs_run={result.epochs_run} "
+          f"epochs_logged={len(result.history.get('epoch', []))} model={result.model_path}",
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
