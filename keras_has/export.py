@@ -7,7 +7,8 @@ Serving. Two signatures share one graph:
 - `serving_default(images_bytes)`: `tf.string [N]`, each a JPEG or PNG of any size.
 - `serving_images(images)`: `uint8 [N, H, W, 3]` RGB pixels.
 
-Both decode/resize to the training image size with bilinear resizing, normalise with the
+Both decode, resize to the training image size (bilinear, antialiased, as the
+evaluation pipeline does), normalise with the
 training mean and std (stored in the graph and in `assets/preprocessing.json`), run the
 model once for logits and CAM features, and return, per image:
 
@@ -268,7 +269,7 @@ class ServingConfig:
             "cam_threshold": self.cam_threshold,
             "top_k": self.top_k,
             "max_image_pixels": self.max_image_pixels,
-            "resize_method": "bilinear",
+            "resize_method": "bilinear, antialias=True, clipped to [0, 255]",
             "normalization": "(pixel - mean) / std, pixel in [0, 255], RGB",
             "box_convention": "x0, y0, x1, y1 inclusive pixels of the input image",
         }
@@ -381,6 +382,24 @@ def make_serving_config(
     )
 
 
+def resize_images(images: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
+    """Resizes uint8 images to `size` as the evaluation pipeline does.
+
+    Bilinear with antialiasing, clipped to [0, 255]: the same ops as
+    `keras_has.data.pipeline` applies before normalisation, so served inputs match the
+    inputs the model was evaluated on.
+
+    Args:
+        images: uint8 or float `[H, W, 3]` or `[N, H, W, 3]` in [0, 255].
+        size: `(height, width)`.
+
+    Returns:
+        float32 of the same rank, spatial size `size`, in [0, 255].
+    """
+    resized = tf.image.resize(images, size, method="bilinear", antialias=True)
+    return tf.clip_by_value(resized, 0.0, 255.0)
+
+
 def _image_dims_from_header(data: tf.Tensor) -> tf.Tensor:
     """`(height, width)` int64 read from a JPEG or PNG header without decoding."""
     is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC)
@@ -458,8 +477,7 @@ class ServingFunctions:
             with tf.control_dependencies([size_check]):
                 image = tf.io.decode_image(data, channels=3, expand_animations=False)
             image.set_shape([None, None, 3])
-            resized = tf.image.resize(image, size, method="bilinear")
-            return resized, tf.shape(image, out_type=tf.int32)[:2]
+            return resize_images(image, size), tf.shape(image, out_type=tf.int32)[:2]
 
         def from_bytes(images_bytes):
             resized, sizes = tf.map_fn(
@@ -479,7 +497,7 @@ class ServingFunctions:
                 ["images: expected a non-empty [N, H, W, 3] uint8 batch; received shape", shape],
             )
             with tf.control_dependencies([check]):
-                resized = tf.image.resize(images, size, method="bilinear")
+                resized = resize_images(images, size)
             sizes = tf.tile(shape[None, 1:3], [shape[0], 1])
             return self._predict(resized, sizes)
 
@@ -497,9 +515,13 @@ class ServingFunctions:
     def _predict(self, resized: tf.Tensor, image_sizes: tf.Tensor) -> dict[str, tf.Tensor]:
         config = self.config
         images = (resized - self._mean) / self._std
+        # Convolutions reject empty batches; run one blank image then and drop it.
+        count = tf.shape(images)[0]
+        blank = tf.zeros([1, *config.image_size, 3], tf.float32)
+        images = tf.cond(count > 0, lambda: images, lambda: blank)
         logits, features = self.cam_model(images, training=False)
-        logits = tf.cast(logits, tf.float32)
-        features = tf.cast(features, tf.float32)
+        logits = tf.cast(logits, tf.float32)[:count]
+        features = tf.cast(features, tf.float32)[:count]
         scores, classes = tf.math.top_k(tf.nn.softmax(logits, axis=-1), k=config.top_k)
         cams = self._cams_from_features(features, self._kernel, classes[:, 0])
         maps = normalize_cams_tf(resize_cams_tf(cams, config.image_size))

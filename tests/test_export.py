@@ -207,3 +207,172 @@ def test_normalize_cams_tf():
     got = export.normalize_cams_tf(cams).numpy()
     np.testing.assert_allclose(got[0], [[0.0, 0.5], [0.25, 1.0]])
     assert np.all(got[1:] == 0)
+
+
+# ---------------------------------------------------------------------------
+# The serving signatures, on a tiny model and tiny images.
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model():
+    # 32x32 input, one 2x2 pooling: 16x16 CAMs.
+    return get_model("tiny_gap", num_classes=3, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), widths=(8, 16))
+
+
+@pytest.fixture(scope="module")
+def export_dir(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("export") / "localizer"
+    export.export_saved_model(
+        model, path, image_size=IMAGE_SIZE, mean=MEAN, std=STD, class_names=CLASS_NAMES,
+        cam_threshold=THRESHOLD, top_k=2, config={"model": "tiny_gap", "epochs": 1},
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def loaded(export_dir):
+    return tf.saved_model.load(str(export_dir))
+
+
+def smooth_image(seed, height, width):
+    rng = np.random.default_rng(seed)
+    low = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    return cv2.resize(low, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def encode(image, ext=".png"):
+    """RGB (or gray / RGBA) array -> encoded bytes."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = image[:, :, ::-1]
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, [2, 1, 0, 3]]
+    ok, data = cv2.imencode(ext, np.ascontiguousarray(image))
+    assert ok
+    return data.tobytes()
+
+
+def run_bytes(loaded, blobs):
+    out = loaded.signatures["serving_default"](images_bytes=tf.constant(blobs, tf.string))
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def run_images(loaded, images):
+    out = loaded.signatures["serving_images"](images=tf.constant(images, tf.uint8))
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def expected_model_frame_boxes(cams, threshold=THRESHOLD):
+    """The library's rule on the exported CAMs: resize_cams, normalize_cams, boxes_from_cams."""
+    from keras_has import localization
+
+    maps = localization.normalize_cams(localization.resize_cams(cams, (IMAGE_SIZE, IMAGE_SIZE)))
+    return np.asarray(localization.boxes_from_cams(maps, threshold))
+
+
+def to_input_frame(box, height, width):
+    """Inclusive model-frame box -> input image frame, computed by hand in Python ints."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return [
+        x0 * width // IMAGE_SIZE,
+        y0 * height // IMAGE_SIZE,
+        -(-(x1 + 1) * width // IMAGE_SIZE) - 1,
+        -(-(y1 + 1) * height // IMAGE_SIZE) - 1,
+    ]
+
+
+def test_signatures_and_names(loaded):
+    assert set(loaded.signatures) == {"serving_default", "serving_images"}
+    default = loaded.signatures["serving_default"]
+    assert set(default.structured_input_signature[1]) == {"images_bytes"}
+    assert default.structured_input_signature[1]["images_bytes"].dtype == tf.string
+    images = loaded.signatures["serving_images"].structured_input_signature[1]["images"]
+    assert images.dtype == tf.uint8 and images.shape.as_list() == [None, None, None, 3]
+    assert set(default.structured_outputs) == set(export.OUTPUT_KEYS)
+
+
+def test_outputs_match_the_keras_model(model, loaded):
+    from keras_has.cam import compute_cams
+
+    images = np.stack([smooth_image(s, IMAGE_SIZE, IMAGE_SIZE) for s in range(3)])
+    out = run_images(loaded, images)
+    # Independent preprocessing: the images are already 32x32, so only normalisation.
+    x = (images.astype(np.float32) - np.float32(MEAN)) / np.float32(STD)
+    logits = np.asarray(model(x, training=False), np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    order = np.argsort(-probs, axis=1)[:, :2]
+    np.testing.assert_array_equal(out["classes"], order)
+    np.testing.assert_allclose(out["scores"], np.take_along_axis(probs, order, 1), atol=1e-5)
+    assert out["class_names"].tolist() == [[CLASS_NAMES[c].encode() for c in row] for row in order]
+    cams = np.asarray(compute_cams(model, x, order[:, 0]))
+    assert out["cams"].shape == (3, 16, 16)
+    np.testing.assert_allclose(out["cams"], cams, rtol=1e-4, atol=1e-4)
+    boxes = expected_model_frame_boxes(out["cams"])
+    np.testing.assert_array_equal(out["boxes"], boxes)  # input frame == model frame here
+    edges = np.concatenate([boxes[:, :2], boxes[:, 2:] + 1], 1) / IMAGE_SIZE
+    np.testing.assert_allclose(out["boxes_normalized"], edges, atol=1e-6)
+    np.testing.assert_array_equal(out["image_sizes"], [[IMAGE_SIZE, IMAGE_SIZE]] * 3)
+
+
+def test_preprocessing_matches_the_eval_pipeline():
+    from keras_has.data import pipeline
+
+    image = smooth_image(5, 45, 71)
+    ours = export.resize_images(image, (IMAGE_SIZE, IMAGE_SIZE)).numpy()
+    theirs = pipeline._resize(image, IMAGE_SIZE).numpy()
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_bytes_any_size_boxes_in_each_image_frame(loaded):
+    sizes = [(48, 64), (20, 90), (32, 32)]
+    images = [smooth_image(10 + i, h, w) for i, (h, w) in enumerate(sizes)]
+    out = run_bytes(loaded, [encode(im) for im in images])  # PNG: lossless
+    np.testing.assert_array_equal(out["image_sizes"], sizes)
+    model_boxes = expected_model_frame_boxes(out["cams"])
+    for i, (h, w) in enumerate(sizes):
+        assert out["boxes"][i].tolist() == to_input_frame(model_boxes[i], h, w)
+        # The same answer as one image alone through the uint8 signature.
+        alone = run_images(loaded, images[i][None])
+        for key in ("classes", "boxes", "image_sizes", "class_names"):
+            np.testing.assert_array_equal(alone[key][0], out[key][i])
+        np.testing.assert_allclose(alone["cams"][0], out["cams"][i], atol=1e-5)
+
+
+def test_rest_request_body_as_tf_serving_decodes_it(loaded):
+    images = [smooth_image(20, 40, 30), smooth_image(21, 24, 36)]
+    body = json.dumps({"instances": [
+        {"images_bytes": {"b64": base64.b64encode(encode(im, ".jpg")).decode("ascii")}}
+        for im in images
+    ]})
+    # TF Serving's row format: each instance maps input names to values, {"b64": ...}
+    # is binary data for a string tensor, and instances stack along the batch axis.
+    request = json.loads(body)
+    signature = loaded.signatures["serving_default"]
+    names = set(signature.structured_input_signature[1])
+    columns = {name: [] for name in names}
+    for instance in request["instances"]:
+        assert set(instance) == names
+        for name, value in instance.items():
+            columns[name].append(base64.b64decode(value["b64"]) if isinstance(value, dict) else value)
+    outputs = signature(**{name: tf.constant(values) for name, values in columns.items()})
+    predictions = [{k: v.numpy()[i].tolist() for k, v in outputs.items()} for i in range(len(images))]
+    json.dumps({"predictions": [{k: v if not isinstance(v, list) or not v or not isinstance(v[0], bytes)
+                                 else [s.decode() for s in v] for k, v in p.items()} for p in predictions]})
+    direct = run_bytes(loaded, [encode(im, ".jpg") for im in images])
+    for i, prediction in enumerate(predictions):
+        assert prediction["boxes"] == direct["boxes"][i].tolist()
+        assert prediction["image_sizes"] == list(images[i].shape[:2])
+        assert prediction["class_names"][0].decode() in CLASS_NAMES
+    # The uint8 signature takes nested lists per instance.
+    rows = {"instances": [{"images": images[0].tolist()}]}
+    pixels = tf.constant([inst["images"] for inst in json.loads(json.dumps(rows))["instances"]], tf.uint8)
+    out = loaded.signatures["serving_images"](images=pixels)
+    assert out["image_sizes"].numpy().tolist() == [[40, 30]]
+
+
+def test_empty_batch(loaded):
+    out = run_bytes(loaded, np.zeros([0], object).astype(bytes))
+    assert out["boxes"].shape == (0, 4) and out["classes"].shape == (0, 2)
+    out = run_images(loaded, np.zeros([0, 5, 5, 3], np.uint8))
+    assert out["boxes"].shape == (0, 4) and out["cams"].shape == (0, 16, 16)
