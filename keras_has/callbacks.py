@@ -1,0 +1,127 @@
+"""Keras callback that scores CAM localization during ``fit``."""
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_has import evaluation
+from keras_has import visualize
+
+LOG_KEYS = ("top1_cls", "top5_cls", "gt_known_loc", "top1_loc", "max_box_acc",
+            "max_box_acc_v2", "top1_loc_max")
+
+
+def _atomic_write_json(path, data):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+class LocalizationCallback(keras.callbacks.Callback):
+    """Runs :func:`keras_has.evaluation.run_localization` every ``every_n_epochs``.
+
+    Adds ``{prefix}{name}`` for ``name`` in ``LOG_KEYS`` (and ``pxap`` when the dataset
+    has masks) to the epoch logs, so ``ModelCheckpoint(monitor="val_loc_top1_loc")``,
+    ``EarlyStopping`` and ``CSVLogger`` can use them. On epochs that are skipped the
+    keys carry the last computed values (NaN before the first evaluation) so that
+    ``CSVLogger`` always sees the same columns.
+
+    With ``log_dir``: TensorBoard scalars ``localization/<name>`` and an image grid
+    ``localization/cam_overlays`` (GT boxes green, predicted boxes red) in
+    ``log_dir/localization``, and ``log_dir/localization/metrics_epoch{N:04d}.json``
+    (atomic write) per evaluation.
+
+    Args:
+        eval_dataset: iterable of eval dict batches (``keras_has.data.make_eval_dataset``).
+        every_n_epochs: evaluate after epochs ``N, 2N, ...`` (and the last epoch of fit
+            if ``on_train_end`` is wanted, call :meth:`evaluate` yourself).
+        log_dir: directory for TensorBoard events and JSON files, or None.
+        prefix: key prefix in the logs.
+        num_images: how many overlays in the TensorBoard grid.
+        mean / std: per-channel normalisation (pixel scale) to show the images; None
+            shows a per-image min-max stretch.
+        max_batches: evaluate on at most this many batches.
+        verbose: progress bar while evaluating.
+        evaluator_kwargs: ``cam_threshold``, ``cam_curve_interval``,
+            ``iou_thresholds``, ``box_rule`` for the evaluator.
+    """
+
+    def __init__(self, eval_dataset, every_n_epochs=1, log_dir=None, prefix="val_loc_",
+                 num_images=8, mean=None, std=None, max_batches=None, verbose=1,
+                 **evaluator_kwargs):
+        super().__init__()
+        if int(every_n_epochs) < 1:
+            raise ValueError(f"every_n_epochs: expected >= 1, received {every_n_epochs!r}")
+        self.eval_dataset = eval_dataset
+        self.every_n_epochs = int(every_n_epochs)
+        self.log_dir = None if log_dir is None else os.fspath(log_dir)
+        self.prefix = prefix
+        self.num_images = int(num_images)
+        self.mean, self.std = mean, std
+        self.max_batches = max_batches
+        self.verbose = verbose
+        self.evaluator_kwargs = evaluator_kwargs
+        self.last_metrics = None
+        self.history = []
+        self._writer = None
+
+    def _writer_for(self):
+        if self._writer is None and self.log_dir is not None:
+            os.makedirs(os.path.join(self.log_dir, "localization"), exist_ok=True)
+            self._writer = tf.summary.create_file_writer(
+                os.path.join(self.log_dir, "localization"))
+        return self._writer
+
+    def evaluate(self, epoch):
+        """Evaluates now; returns the metrics dict and writes the logs."""
+        result = evaluation.run_localization(
+            self.model, self.eval_dataset, num_examples=self.num_images,
+            verbose=self.verbose, max_batches=self.max_batches, **self.evaluator_kwargs)
+        metrics = dict(result.metrics)
+        metrics["epoch"] = int(epoch) + 1
+        self.last_metrics = metrics
+        self.history.append(metrics)
+        writer = self._writer_for()
+        if writer is not None:
+            with writer.as_default(step=int(epoch) + 1):
+                for k, v in metrics.items():
+                    if k not in ("epoch", "num_images"):
+                        tf.summary.scalar(f"localization/{k}", float(v))
+                if result.examples is not None:
+                    ex = result.examples
+                    images = (visualize.denormalize_images(ex["image"], self.mean, self.std)
+                              if self.mean is not None and self.std is not None
+                              else visualize.to_uint8_images(ex["image"]))
+                    grid = visualize.gallery(images, ex["cam"], ex["boxes"], ex["num_boxes"],
+                                             ex["pred_box"])
+                    tf.summary.image("localization/cam_overlays", grid[None], max_outputs=1)
+            writer.flush()
+            _atomic_write_json(os.path.join(self.log_dir, "localization",
+                                            f"metrics_epoch{int(epoch) + 1:04d}.json"),
+                               metrics)
+        return metrics
+
+    def _keys(self):
+        keys = list(LOG_KEYS)
+        if self.last_metrics is not None and "pxap" in self.last_metrics:
+            keys.append("pxap")
+        return keys
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        if (epoch + 1) % self.every_n_epochs == 0:
+            self.evaluate(epoch)
+        for k in self._keys():
+            value = np.nan if self.last_metrics is None else self.last_metrics.get(k, np.nan)
+            logs[f"{self.prefix}{k}"] = float(value)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
