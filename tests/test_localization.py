@@ -1,0 +1,178 @@
+"""Boxes from CAMs (both box rules), IoU, normalisation, and the all-level sweep."""
+import cv2
+import numpy as np
+import pytest
+
+from keras_has import localization as loc
+
+# 4x5 map: region A (3 px, top-left), region B (3 px, right column, lower values).
+MAP_4X5 = np.array([[0.0, 0.0, 0.0, 0.0, 0.0],
+                    [0.0, 1.0, 0.8, 0.0, 0.3],
+                    [0.0, 0.9, 0.0, 0.0, 0.4],
+                    [0.0, 0.0, 0.0, 0.0, 0.5]], np.float32)
+
+
+@pytest.mark.parametrize("threshold, tight, wsol", [
+    (0.9, (1, 1, 1, 1), (1, 1, 2, 2)),   # level 229: only the 255 pixel
+    (0.5, (1, 1, 2, 2), (1, 1, 3, 3)),   # level 127: region A only (127 is not > 127)
+    (0.2, (1, 1, 2, 2), (1, 1, 3, 3)),   # level 51: A and B tie at 3 px; A comes first
+    (0.0, (1, 1, 2, 2), (1, 1, 3, 3)),
+])
+def test_hand_made_map_both_rules(threshold, tight, wsol):
+    got = loc.boxes_from_cams(MAP_4X5[None], threshold)
+    assert got.tolist() == [list(tight)]
+    got = loc.boxes_from_cams(MAP_4X5[None], threshold, box_rule="wsolevaluation")
+    assert got.tolist() == [list(wsol)]
+
+
+def test_multi_contour_on_hand_made_map():
+    at_02 = loc.boxes_from_cams(MAP_4X5, 0.2, multi_contour=True)
+    assert len(at_02) == 1
+    assert sorted(map(tuple, at_02[0].tolist())) == [(1, 1, 2, 2), (4, 1, 4, 3)]
+    at_05 = loc.boxes_from_cams(MAP_4X5, 0.5, multi_contour=True)
+    assert at_05[0].tolist() == [[1, 1, 2, 2]]
+
+
+def test_rules_differ_pixel_count_vs_contour_area():
+    # A 5-pixel line (contour area 0) and a 2x2 square (4 pixels, contour area 1).
+    cam = np.zeros((4, 6), np.float32)
+    cam[0, :5] = 1.0
+    cam[2:4, 0:2] = 1.0
+    assert loc.boxes_from_cams(cam, 0.5).tolist() == [[0, 0, 4, 0]]
+    # wsolevaluation: largest contour area is the square; box x1, y1 = x + w, y + h
+    # clipped to (W - 1, H - 1) = (5, 3).
+    assert loc.boxes_from_cams(cam, 0.5, box_rule="wsolevaluation").tolist() == [[0, 2, 2, 3]]
+
+
+def test_ring_hole_contour_counts_for_wsolevaluation_only():
+    cam = np.zeros((4, 5), np.float32)
+    cam[0:3, 0:3] = 1.0
+    cam[1, 1] = 0.0
+    tight = loc.boxes_from_cams(cam, 0.5, multi_contour=True)[0]
+    wsol = loc.boxes_from_cams(cam, 0.5, multi_contour=True, box_rule="wsolevaluation")[0]
+    assert tight.tolist() == [[0, 0, 2, 2]]
+    assert len(wsol) == 2  # RETR_TREE returns the outer and the hole contour
+    assert [0, 0, 3, 3] in wsol.tolist()
+
+
+def test_no_foreground_gives_zero_box():
+    cam = np.zeros((3, 4), np.float32)
+    assert loc.boxes_from_cams(cam, 0.5).tolist() == [[0, 0, 0, 0]]
+    flat = np.full((3, 4), 0.5, np.float32)
+    # Threshold 1.0: level = max, nothing is strictly above it.
+    assert loc.boxes_from_cams(flat, 1.0).tolist() == [[0, 0, 0, 0]]
+    assert loc.boxes_from_cams(flat, 1.0, multi_contour=True)[0].tolist() == [[0, 0, 0, 0]]
+
+
+def _wsol_reference(scoremap, thresholds):
+    """Independent transcription of wsolevaluation's documented box semantics."""
+    height, width = scoremap.shape
+    img = np.expand_dims((scoremap * 255).astype(np.uint8), 2)
+    out = []
+    for t in thresholds:
+        _, binary = cv2.threshold(img, int(t * np.max(img)), 255, cv2.THRESH_BINARY)
+        contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+        if not contours:
+            out.append([0, 0, 0, 0])
+            continue
+        x, y, w, h = cv2.boundingRect(max(contours, key=cv2.contourArea))
+        out.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
+    return out
+
+
+def test_wsolevaluation_rule_matches_reference_on_random_maps():
+    rng = np.random.default_rng(0)
+    thresholds = np.arange(0, 1, 0.05)
+    for _ in range(10):
+        low = rng.random((4, 4)).astype(np.float32)
+        cam = loc.normalize_cams(cv2.resize(low, (23, 17), interpolation=cv2.INTER_LINEAR))[0]
+        ours = [loc.boxes_from_cams(cam, t, box_rule="wsolevaluation")[0].tolist()
+                for t in thresholds]
+        assert ours == _wsol_reference(cam, thresholds)
+
+
+def test_iou_hand_computed():
+    assert loc.iou([0, 0, 1, 1], [1, 1, 2, 2])[0, 0] == pytest.approx(1 / 7)
+    assert loc.iou([0, 0, 1, 1], [0, 0, 1, 1])[0, 0] == 1.0
+    assert loc.iou([0, 0, 1, 1], [2, 2, 3, 3])[0, 0] == 0.0
+    # (0,0,3,3) has 16 px, (2,0,5,1) has 8 px, overlap 2x2 = 4: 4 / 20.
+    got = loc.iou([[0, 0, 3, 3], [0, 0, 0, 0]], [[2, 0, 5, 1], [0, 0, 0, 0]])
+    np.testing.assert_allclose(got, [[4 / 20, 1 / 16], [0.0, 1.0]])
+
+
+def test_iou_rejects_bad_boxes():
+    with pytest.raises(ValueError, match="x0, y0, x1, y1"):
+        loc.iou([3, 0, 1, 1], [0, 0, 1, 1])
+    with pytest.raises(ValueError, match=r"\[..., 4\]"):
+        loc.iou([0, 0, 1], [0, 0, 1, 1])
+
+
+def test_normalize_handles_constant_nan_inf():
+    maps = np.stack([np.full((2, 3), 5.0), np.array([[0, np.nan, 1], [2, 3, 4]]),
+                     np.array([[0, np.inf, 1], [2, 3, 4]]), np.arange(6.).reshape(2, 3)])
+    out = loc.normalize_cams(maps)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out[:3], 0.0)
+    np.testing.assert_allclose(out[3], np.arange(6.).reshape(2, 3) / 5)
+
+
+def test_input_errors():
+    with pytest.raises(ValueError, match="cams"):
+        loc.boxes_from_cams(np.zeros((1, 2, 3, 4)), 0.5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        loc.boxes_from_cams(np.full((2, 2), 2.0), 0.5)
+    with pytest.raises(ValueError, match="NaN"):
+        loc.boxes_from_cams(np.full((2, 2), np.nan), 0.5)
+    with pytest.raises(ValueError, match="threshold"):
+        loc.boxes_from_cams(np.zeros((2, 2)), 1.5)
+    with pytest.raises(ValueError, match="box_rule"):
+        loc.boxes_from_cams(np.zeros((2, 2)), 0.5, box_rule="contour")
+
+
+def test_resize_cams_bilinear_matches_cv2():
+    rng = np.random.default_rng(1)
+    maps = rng.random((2, 3, 4)).astype(np.float32)
+    out = loc.resize_cams(maps, (6, 8))
+    assert out.shape == (2, 6, 8)
+    np.testing.assert_allclose(out[1], cv2.resize(maps[1], (8, 6)))
+
+
+def _random_maps(rng):
+    """Small maps of many kinds: noisy, few values (plateaus, ties), smooth, clipped."""
+    for i in range(120):
+        kind = i % 4
+        if kind == 0:
+            yield rng.integers(0, 256, rng.integers(1, 9, 2)).astype(np.uint8)
+        elif kind == 1:
+            yield (rng.integers(0, 4, rng.integers(1, 12, 2)) * 60).astype(np.uint8)
+        else:
+            low = rng.random(rng.integers(2, 6, 2)).astype(np.float32) ** 2
+            size = tuple(int(s) for s in rng.integers(5, 40, 2))
+            cam = loc.normalize_cams(cv2.resize(low, size))[0]
+            g = loc.quantize_cams(cam)[0]
+            yield np.minimum(g, 200).astype(np.uint8) if kind == 3 else g
+
+
+def _sorted_rows(table):
+    order = np.lexsort((table.first, table.level))
+    return [getattr(table, k)[order].tolist() for k in ("level", "count", "box", "first")]
+
+
+def test_fast_sweep_equals_per_level_reference():
+    rng = np.random.default_rng(2)
+    for gray in _random_maps(rng):
+        assert _sorted_rows(loc.component_table(gray)) == \
+            _sorted_rows(loc.component_table_reference(gray)), gray
+
+
+def test_fast_sweep_largest_equals_per_threshold_boxes():
+    rng = np.random.default_rng(3)
+    thresholds = np.arange(0, 1, 0.01)
+    for gray in list(_random_maps(rng))[:40]:
+        cam = gray.astype(np.float32) / 255.0
+        largest, has = loc.component_table(gray).largest()
+        levels = loc.threshold_levels(thresholds, gray.max())
+        per_threshold = [loc.boxes_from_cams(cam, t)[0].tolist() for t in thresholds]
+        from_sweep = [largest[lv].tolist() if lv < 256 and has[lv] else [0, 0, 0, 0]
+                      for lv in levels]
+        assert from_sweep == per_threshold
