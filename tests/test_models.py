@@ -185,6 +185,28 @@ def test_bad_groups_and_weights():
         models.get_model("mobilenetv2_gap", 10, input_shape=(32, 32, 3), weights=365)
 
 
+# ---------------------------------------------------------------- seeding
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("tiny_gap", {"input_shape": (32, 32, 3)}),
+        ("googlenet_gap", {"input_shape": (32, 32, 3)}),
+        ("mobilenetv2_gap", {"input_shape": (32, 32, 3), "cam_convs": (8,)}),
+    ],
+)
+def test_seed_fixes_every_initial_weight(name, kwargs):
+    first = models.get_model(name, 3, seed=7, **kwargs).get_weights()
+    again = models.get_model(name, 3, seed=7, **kwargs).get_weights()
+    other = models.get_model(name, 3, seed=8, **kwargs).get_weights()
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    random_arrays = [i for i, a in enumerate(first) if np.unique(a).size > 1]
+    assert len(random_arrays) > 3
+    assert all(not np.array_equal(first[i], other[i]) for i in random_arrays)
+
+
 # ---------------------------------------------------------------- mixed precision
 
 

@@ -22,6 +22,7 @@ from keras_has.models.layers import (
     LocalResponseNormalization,
     check_dtype_policy,
     check_input_shape,
+    LayerSeeds,
     check_num_classes,
     gap_classifier,
 )
@@ -36,6 +37,7 @@ def alexnet_gap(
     groups=2,
     dropout=0.5,
     dtype_policy=None,
+    seed=None,
     name="alexnet_gap",
 ):
     """Builds the CAM paper's AlexNet-GAP as a functional ``keras.Model``.
@@ -48,6 +50,7 @@ def alexnet_gap(
         groups: 2 (reference, two-GPU AlexNet grouping of conv2, conv4-7) or 1.
         dropout: dropout rate after global average pooling (reference 0.5).
         dtype_policy: None (global Keras policy) or a policy name, e.g. "mixed_bfloat16".
+        seed: None (Keras' global seeding) or an int fixing every initialiser and dropout.
         name: model name.
 
     Returns:
@@ -57,6 +60,7 @@ def alexnet_gap(
     check_num_classes(num_classes, name)
     input_shape = check_input_shape(input_shape, DEFAULT_INPUT_SHAPE, name, min_size=55)
     dtype_policy = check_dtype_policy(dtype_policy)
+    seeds = LayerSeeds(seed)
     if groups not in (1, 2):
         raise ValueError(f"{name}: `groups` must be 1 or 2, received {groups!r}")
 
@@ -68,6 +72,7 @@ def alexnet_gap(
             padding="valid" if kernel == 11 else "same",
             groups=groups if grouped else 1,
             use_bias=not batch_norm,
+            kernel_initializer=seeds.kernel(),
             name=conv_name,
             dtype=dtype_policy,
         )(x)
@@ -92,5 +97,5 @@ def alexnet_gap(
     x = CaffeMaxPooling2D(3, 1, name="pool5", dtype=dtype_policy)(x)
     x = conv(x, 512, 3, "conv6", grouped=True)
     features = conv(x, 512, 3, "conv7", grouped=True, act_name="cam_features")
-    logits = gap_classifier(features, num_classes, dropout, dtype_policy)
+    logits = gap_classifier(features, num_classes, dropout, dtype_policy, seeds)
     return keras.Model(inputs, logits, name=name)

@@ -39,7 +39,13 @@ import os
 
 import keras
 
-from keras_has.models.layers import check_dtype_policy, check_input_shape, check_num_classes, gap_classifier
+from keras_has.models.layers import (
+    LayerSeeds,
+    check_dtype_policy,
+    check_input_shape,
+    check_num_classes,
+    gap_classifier,
+)
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 
@@ -114,7 +120,13 @@ def _check_weights(weights, name):
     raise ValueError(f"{name}: `weights` must be None, 'imagenet' or a file path, received {weights!r}")
 
 
-def build_backbone(kind, input_shape, weights=None, dtype_policy=None):
+def _seed_initializers(layer_config, seeds):
+    for key, value in layer_config["config"].items():
+        if key.endswith("_initializer") and isinstance(value, dict) and "seed" in value.get("config", {}):
+            value["config"]["seed"] = seeds.next()
+
+
+def build_backbone(kind, input_shape, weights=None, dtype_policy=None, seed=None):
     """Builds the modified feature extractor of ``kind`` (see module docstring).
 
     Args:
@@ -122,6 +134,8 @@ def build_backbone(kind, input_shape, weights=None, dtype_policy=None):
         input_shape: ``(H, W, 3)``, H and W may be None.
         weights: None, "imagenet" or a weights file path.
         dtype_policy: None (global policy) or a policy name given to every layer.
+        seed: with ``weights=None``, None (Keras' global seeding) or an int that fixes
+            every random initialiser; ignored when weights are loaded.
 
     Returns:
         A functional ``keras.Model`` named ``{kind}_backbone``: ``[B, H, W, 3]`` ->
@@ -135,15 +149,20 @@ def build_backbone(kind, input_shape, weights=None, dtype_policy=None):
     config = base.get_config()
     if modify is not None:
         modify(config)
-    if dtype_policy is not None:
-        for layer in config["layers"]:
-            if layer["class_name"] != "InputLayer":
-                layer["config"]["dtype"] = dtype_policy
+    seeds = LayerSeeds(seed)
+    for layer in config["layers"]:
+        if layer["class_name"] == "InputLayer":
+            continue
+        if dtype_policy is not None:
+            layer["config"]["dtype"] = dtype_policy
+        if weights is None:
+            _seed_initializers(layer, seeds)
     rebuilt = base.__class__.from_config(config)
-    backbone = keras.Model(rebuilt.inputs, rebuilt.get_layer(output_name).output, name=f"{kind}_backbone")
-    for layer in backbone.layers:
-        if layer.weights:
-            layer.set_weights(base.get_layer(layer.name).get_weights())
+    backbone = keras.Model(rebuilt.input, rebuilt.get_layer(output_name).output, name=f"{kind}_backbone")
+    if weights is not None:
+        for layer in backbone.layers:
+            if layer.weights:
+                layer.set_weights(base.get_layer(layer.name).get_weights())
     return backbone
 
 
@@ -157,12 +176,14 @@ def _backbone_gap(
     cam_dropout,
     dropout,
     dtype_policy,
+    seed,
     name,
 ):
     check_num_classes(num_classes, name)
     input_shape = check_input_shape(input_shape, DEFAULT_INPUT_SHAPE, name, min_size=_BACKBONES[kind][3])
     weights = _check_weights(weights, name)
     dtype_policy = check_dtype_policy(dtype_policy)
+    seeds = LayerSeeds(seed)
     cam_convs = tuple(cam_convs)
     if not all(isinstance(f, int) and f > 0 and f % cam_groups == 0 for f in cam_convs):
         raise ValueError(
@@ -173,18 +194,26 @@ def _backbone_gap(
         raise ValueError(f"{name}: `cam_dropout` must be in [0, 1), received {cam_dropout!r}")
 
     inputs = keras.Input(shape=input_shape, name="images")
-    x = build_backbone(kind, input_shape, weights, dtype_policy)(inputs)
+    x = build_backbone(kind, input_shape, weights, dtype_policy, seeds.next())(inputs)
     for i, filters in enumerate(cam_convs, start=1):
         last = i == len(cam_convs)
         if cam_dropout > 0:
-            x = keras.layers.Dropout(cam_dropout, name=f"cam_conv{i}_dropout", dtype=dtype_policy)(x)
+            x = keras.layers.Dropout(
+                cam_dropout, name=f"cam_conv{i}_dropout", seed=seeds.next(), dtype=dtype_policy
+            )(x)
         x = keras.layers.Conv2D(
-            filters, 3, padding="same", groups=cam_groups, name=f"cam_conv{i}", dtype=dtype_policy
+            filters,
+            3,
+            padding="same",
+            groups=cam_groups,
+            kernel_initializer=seeds.kernel(),
+            name=f"cam_conv{i}",
+            dtype=dtype_policy,
         )(x)
         x = keras.layers.ReLU(name="cam_features" if last else f"cam_conv{i}_relu", dtype=dtype_policy)(x)
     if not cam_convs:
         x = keras.layers.Identity(name="cam_features", dtype=dtype_policy)(x)
-    logits = gap_classifier(x, num_classes, dropout, dtype_policy)
+    logits = gap_classifier(x, num_classes, dropout, dtype_policy, seeds)
     return keras.Model(inputs, logits, name=name)
 
 
@@ -198,6 +227,8 @@ _BACKBONE_ARGS_DOC = """
         cam_dropout: dropout before each CAM conv.
         dropout: dropout after global average pooling.
         dtype_policy: None (global Keras policy) or a policy name, e.g. "mixed_bfloat16".
+        seed: None (Keras' global seeding) or an int fixing every random initialiser
+            and dropout layer (backbone initialisers only when ``weights=None``).
         name: model name.
 
     Returns:
@@ -215,10 +246,11 @@ def vgg16_gap(
     cam_dropout=0.0,
     dropout=0.5,
     dtype_policy=None,
+    seed=None,
     name="vgg16_gap",
 ):
     return _backbone_gap(
-        "vgg16", num_classes, input_shape, weights, cam_convs, cam_groups, cam_dropout, dropout, dtype_policy, name
+        "vgg16", num_classes, input_shape, weights, cam_convs, cam_groups, cam_dropout, dropout, dtype_policy, seed, name
     )
 
 
@@ -231,10 +263,11 @@ def resnet50_gap(
     cam_dropout=0.0,
     dropout=0.0,
     dtype_policy=None,
+    seed=None,
     name="resnet50_gap",
 ):
     return _backbone_gap(
-        "resnet50", num_classes, input_shape, weights, cam_convs, cam_groups, cam_dropout, dropout, dtype_policy, name
+        "resnet50", num_classes, input_shape, weights, cam_convs, cam_groups, cam_dropout, dropout, dtype_policy, seed, name
     )
 
 
@@ -247,6 +280,7 @@ def inceptionv3_gap(
     cam_dropout=0.5,
     dropout=0.5,
     dtype_policy=None,
+    seed=None,
     name="inceptionv3_gap",
 ):
     return _backbone_gap(
@@ -259,6 +293,7 @@ def inceptionv3_gap(
         cam_dropout,
         dropout,
         dtype_policy,
+        seed,
         name,
     )
 
@@ -272,6 +307,7 @@ def mobilenetv2_gap(
     cam_dropout=0.0,
     dropout=0.0,
     dtype_policy=None,
+    seed=None,
     name="mobilenetv2_gap",
 ):
     return _backbone_gap(
@@ -284,6 +320,7 @@ def mobilenetv2_gap(
         cam_dropout,
         dropout,
         dtype_policy,
+        seed,
         name,
     )
 

@@ -14,6 +14,7 @@ from keras_has.models.layers import (
     LocalResponseNormalization,
     check_dtype_policy,
     check_input_shape,
+    LayerSeeds,
     check_num_classes,
     gap_classifier,
 )
@@ -41,6 +42,7 @@ def googlenet_gap(
     cam_groups=2,
     dropout=0.5,
     dtype_policy=None,
+    seed=None,
     name="googlenet_gap",
 ):
     """Builds the CAM paper's GoogLeNet-GAP as a functional ``keras.Model``.
@@ -54,6 +56,7 @@ def googlenet_gap(
         cam_groups: groups of the CAM conv (reference 2).
         dropout: dropout rate after global average pooling (reference 0.5).
         dtype_policy: None (global Keras policy) or a policy name, e.g. "mixed_bfloat16".
+        seed: None (Keras' global seeding) or an int fixing every initialiser and dropout.
         name: model name.
 
     Returns:
@@ -63,6 +66,7 @@ def googlenet_gap(
     check_num_classes(num_classes, name)
     input_shape = check_input_shape(input_shape, DEFAULT_INPUT_SHAPE, name, min_size=17)
     dtype_policy = check_dtype_policy(dtype_policy)
+    seeds = LayerSeeds(seed)
     if cam_groups not in (1, 2) or cam_filters % cam_groups:
         raise ValueError(
             f"{name}: `cam_groups` must be 1 or 2 and divide `cam_filters` ({cam_filters}), "
@@ -77,6 +81,7 @@ def googlenet_gap(
             padding=padding,
             groups=groups,
             use_bias=not batch_norm,
+            kernel_initializer=seeds.kernel(),
             name=conv_name,
             dtype=dtype_policy,
         )(x)
@@ -113,5 +118,5 @@ def googlenet_gap(
         else:
             x = inception(x, block, widths)
     features = conv(x, cam_filters, 3, "cam_conv", groups=cam_groups, act_name="cam_features")
-    logits = gap_classifier(features, num_classes, dropout, dtype_policy)
+    logits = gap_classifier(features, num_classes, dropout, dtype_policy, seeds)
     return keras.Model(inputs, logits, name=name)

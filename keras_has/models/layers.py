@@ -152,12 +152,43 @@ def check_num_classes(num_classes, name):
     return num_classes
 
 
-def gap_classifier(features, num_classes, dropout, dtype_policy):
+def gap_classifier(features, num_classes, dropout, dtype_policy, seeds=None):
     """Global average pooling, optional dropout, and the float32 ``classifier`` Dense."""
+    seeds = seeds or LayerSeeds(None)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` must be in [0, 1), received {dropout!r}")
     x = keras.layers.GlobalAveragePooling2D(name="gap", dtype=dtype_policy)(features)
     if dropout > 0:
-        x = keras.layers.Dropout(dropout, name="gap_dropout", dtype=dtype_policy)(x)
+        x = keras.layers.Dropout(dropout, name="gap_dropout", seed=seeds.next(), dtype=dtype_policy)(x)
     # dtype="float32": logits stay float32 under a mixed-precision policy.
-    return keras.layers.Dense(num_classes, name="classifier", dtype="float32")(x)
+    return keras.layers.Dense(
+        num_classes, kernel_initializer=seeds.kernel(), name="classifier", dtype="float32"
+    )(x)
+
+
+class LayerSeeds:
+    """Distinct deterministic seeds for a model's initialisers and dropout layers.
+
+    ``LayerSeeds(None)`` returns None everywhere (Keras' own, globally seeded draws);
+    ``LayerSeeds(s)`` returns ``s, s + 1, ...`` so one seed fixes the whole model.
+    """
+
+    def __init__(self, seed):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"`seed` must be None or an int >= 0, received {seed!r}")
+        self._seed = seed
+        self._count = 0
+
+    def next(self):
+        if self._seed is None:
+            return None
+        self._count += 1
+        return self._seed + self._count - 1
+
+    def kernel(self, name="glorot_uniform"):
+        """A kernel initializer (``name`` is a keras.initializers name) with the next seed."""
+        if self._seed is None:
+            return name
+        config = keras.initializers.serialize(keras.initializers.get(name))
+        config["config"]["seed"] = self.next()
+        return keras.initializers.deserialize(config)

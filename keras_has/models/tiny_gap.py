@@ -6,7 +6,13 @@ four blocks the CAM is 1/8 of the input (8x8 at 64 px, 16x16 at 128 px).
 """
 import keras
 
-from keras_has.models.layers import check_dtype_policy, check_input_shape, check_num_classes, gap_classifier
+from keras_has.models.layers import (
+    LayerSeeds,
+    check_dtype_policy,
+    check_input_shape,
+    check_num_classes,
+    gap_classifier,
+)
 
 DEFAULT_INPUT_SHAPE = (64, 64, 3)
 
@@ -17,6 +23,7 @@ def tiny_gap(
     widths=(32, 64, 128, 256),
     dropout=0.0,
     dtype_policy=None,
+    seed=None,
     name="tiny_gap",
 ):
     """Builds the tiny GAP CNN.
@@ -27,6 +34,7 @@ def tiny_gap(
         widths: filters of each conv block (at least one block).
         dropout: dropout rate after global average pooling.
         dtype_policy: None (global Keras policy) or a policy name, e.g. "mixed_bfloat16".
+        seed: None (Keras' global seeding) or an int fixing every initialiser and dropout.
         name: model name.
 
     Returns:
@@ -39,16 +47,25 @@ def tiny_gap(
         raise ValueError(f"{name}: `widths` must be a non-empty sequence of positive ints, received {widths!r}")
     input_shape = check_input_shape(input_shape, DEFAULT_INPUT_SHAPE, name, min_size=2 ** (len(widths) - 1))
     dtype_policy = check_dtype_policy(dtype_policy)
+    seeds = LayerSeeds(seed)
 
     inputs = keras.Input(shape=input_shape, name="images")
     x = inputs
     last = len(widths) - 1
     for i, width in enumerate(widths):
         block = f"block{i + 1}"
-        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{block}_conv", dtype=dtype_policy)(x)
+        x = keras.layers.Conv2D(
+            width,
+            3,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=seeds.kernel(),
+            name=f"{block}_conv",
+            dtype=dtype_policy,
+        )(x)
         x = keras.layers.BatchNormalization(name=f"{block}_bn", dtype=dtype_policy)(x)
         x = keras.layers.ReLU(name="cam_features" if i == last else f"{block}_relu", dtype=dtype_policy)(x)
         if i != last:
             x = keras.layers.MaxPooling2D(2, name=f"{block}_pool", dtype=dtype_policy)(x)
-    logits = gap_classifier(x, num_classes, dropout, dtype_policy)
+    logits = gap_classifier(x, num_classes, dropout, dtype_policy, seeds)
     return keras.Model(inputs, logits, name=name)
