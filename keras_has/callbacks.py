@@ -15,6 +15,28 @@ LOG_KEYS = ("top1_cls", "top5_cls", "gt_known_loc", "top1_loc", "max_box_acc",
             "max_box_acc_v2", "top1_loc_max")
 
 
+def _metadata(plugin):
+    from tensorflow.core.framework import summary_pb2
+    meta = summary_pb2.SummaryMetadata()
+    meta.plugin_data.plugin_name = plugin
+    return meta.SerializeToString()
+
+
+def write_scalar(tag, value, step):
+    """A TensorBoard scalar via ``tf.summary.write`` (works without the tensorboard
+    package, which ``tf.summary.scalar`` needs); read back as a ``scalars`` plugin event."""
+    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step,
+                     metadata=_metadata("scalars"))
+
+
+def write_image(tag, image, step):
+    """One RGB uint8 ``[H, W, 3]`` image as a TensorBoard ``images`` plugin event."""
+    h, w = image.shape[:2]
+    png = tf.io.encode_png(tf.constant(image, tf.uint8))
+    tf.summary.write(tag, tf.stack([tf.constant(str(w)), tf.constant(str(h)), png]),
+                     step=step, metadata=_metadata("images"))
+
+
 def _atomic_write_json(path, data):
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
@@ -88,10 +110,10 @@ class LocalizationCallback(keras.callbacks.Callback):
         self.history.append(metrics)
         writer = self._writer_for()
         if writer is not None:
-            with writer.as_default(step=int(epoch) + 1):
+            with writer.as_default():
                 for k, v in metrics.items():
                     if k not in ("epoch", "num_images"):
-                        tf.summary.scalar(f"localization/{k}", float(v))
+                        write_scalar(f"localization/{k}", v, int(epoch) + 1)
                 if result.examples is not None:
                     ex = result.examples
                     images = (visualize.denormalize_images(ex["image"], self.mean, self.std)
@@ -99,7 +121,7 @@ class LocalizationCallback(keras.callbacks.Callback):
                               else visualize.to_uint8_images(ex["image"]))
                     grid = visualize.gallery(images, ex["cam"], ex["boxes"], ex["num_boxes"],
                                              ex["pred_box"])
-                    tf.summary.image("localization/cam_overlays", grid[None], max_outputs=1)
+                    write_image("localization/cam_overlays", grid, int(epoch) + 1)
             writer.flush()
             _atomic_write_json(os.path.join(self.log_dir, "localization",
                                             f"metrics_epoch{int(epoch) + 1:04d}.json"),
