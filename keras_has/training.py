@@ -37,6 +37,7 @@ import csv
 import dataclasses
 import inspect
 import json
+import logging
 import os
 import tempfile
 from typing import Any
@@ -414,8 +415,10 @@ def train(config: TrainConfig) -> TrainResult:
                         f"{type(config).__name__}")
     from keras_has import data
 
-    policy = resolve_mixed_precision(config.mixed_precision, config.strategy)
+    # The strategy comes first: MultiWorkerMirroredStrategy must configure collective
+    # ops before TensorFlow runs anything.
     strategy = make_strategy(config.strategy, config.tpu)
+    policy = resolve_mixed_precision(config.mixed_precision, config.strategy)
     replicas = strategy.num_replicas_in_sync
     per_replica, global_batch = config.per_replica_batch(replicas)
     source = _get_source(config)
@@ -484,6 +487,8 @@ def train(config: TrainConfig) -> TrainResult:
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=metrics, auto_scale_loss=False)
         model.optimizer.build(model.trainable_variables)
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            _prebuild_for_multi_worker(model, per_replica, config.data.image_size)
 
     # Order matters at the end of an epoch: the schedule and localization callbacks
     # add their logs, then checkpoints and the CSV row are written, and the backup is
@@ -502,10 +507,13 @@ def train(config: TrainConfig) -> TrainResult:
         callbacks.append(keras.callbacks.ModelCheckpoint(
             paths["best"], monitor=config.best_metric,
             mode=config.resolved_best_mode(), save_best_only=True))
-    callbacks += [
-        keras.callbacks.CSVLogger(paths["csv"], append=True),
-        keras.callbacks.TensorBoard(paths["tensorboard"]),
-    ]
+    callbacks.append(keras.callbacks.CSVLogger(paths["csv"], append=True))
+    if _tensorboard_available():
+        callbacks.append(keras.callbacks.TensorBoard(paths["tensorboard"]))
+    else:
+        logging.warning("TensorBoard is not installed: no event files under %s "
+                        "(pip install tensorboard); the CSV log is still written.",
+                        paths["tensorboard"])
     epochs_run: list[int] = []
     callbacks.append(keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: epochs_run.append(int(epoch))))
@@ -514,7 +522,7 @@ def train(config: TrainConfig) -> TrainResult:
 
     with strategy.scope():
         model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
-                  validation_data=val_ds, callbacks=callbacks,
+                  validation_data=val_ds, callbacks=callbacks, shuffle=False,
                   verbose=config.verbose)
     _save_model_atomic(model, paths["model"])
     write_json_atomic(paths["config"], config.to_dict())
@@ -526,6 +534,38 @@ def train(config: TrainConfig) -> TrainResult:
         tensorboard_dir=paths["tensorboard"], checkpoint_dir=paths["checkpoints"],
         num_replicas=replicas, global_batch_size=global_batch,
         per_replica_batch_size=per_replica, is_chief=is_chief)
+
+
+def _prebuild_for_multi_worker(model, batch: int, image_size: int) -> None:
+    """Works around keras-team/keras#20585 (Keras 3 fit under MultiWorkerMirroredStrategy).
+
+    Keras' `_maybe_symbolic_build` averages the first distributed batch with
+    `strategy.reduce`, which fails on the collective path. It only exists to build the
+    model's compiled metrics and loss from a batch's shapes, so we build them from
+    the known input spec and turn that step off for this model instance.
+    """
+    x = tf.zeros([batch, image_size, image_size, 3], tf.float32)
+    y = tf.zeros([batch], tf.int32)
+    model._symbolic_build(data_batch=(x, y))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    # Keras then averages each step's logs with `strategy.reduce("MEAN", v, axis=0)`,
+    # which rejects the scalar logs; giving them shape [1] makes that reduce a mean
+    # over replicas that returns a scalar again.
+    for name in ("train_step", "test_step"):
+        step = getattr(model, name)
+
+        def wrapped(data, _step=step):
+            logs = _step(data)
+            return {k: (tf.reshape(v, [1]) if getattr(v, "shape", None) is not None
+                        and v.shape.rank == 0 else v) for k, v in logs.items()}
+
+        setattr(model, name, wrapped)
+
+
+def _tensorboard_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 def _get_model_takes_seed(name: str) -> bool:

@@ -1,0 +1,300 @@
+"""scripts/train.py: flagfiles, bad flags, and real runs in subprocesses.
+
+The runs use a tiny WSOL metadata folder written by the test (16 train / 4 test images
+of 32 x 32 pixels, 2 classes) and the `tiny_gap` model, so each run is a few seconds
+of training on top of TensorFlow's start-up:
+* MirroredStrategy over 2 logical CPU devices (configured before TF initialises, in
+  a wrapper process);
+* MultiWorkerMirroredStrategy with 2 local worker processes and TF_CONFIG on loopback;
+* SIGKILL after an epoch's backup, then the same command again: every epoch exactly
+  once in the CSV log, optimizer step count intact.
+"""
+import glob
+import pathlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+TRAIN = str(REPO_ROOT / "scripts" / "train.py")
+FLAGFILES = sorted(os.path.basename(p) for p in glob.glob(str(REPO_ROOT / "flags" / "*.cfg")))
+
+
+def _env():
+    env = dict(os.environ)
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+def make_wsol_folder(root, n_train=16, n_test=4, size=32, classes=2, seed=0):
+    """A tiny WSOL metadata folder: a bright square of the class's colour channel."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        meta = os.path.join(root, "metadata", split)
+        os.makedirs(meta, exist_ok=True)
+        lines = {"image_ids": [], "class_labels": [], "image_sizes": [], "localization": []}
+        for i in range(n):
+            c = i % classes
+            img = rng.uniform(0, 60, (size, size, 3)).astype(np.uint8)
+            x0, y0 = (int(v) for v in rng.integers(0, size // 2, 2))
+            x1, y1 = x0 + size // 3, y0 + size // 3
+            img[y0:y1 + 1, x0:x1 + 1, c] = 250
+            rel = f"{split}/{c}/{i}.png"
+            os.makedirs(os.path.join(root, "images", split, str(c)), exist_ok=True)
+            cv2.imwrite(os.path.join(root, "images", rel), img)
+            lines["image_ids"].append(rel)
+            lines["class_labels"].append(f"{rel},{c}")
+            lines["image_sizes"].append(f"{rel},{size},{size}")
+            lines["localization"].append(f"{rel},{x0},{y0},{x1},{y1}")
+        for name, rows in lines.items():
+            with open(os.path.join(meta, name + ".txt"), "w") as f:
+                f.write("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def wsol(tmp_path_factory):
+    root = make_wsol_folder(str(tmp_path_factory.mktemp("wsol") / "tiny"))
+    from keras_has import data
+
+    data.get_normalization(root)  # cache the statistics once, before parallel workers
+    return root
+
+
+@pytest.fixture(scope="module")
+def script():
+    """scripts/train.py imported once (absl flags can only be defined once)."""
+    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse(script, argv):
+    from absl import flags
+
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train.py"] + argv)
+    return script.config_from_flags()
+
+
+def tiny_args(wsol, out, epochs=1, steps=2, extra=()):
+    return [f"--source={wsol}", "--model=tiny_gap", "--image_size=32", "--batch_size=4",
+            f"--epochs={epochs}", f"--steps_per_epoch={steps}", f"--output_dir={out}",
+            "--eval_every=0", "--verbose=2", "--grid_sizes=8", "--hide_prob=0.5", *extra]
+
+
+# ------------------------------------------------------------------------ flagfiles
+@pytest.mark.parametrize("name", FLAGFILES)
+def test_every_flagfile_builds_a_valid_config(script, name, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)  # nested --flagfile paths are relative to the repo root
+    data_root = tmp_path / "data"
+    (data_root / "metadata").mkdir(parents=True)
+    argv = [f"--flagfile=flags/{name}", f"--output_dir={tmp_path / 'run'}"]
+    if name != "quickstart.cfg":  # point the placeholder dataset path at a real folder
+        argv.append(f"--source={data_root}")
+    c = parse(script, argv)
+    stem = name[:-4]
+    assert not (tmp_path / "run").exists()
+    if stem == "quickstart":
+        assert (c.model, c.data.source) == ("tiny_gap", "synthetic")
+        assert c.hiding.enabled
+        return
+    family, _, variant = stem.partition("_")
+    if family in ("alexnet", "googlenet"):  # Table 1 rows
+        assert c.model == f"{family}_gap"
+        assert c.optim == type(c.optim)()  # the authors' schedule, unchanged
+        assert (c.epochs, c.data.image_size, c.data.global_batch_size) == (55, 224, 256)
+        expected = {"gap": (), "has_16": (16,), "has_32": (32,), "has_44": (44,),
+                    "has_56": (56,), "has_mixed": (0, 16, 32, 44, 56)}[variant]
+        assert c.hiding.grid_sizes == expected
+        assert c.hiding.enabled == (variant != "gap")
+    else:  # cub_<net>_<gap|has>
+        assert family == "cub"
+        net, _, kind = variant.rpartition("_")
+        assert c.model == f"{net}_gap"
+        assert (c.epochs, c.data.global_batch_size, c.optim.lr_boundaries) == (50, 32, (15, 30, 45))
+        lr = c.optim.lr_values
+        np.testing.assert_allclose(lr[1:], [lr[0] / 10, lr[0] / 100, lr[0] / 1000], rtol=1e-4)
+        assert c.optim.weight_decay_until_epoch is None
+        assert c.model_kwargs == {"weights": "imagenet"}
+        assert c.hiding.enabled == (kind == "has")
+
+
+def test_tfds_ilsvrc_include_overrides_the_folder(script, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    c = parse(script, ["--flagfile=flags/alexnet_has_mixed.cfg",
+                       "--flagfile=flags/common/ilsvrc_tfds.cfg",
+                       f"--data_dir={tmp_path}", f"--output_dir={tmp_path / 'run'}"])
+    assert (c.data.source, c.data.eval_split, c.data.data_dir) == (
+        "imagenet2012", "validation", str(tmp_path))
+    assert c.hiding.grid_sizes == (0, 16, 32, 44, 56)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--model=resnet9000"], "model"),
+    (["--hide_prob=1.5"], "hide_prob"),
+    (["--grid_sizes=16,x"], "grid_sizes"),
+    (["--grid_sizes=16,-8"], "grid_sizes"),
+    (["--source=/no/such/ILSVRC"], "source"),
+    (["--lr_values=0.1,0.01"], "lr_values"),
+    (["--mixed_precision=fp8"], "mixed_precision"),
+    (["--model_arg=weights"], "model_arg"),
+    (["--output_dir="], "output_dir"),
+])
+def test_bad_flags_fail_naming_the_flag(script, tmp_path, argv, flag):
+    base = ["--model=tiny_gap", "--source=synthetic", f"--output_dir={tmp_path / 'run'}"]
+    with pytest.raises(ValueError, match=f"^{flag}:"):
+        parse(script, base + argv)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_flag_subprocess_exits_fast_creating_nothing(tmp_path):
+    out = tmp_path / "run"
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, TRAIN, "--model=tiny_gap", "--source=/no/such/WSOL/folder",
+         f"--output_dir={out}"],
+        capture_output=True, text=True, env=_env(), timeout=60, cwd=REPO_ROOT)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "invalid configuration: source:" in proc.stderr
+    assert "/no/such/WSOL/folder" in proc.stderr
+    assert not out.exists()
+    assert elapsed < 30, elapsed  # TensorFlow start-up dominates; no training work
+
+
+# ---------------------------------------------------------------- real runs
+_TWO_CPUS = (
+    "import sys, runpy, tensorflow as tf\n"
+    "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+    "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+    "sys.argv = [sys.argv[1]] + sys.argv[2:]\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
+
+
+def _result_line(stdout):
+    lines = [l for l in stdout.splitlines() if l.startswith("train.py: done;")]
+    assert lines, stdout[-3000:]
+    return lines[-1]
+
+
+def _csv_epochs(path):
+    from keras_has.training import read_csv_log
+
+    return read_csv_log(str(path)).get("epoch", [])
+
+
+def test_mirrored_over_two_logical_cpus(wsol, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", _TWO_CPUS, TRAIN, *tiny_args(wsol, out)],
+                          capture_output=True, text=True, env=_env(), timeout=180,
+                          cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = _result_line(proc.stdout)
+    assert "replicas=2 global_batch=8 epochs_run=[0]" in line
+    assert _csv_epochs(out / "training_log.csv") == [0]
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model"] == "tiny_gap" and saved["hiding"]["grid_sizes"] == [8]
+    assert (out / "model.keras").is_file() and (out / "checkpoints" / "epoch_001.weights.h5").is_file()
+    assert not [p for p in os.listdir(out) if p.startswith(".tmp")]
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_multi_worker_two_local_workers(wsol, tmp_path):
+    out = tmp_path / "run"
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = _env()
+        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen(
+            [sys.executable, TRAIN, *tiny_args(wsol, out, extra=["--strategy=multi_worker"])],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT))
+    results = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=240)
+            results.append((p.returncode, stdout, stderr))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for rc, stdout, stderr in results:
+        assert rc == 0, stderr[-3000:]
+        assert "replicas=2 global_batch=8 epochs_run=[0]" in _result_line(stdout)
+    # The chief (worker 0) owns output_dir; worker 1 writes only under workers/worker_1.
+    assert _csv_epochs(out / "training_log.csv") == [0]
+    assert (out / "model.keras").is_file()
+    assert (out / "workers" / "worker_1" / "backup" / "training_metadata.json").is_file()
+    assert not (out / "workers" / "worker_0").exists()
+
+
+def test_resume_after_sigkill(wsol, tmp_path):
+    import keras
+
+    import keras_has.training  # noqa: F401  (registers L2SGD for loading)
+
+    out = tmp_path / "run"
+    epochs, steps = 4, 20
+    cmd = [sys.executable, TRAIN, *tiny_args(wsol, out, epochs=epochs, steps=steps)]
+    meta = out / "backup" / "training_metadata.json"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_env(), cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and proc.poll() is None:
+            if meta.is_file():
+                try:
+                    if json.loads(meta.read_text())["epoch"] >= 1:
+                        break
+                except (ValueError, KeyError):
+                    pass
+            time.sleep(0.02)
+        assert proc.poll() is None, "the first run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = json.loads(meta.read_text())["epoch"]
+    assert 1 <= done < epochs
+    assert not (out / "model.keras").exists()
+
+    second = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=180,
+                            cwd=REPO_ROOT)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"epochs_run={list(range(done, epochs))}" in _result_line(second.stdout)
+    assert _csv_epochs(out / "training_log.csv") == list(range(epochs))
+    model = keras.saving.load_model(str(out / "model.keras"))
+    assert int(model.optimizer.iterations.numpy()) == epochs * steps  # momentum/steps kept
+    assert sorted(os.listdir(out / "checkpoints")) == [
+        f"epoch_{e:03d}.weights.h5" for e in range(1, epochs + 1)]
