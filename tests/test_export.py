@@ -376,3 +376,230 @@ def test_empty_batch(loaded):
     assert out["boxes"].shape == (0, 4) and out["classes"].shape == (0, 2)
     out = run_images(loaded, np.zeros([0, 5, 5, 3], np.uint8))
     assert out["boxes"].shape == (0, 4) and out["cams"].shape == (0, 16, 16)
+
+
+# ---------------------------------------------------------------------------
+# Bad input: a clear InvalidArgument error or a correct answer, and the model keeps serving.
+# ---------------------------------------------------------------------------
+
+
+def patch_png_size(png, height, width):
+    """A PNG whose IHDR claims another size (the CRC no longer matches: never decoded)."""
+    data = bytearray(png)
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    return bytes(data)
+
+
+def patch_jpeg_size(jpeg, height, width):
+    data = bytearray(jpeg)
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("case", [
+    "not_an_image", "empty", "gif", "truncated_jpeg_header", "png_bad_pixels",
+    "png_claims_huge", "jpeg_claims_huge",
+])
+def test_bad_bytes_raise_invalid_argument(loaded, case):
+    good_png = encode(smooth_image(1, 16, 16))
+    good_jpeg = encode(smooth_image(1, 16, 16), ".jpg")
+    blob, message = {
+        "not_an_image": (b"hello, this is not an image", "expected JPEG or PNG"),
+        "empty": (b"", "expected JPEG or PNG"),
+        "gif": (b"GIF89a" + bytes(40), "expected JPEG or PNG"),
+        "truncated_jpeg_header": (good_jpeg[:20], None),
+        "png_bad_pixels": (good_png[:40] + b"\x00" * (len(good_png) - 40), None),
+        "png_claims_huge": (patch_png_size(good_png, 100_000, 100_000), "at most"),
+        "jpeg_claims_huge": (patch_jpeg_size(good_jpeg, 60_000, 60_000), "at most"),
+    }[case]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        run_bytes(loaded, [good_png, blob])
+    # Still serving.
+    assert run_bytes(loaded, [good_png])["image_sizes"].tolist() == [[16, 16]]
+
+
+def test_corrupt_jpeg_body_errors_or_answers(loaded):
+    jpeg = bytearray(encode(smooth_image(2, 64, 64), ".jpg"))
+    rng = np.random.default_rng(0)
+    start = len(jpeg) // 2
+    jpeg[start:start + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+    try:
+        out = run_bytes(loaded, [bytes(jpeg)])
+    except tf.errors.InvalidArgumentError:
+        return
+    assert out["image_sizes"].tolist() == [[64, 64]]
+    assert out["boxes"][0].tolist() == to_input_frame(expected_model_frame_boxes(out["cams"])[0], 64, 64)
+
+
+def test_gray_and_rgba_pngs_are_read_as_rgb(loaded):
+    rgb = smooth_image(3, 24, 40)
+    gray = rgb[:, :, 1]
+    rgba = np.concatenate([rgb, np.full((24, 40, 1), 77, np.uint8)], axis=2)
+    out = run_bytes(loaded, [encode(gray), encode(rgba), encode(rgb)])
+    as_gray_rgb = run_images(loaded, np.repeat(gray[None, :, :, None], 3, axis=3))
+    as_rgb = run_images(loaded, rgb[None])
+    for i, reference in ((0, as_gray_rgb), (1, as_rgb), (2, as_rgb)):
+        for key in ("classes", "boxes", "image_sizes"):
+            np.testing.assert_array_equal(out[key][i], reference[key][0])
+        np.testing.assert_allclose(out["cams"][i], reference["cams"][0], atol=1e-5)
+
+
+def test_one_pixel_and_very_large_images(loaded):
+    tiny = np.array([[[200, 30, 90]]], np.uint8)
+    large = smooth_image(4, 3000, 4000)
+    out = run_bytes(loaded, [encode(tiny), encode(large, ".jpg")])
+    np.testing.assert_array_equal(out["image_sizes"], [[1, 1], [3000, 4000]])
+    assert out["boxes"][0].tolist() == [0, 0, 0, 0]  # the only pixel
+    model_boxes = expected_model_frame_boxes(out["cams"])
+    assert out["boxes"][1].tolist() == to_input_frame(model_boxes[1], 3000, 4000)
+    x0, y0, x1, y1 = out["boxes"][1]
+    assert 0 <= x0 <= x1 <= 3999 and 0 <= y0 <= y1 <= 2999
+    assert np.all(out["scores"][:, 0] >= out["scores"][:, 1]) and np.all(out["scores"].sum(1) <= 1 + 1e-6)
+
+
+def test_max_image_pixels_is_enforced_before_decoding(model):
+    config = export.make_serving_config(model, image_size=IMAGE_SIZE, mean=MEAN, std=STD, max_image_pixels=1000)
+    functions = export.ServingFunctions(model, config)
+    ok = functions.serving_default(tf.constant([encode(smooth_image(0, 20, 50))]))
+    assert ok["image_sizes"].numpy().tolist() == [[20, 50]]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at most"):
+        functions.serving_default(tf.constant([encode(smooth_image(0, 20, 51), ".jpg")]))
+
+
+def test_bad_uint8_batches(loaded):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="images"):
+        run_images(loaded, np.zeros([1, 0, 5, 3], np.uint8))
+    out = run_images(loaded, np.full([2, 1, 1, 3], 128, np.uint8))
+    assert out["boxes"].tolist() == [[0, 0, 0, 0]] * 2
+
+
+# ---------------------------------------------------------------------------
+# The export itself: assets, atomicity, argument checks.
+# ---------------------------------------------------------------------------
+
+
+def test_assets(export_dir):
+    assets = export_dir / "assets"
+    assert (assets / "class_names.txt").read_text().splitlines() == list(CLASS_NAMES)
+    prep = json.loads((assets / "preprocessing.json").read_text())
+    assert prep["image_size"] == [IMAGE_SIZE, IMAGE_SIZE]
+    assert prep["mean"] == list(MEAN) and prep["std"] == list(STD)
+    assert prep["cam_threshold"] == THRESHOLD and prep["top_k"] == 2
+    assert json.loads((assets / "training_config.json").read_text()) == {"model": "tiny_gap", "epochs": 1}
+    assert not [p for p in export_dir.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_existing_dir_overwrite_and_failed_export(model, tmp_path, monkeypatch):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    kwargs = dict(image_size=IMAGE_SIZE, mean=MEAN, std=STD)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export.export_saved_model(model, target, **kwargs)
+    assert (target / "old.txt").exists()
+    export.export_saved_model(model, target, overwrite=True, **kwargs)
+    assert not (target / "old.txt").exists() and (target / "saved_model.pb").exists()
+    assert (target / "assets" / "class_names.txt").read_text().splitlines() == ["0", "1", "2"]
+    assert not (target / "assets" / "training_config.json").exists()
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        export.export_saved_model(model, target, overwrite=True, **kwargs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing half-written
+    assert (target / "saved_model.pb").exists()  # the previous export is intact
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(class_names=("a", "b")), "class_names: expected 3 names"),
+    (dict(std=(1.0, 0.0, 1.0)), "std: expected 3 positive"),
+    (dict(mean=(1.0, 2.0)), "mean: expected 3"),
+    (dict(image_size=(32, 48)), "image_size: the model takes inputs of size"),
+    (dict(image_size=0), "image_size: expected positive"),
+    (dict(cam_threshold=1.5), "cam_threshold: expected a fraction"),
+    (dict(top_k=0), "top_k: expected a positive int"),
+    (dict(config=[1, 2]), "config: expected a dict or a dataclass"),
+])
+def test_bad_arguments_named_before_any_work(model, tmp_path, kwargs, message):
+    args = dict(image_size=IMAGE_SIZE, mean=MEAN, std=STD)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        export.export_saved_model(model, tmp_path / "x", **args)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rejects_a_model_without_cam_layers(tmp_path):
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    plain = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    with pytest.raises(ValueError, match="cam_features"):
+        export.export_saved_model(plain, tmp_path / "x", image_size=8, mean=MEAN, std=STD)
+
+
+# ---------------------------------------------------------------------------
+# Outside this process: plain TensorFlow without keras_has or Keras, and saved_model_cli.
+# ---------------------------------------------------------------------------
+
+FRESH_PROCESS = textwrap.dedent("""
+    import json, sys
+    sys.modules["keras_has"] = None  # any import of keras_has or Keras now fails
+    sys.modules["keras"] = None
+    import numpy as np
+    import tensorflow as tf
+    model = tf.saved_model.load(sys.argv[1])
+    data = tf.io.read_file(sys.argv[2])
+    by_bytes = model.signatures["serving_default"](images_bytes=tf.stack([data]))
+    pixels = tf.io.decode_image(data, channels=3, expand_animations=False)[None]
+    by_pixels = model.signatures["serving_images"](images=pixels)
+    print(json.dumps({
+        "bytes": {k: v.numpy().tolist() for k, v in by_bytes.items() if k != "class_names"},
+        "pixels_boxes": by_pixels["boxes"].numpy().tolist(),
+        "class_names": [[s.decode() for s in row] for row in by_bytes["class_names"].numpy()],
+        "keras_has_loaded": any(m.startswith("keras_has") and sys.modules[m] is not None for m in sys.modules),
+    }))
+""")
+
+
+def test_loads_without_keras_has_and_runs_under_saved_model_cli(export_dir, loaded, tmp_path):
+    image = smooth_image(30, 45, 60)
+    jpeg_path = tmp_path / "real.jpg"
+    jpeg_path.write_bytes(encode(image, ".jpg"))
+    expected = run_bytes(loaded, [jpeg_path.read_bytes()])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    script = tmp_path / "fresh.py"
+    script.write_text(FRESH_PROCESS)
+    inputs = tmp_path / "inputs.npy"
+    np.save(inputs, np.array([jpeg_path.read_bytes()], dtype=object), allow_pickle=True)
+    commands = {
+        "fresh": [PYTHON, str(script), str(export_dir), str(jpeg_path)],
+        "show": [SAVED_MODEL_CLI, "show", "--all", "--dir", str(export_dir)],
+        "run": [SAVED_MODEL_CLI, "run", "--dir", str(export_dir), "--tag_set", "serve",
+                "--signature_def", "serving_default", "--inputs", f"images_bytes={inputs}"],
+    }
+    # Three TensorFlow start-ups: run them side by side.
+    processes = {name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        env=env, cwd=tmp_path) for name, cmd in commands.items()}
+    outputs = {}
+    for name, process in processes.items():
+        stdout, stderr = process.communicate(timeout=180)
+        assert process.returncode == 0, (name, stderr[-2000:])
+        outputs[name] = stdout
+
+    result = json.loads(outputs["fresh"].strip().splitlines()[-1])
+    assert result["keras_has_loaded"] is False
+    assert result["bytes"]["boxes"] == expected["boxes"].tolist()
+    assert result["pixels_boxes"] == expected["boxes"].tolist()
+    assert result["bytes"]["image_sizes"] == [[45, 60]]
+    assert result["class_names"] == [[CLASS_NAMES[c] for c in expected["classes"][0]]]
+    np.testing.assert_allclose(result["bytes"]["cams"], expected["cams"], atol=1e-5)
+
+    for needle in ("signature_def['serving_default']", "inputs['images_bytes']", "DT_STRING",
+                   "signature_def['serving_images']", "inputs['images']", "DT_UINT8", "outputs['boxes']"):
+        assert needle in outputs["show"]
+
+    printed = outputs["run"].split("Result for output key boxes:")[1].split("Result for")[0]
+    assert [int(v) for v in printed.replace("[", " ").replace("]", " ").split()] == expected["boxes"][0].tolist()
