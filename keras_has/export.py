@@ -91,70 +91,144 @@ def resize_cams_tf(cams: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
     return resized[..., 0]
 
 
-def _box_min3x3(values: tf.Tensor, pad_value: tf.Tensor) -> tf.Tensor:
-    """Minimum over each pixel's 3x3 neighbourhood of `[N, H, W]` ints (separable)."""
-    padded = tf.pad(values, [[0, 0], [1, 1], [1, 1]], constant_values=pad_value)
-    rows = tf.minimum(tf.minimum(padded[:, :-2], padded[:, 1:-1]), padded[:, 2:])
-    return tf.minimum(tf.minimum(rows[:, :, :-2], rows[:, :, 1:-1]), rows[:, :, 2:])
+def _row_runs(foreground: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Horizontal runs of foreground pixels, as sorted flat keys.
+
+    The `[N, H, W]` mask is laid out row after row with one background column appended
+    to each row, so runs never cross rows and the key `(n * H + y) * (W + 1) + x` of a
+    pixel grows in row-major order over the whole batch.
+
+    Returns:
+        `(starts, ends)` int64 `[R]`: keys of each run's first and last pixel, sorted.
+    """
+    padded = tf.reshape(tf.pad(foreground, [[0, 0], [0, 0], [0, 1]]), [-1])
+    before = tf.concat([[False], padded[:-1]], axis=0)
+    after = tf.concat([padded[1:], [False]], axis=0)
+    starts = tf.where(tf.logical_and(padded, tf.logical_not(before)))[:, 0]
+    ends = tf.where(tf.logical_and(padded, tf.logical_not(after)))[:, 0]
+    return starts, ends
 
 
-def connected_component_labels(
-    foreground: tf.Tensor, pointer_jumps: int = 2
-) -> tuple[tf.Tensor, tf.Tensor]:
+def _run_graph(starts, ends, height, width):
+    """Edges joining runs of consecutive rows that touch (8-connectivity).
+
+    A run `[x0, x1]` in row `y` touches the runs of row `y - 1` that overlap
+    `[x0 - 1, x1 + 1]`; in the sorted keys those are one index range `first..last`
+    (two binary searches). Edges: (run, first), and (j, j + 1) for every `j` in
+    `first..last - 1` (marked by a difference array), so every touching pair is
+    connected with at most 2 edges per run.
+
+    Returns:
+        `(u, v)` int32 edge endpoints, and per run: global row `n * H + y` (int64),
+        `x0`, `x1` (int64).
+    """
+    stride = tf.cast(width + 1, tf.int64)
+    row = starts // stride
+    x0 = starts - row * stride
+    x1 = ends - row * stride
+    above = (row - 1) * stride
+    low = above + tf.maximum(x0 - 1, 0)
+    high = above + tf.minimum(x1 + 1, stride - 2)
+    first = tf.searchsorted(ends, low, side="left", out_type=tf.int32)
+    last = tf.searchsorted(starts, high, side="right", out_type=tf.int32) - 1
+    touching = tf.logical_and(first <= last, row % tf.cast(height, tf.int64) != 0)
+    num_runs = tf.size(starts)
+    lower = tf.boolean_mask(tf.range(num_runs), touching)
+    first = tf.boolean_mask(first, touching)
+    last = tf.boolean_mask(last, touching)
+    marks = tf.math.unsorted_segment_sum(
+        tf.concat([tf.ones_like(first), -tf.ones_like(last)], axis=0),
+        tf.concat([first, last], axis=0),
+        num_runs + 1,
+    )
+    chained = tf.cast(tf.where(tf.cumsum(marks)[:num_runs] > 0)[:, 0], tf.int32)
+    u = tf.concat([lower, chained], axis=0)
+    v = tf.concat([first, chained + 1], axis=0)
+    return u, v, row, x0, x1
+
+
+def _graph_components(num_nodes, u, v, pointer_jumps: int = 2):
+    """Smallest node index of each node's connected component, and the iteration count.
+
+    Every node starts as its own label; each iteration hooks the label of each edge end
+    onto the other end's label if smaller (a scatter-min, so whole trees merge at once),
+    then jumps pointers `label = label[label]`. Labels only decrease and always name a
+    node of the same component, so the loop stops at the component minimum.
+    """
+    labels = tf.range(num_nodes, dtype=tf.int32)
+
+    def body(iteration, labels, _):
+        label_u = tf.gather(labels, u)
+        label_v = tf.gather(labels, v)
+        hooked = tf.math.unsorted_segment_min(
+            tf.concat([label_v, label_u], axis=0), tf.concat([label_u, label_v], axis=0), num_nodes
+        )
+        new = tf.minimum(labels, hooked)
+        for _ in range(pointer_jumps):
+            new = tf.gather(new, new)
+        return iteration + 1, new, tf.reduce_any(tf.not_equal(new, labels))
+
+    iterations, labels, _ = tf.while_loop(
+        lambda iteration, labels, changed: changed,
+        body,
+        (tf.constant(0), labels, tf.size(u) > 0),
+    )
+    return labels, iterations
+
+
+def _run_components(foreground):
+    """Runs of `[N, H, W]` bool masks with their 8-connected component labels.
+
+    Returns a dict of `[R]` int32 arrays: `image`, `row` (y), `x0`, `x1` and `label`
+    (index of the component's first run = the run holding its first pixel in row-major
+    order), plus `iterations`.
+    """
+    foreground = tf.convert_to_tensor(foreground, tf.bool)
+    height, width = tf.shape(foreground)[1], tf.shape(foreground)[2]
+    starts, ends = _row_runs(foreground)
+    u, v, row, x0, x1 = _run_graph(starts, ends, height, width)
+    labels, iterations = _graph_components(tf.size(starts), u, v)
+    height64 = tf.cast(height, tf.int64)
+    return {
+        "image": tf.cast(row // height64, tf.int32),
+        "row": tf.cast(row % height64, tf.int32),
+        "x0": tf.cast(x0, tf.int32),
+        "x1": tf.cast(x1, tf.int32),
+        "label": labels,
+        "iterations": iterations,
+    }
+
+
+def connected_component_labels(foreground: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """8-connected component labels of a batch of binary masks, in TensorFlow ops.
 
-    Each foreground pixel ends labelled with the row-major index (within its own
-    image) of the first pixel of its component; background pixels get `H * W`.
+    Each foreground pixel is labelled with the row-major index (within its own image)
+    of the first pixel of its component; background pixels get `H * W`.
 
-    Algorithm: every foreground pixel starts as its own (batch-global) index; each
-    iteration takes the minimum label over the 3x3 neighbourhood, hooks the label each
-    pixel points to onto that minimum (a scatter-min, so whole trees merge at once),
-    then jumps pointers `label = label[label]`. Labels only decrease and always name a
-    pixel of the same component, so the loop stops at the component minimum. Iterations
-    grow roughly with the log of the component size; a 224x224 serpentine or spiral
-    needs 8 (see tests).
+    Algorithm: the masks are cut into horizontal runs (two `tf.where` over the pixels);
+    runs of consecutive rows that touch are joined by edges found with binary searches;
+    the components of that small graph are found by hooking and pointer jumping (see
+    `_graph_components`), whose iteration count grows with the log of the graph's size,
+    not with the length of a snake-like region (a 224x224 serpentine or spiral: 5-8).
 
     Args:
         foreground: bool `[N, H, W]`.
-        pointer_jumps: pointer-jumping steps per iteration.
 
     Returns:
         `(labels int32 [N, H, W], iterations int32 scalar)`.
     """
     foreground = tf.convert_to_tensor(foreground, tf.bool)
     shape = tf.shape(foreground)
-    n, h, w = shape[0], shape[1], shape[2]
-    hw = h * w
-    total = n * hw
-    index = tf.reshape(tf.range(total, dtype=tf.int32), shape)
-    background_sentinel = tf.where(foreground, 0, total)
-    # Background pixels point at the sentinel slot `total`, which points at itself.
-    labels = tf.maximum(index, background_sentinel)
-    sentinel = tf.reshape(total, [1])
-
-    def jump(labels: tf.Tensor) -> tf.Tensor:
-        table = tf.concat([tf.reshape(labels, [-1]), sentinel], axis=0)
-        return tf.gather(table, labels)
-
-    def body(iteration, labels, _):
-        neighbour_min = tf.maximum(_box_min3x3(labels, total), background_sentinel)
-        hooked = tf.math.unsorted_segment_min(
-            tf.reshape(neighbour_min, [-1]), tf.reshape(labels, [-1]), total + 1
-        )
-        new = tf.minimum(tf.minimum(labels, neighbour_min), tf.reshape(hooked[:total], shape))
-        for _ in range(pointer_jumps):
-            new = jump(new)
-        new = tf.ensure_shape(new, labels.shape)
-        return iteration + 1, new, tf.reduce_any(tf.not_equal(new, labels))
-
-    iterations, labels, _ = tf.while_loop(
-        lambda iteration, labels, changed: changed,
-        body,
-        (tf.constant(0), labels, tf.size(labels) > 0),
-    )
-    offsets = tf.reshape(tf.range(n, dtype=tf.int32) * hw, [-1, 1, 1])
-    local = tf.where(foreground, labels - offsets, hw)
-    return local, iterations
+    height, width = shape[1], shape[2]
+    runs = _run_components(foreground)
+    first_pixel = runs["row"] * width + runs["x0"]
+    padded = tf.reshape(tf.pad(foreground, [[0, 0], [0, 0], [0, 1]]), [-1])
+    before = tf.concat([[False], padded[:-1]], axis=0)
+    run_of_pixel = tf.cumsum(tf.cast(tf.logical_and(padded, tf.logical_not(before)), tf.int32)) - 1
+    pixel = tf.gather(tf.gather(first_pixel, runs["label"]), tf.maximum(run_of_pixel, 0))
+    pixel = tf.where(padded, pixel, height * width)
+    labels = tf.reshape(pixel, [shape[0], height, width + 1])[:, :, :width]
+    return labels, runs["iterations"]
 
 
 def largest_region_boxes(cams: tf.Tensor, threshold: float) -> tf.Tensor:
@@ -162,7 +236,8 @@ def largest_region_boxes(cams: tf.Tensor, threshold: float) -> tf.Tensor:
 
     The single-region rule of `keras_has.localization.boxes_from_cams` (see the module
     docstring), for maps already min-max normalised to [0, 1] at the resolution where
-    the box is wanted.
+    the box is wanted. Region sizes and boxes come from the runs of
+    `connected_component_labels`' algorithm, without labelling pixels.
 
     Args:
         cams: float `[N, H, W]` in [0, 1].
@@ -178,33 +253,28 @@ def largest_region_boxes(cams: tf.Tensor, threshold: float) -> tf.Tensor:
     # float64 so that floor(threshold * max) matches NumPy / OpenCV arithmetic.
     level = tf.floor(tf.constant(float(threshold), tf.float64) * tf.cast(max_gray, tf.float64))
     foreground = tf.cast(gray, tf.float64) > level
-    labels, _ = connected_component_labels(foreground)
-
-    shape = tf.shape(labels)
-    n, h, w = shape[0], shape[1], shape[2]
-    hw = h * w
-    flat = tf.reshape(labels, [n, hw])
-    offsets = tf.range(n, dtype=tf.int32)[:, None] * (hw + 1)
-    counts = tf.math.unsorted_segment_sum(
-        tf.ones_like(flat), flat + offsets, n * (hw + 1)
+    count = tf.shape(cams)[0]
+    runs = _run_components(foreground)
+    image, label = runs["image"], runs["label"]
+    num_runs = tf.size(label)
+    index = tf.range(num_runs)
+    sizes = tf.math.unsorted_segment_sum(runs["x1"] - runs["x0"] + 1, label, num_runs)
+    # The largest region per image; ties go to the smallest label (first pixel first).
+    best_size = tf.math.unsorted_segment_max(sizes, image, count)
+    is_best = tf.logical_and(tf.equal(label, index), tf.equal(sizes, tf.gather(best_size, image)))
+    best = tf.math.unsorted_segment_min(tf.where(is_best, index, num_runs), image, count)
+    member = tf.equal(label, tf.gather(best, image))
+    largest, smallest = tf.int32.max, -1
+    boxes = tf.stack(
+        [
+            tf.math.unsorted_segment_min(tf.where(member, runs["x0"], largest), image, count),
+            tf.math.unsorted_segment_min(tf.where(member, runs["row"], largest), image, count),
+            tf.math.unsorted_segment_max(tf.where(member, runs["x1"], smallest), image, count),
+            tf.math.unsorted_segment_max(tf.where(member, runs["row"], smallest), image, count),
+        ],
+        axis=1,
     )
-    counts = tf.reshape(counts, [n, hw + 1])[:, :hw]
-    best_count = tf.reduce_max(counts, axis=1, keepdims=True)
-    # Ties go to the smallest label, i.e. the region whose first pixel comes first.
-    candidates = tf.where(tf.equal(counts, best_count), tf.range(hw)[None, :], hw)
-    best = tf.reduce_min(candidates, axis=1)
-    found = tf.reshape(best_count, [-1]) > 0
-
-    region = tf.equal(labels, tf.reshape(best, [-1, 1, 1]))
-    rows = tf.reduce_any(region, axis=2)
-    cols = tf.reduce_any(region, axis=1)
-    row_index = tf.range(h)[None, :]
-    col_index = tf.range(w)[None, :]
-    x0 = tf.reduce_min(tf.where(cols, col_index, w), axis=1)
-    x1 = tf.reduce_max(tf.where(cols, col_index, -1), axis=1)
-    y0 = tf.reduce_min(tf.where(rows, row_index, h), axis=1)
-    y1 = tf.reduce_max(tf.where(rows, row_index, -1), axis=1)
-    boxes = tf.stack([x0, y0, x1, y1], axis=1)
+    found = tf.math.unsorted_segment_max(tf.ones_like(image), image, count) > 0
     return tf.where(found[:, None], boxes, 0)
 
 

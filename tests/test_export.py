@@ -155,16 +155,20 @@ def test_batched_boxes_equal_one_by_one():
     assert [tuple(b) for b in batch.tolist()] == [reference_box(m, 0.3) for m in maps]
 
 
-@pytest.mark.parametrize("shape", ["serpentine", "spiral", "transposed_reversed_serpentine"])
+@pytest.mark.parametrize("shape", ["serpentine", "spiral", "transposed_reversed_serpentine", "checkerboard"])
 def test_labels_converge_fast_on_snakes(shape):
     size = 224
-    mask = {"serpentine": serpentine(size), "spiral": spiral(size)}.get(shape)
-    if mask is None:
-        mask = serpentine(size).T[::-1, ::-1].copy()
+    mask = {
+        "serpentine": serpentine(size),
+        "spiral": spiral(size),
+        "transposed_reversed_serpentine": serpentine(size).T[::-1, ::-1].copy(),
+        # Every pixel is its own horizontal run, joined to the next rows only diagonally.
+        "checkerboard": (np.indices((size, size)).sum(0) % 2).astype(np.float32),
+    }[shape]
     labels, iterations = export.connected_component_labels(mask[None] > 0)
     labels = labels.numpy()[0]
     count, reference = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)[:2]
-    assert count == 2  # one path
+    assert count == 2  # one region
     first = int(np.argmax(reference.ravel() == 1))
     assert np.all(labels[mask > 0] == first)
     assert np.all(labels[mask == 0] == size * size)
@@ -182,6 +186,25 @@ def test_labels_of_several_components_and_images():
         for region in range(1, count):
             pixels = reference == region
             assert np.all(got[pixels] == int(np.argmax(pixels.ravel())))
+
+
+def test_regions_do_not_leak_across_images_and_thin_shapes():
+    masks = np.zeros((3, 4, 5), bool)
+    masks[0, 3, :] = True  # last row of image 0 ...
+    masks[1, 0, :3] = True  # ... above the first row of image 1: different images
+    masks[1, 2:, 4] = True
+    masks[2, :, 0] = True
+    labels = export.connected_component_labels(masks)[0].numpy()
+    assert labels[0][3].tolist() == [15] * 5 and labels[1][0].tolist()[:3] == [0] * 3
+    assert labels[1][2:, 4].tolist() == [14, 14] and labels[2][:, 0].tolist() == [0] * 4
+    cams = masks.astype(np.float32)
+    assert export.largest_region_boxes(cams, 0.5).numpy().tolist() == [[0, 3, 4, 3], [0, 0, 2, 0], [0, 0, 0, 3]]
+    column = np.zeros((2, 6, 1), np.float32)
+    column[0, 1:3] = column[0, 4:] = 1
+    row = np.zeros((1, 1, 7), np.float32)
+    row[0, 0, 2:4] = row[0, 0, 5:7] = 1
+    assert export.largest_region_boxes(column, 0.5).numpy().tolist() == [[0, 1, 0, 2], [0, 0, 0, 0]]
+    assert export.largest_region_boxes(row, 0.5).numpy().tolist() == [[2, 0, 3, 0]]
 
 
 def test_rescale_boxes_by_hand():
