@@ -27,20 +27,19 @@ Two box rules:
   ``W - 1, H - 1``; i.e. one pixel wider and taller than the tight inclusive box unless
   the region touches the right / bottom border. See docs/notes/issue-5.md.
 
-The threshold sweep (:func:`component_table`) computes the regions of every level in
-one pass per map (see :func:`_component_table_fast`), instead of one OpenCV call per
-threshold.
+The threshold sweep (:func:`sweep_levels`, :func:`component_table`) reads the regions
+of every level from one pass per map over the pixels sorted by value (a compiled
+union-find), instead of one OpenCV call per threshold.
 """
 from __future__ import annotations
 
 import dataclasses
 
 import cv2
+import numba
 import numpy as np
 
 BOX_RULES = ("tight", "wsolevaluation")
-NUM_LEVELS = 256
-_KERNEL3 = np.ones((3, 3), np.uint8)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -298,6 +297,182 @@ def boxes_from_cams(cams, threshold, multi_contour=False, box_rule="tight"):
 
 
 # ---------------------------------------------------------- the sweep: all levels
+#
+# One pass per map over the pixels sorted by gray value, descending. Activating every
+# pixel of value v (and joining it to its already-active 8-neighbours with a union-find)
+# completes the foreground ``gray > v - 1``, so after value v the union-find's live roots
+# are exactly the regions of level ``v - 1``, each root carrying its region's pixel
+# count, first row-major pixel and tight box. Compiled with numba (a sequential loop over
+# the pixels); the first call of a fresh install compiles it (cached on disk after that).
+
+@numba.njit(cache=True, nogil=True)
+def _find(parent, p):
+    """Root of ``p``, halving the path on the way."""
+    while parent[p] != p:
+        parent[p] = parent[parent[p]]
+        p = parent[p]
+    return p
+
+
+@numba.njit(cache=True, nogil=True)
+def _box_iou(x0, y0, x1, y1, gt):
+    """Max IoU of one inclusive box with the rows of ``gt`` (float64, as
+    :func:`_iou_unchecked` computes it, operation for operation)."""
+    best = 0.0
+    a0, a1, a2, a3 = float(x0), float(y0), float(x1), float(y1)
+    area_a = (a2 - a0 + 1.0) * (a3 - a1 + 1.0)
+    for j in range(gt.shape[0]):
+        iw = min(a2, gt[j, 2]) - max(a0, gt[j, 0]) + 1.0
+        ih = min(a3, gt[j, 3]) - max(a1, gt[j, 1]) + 1.0
+        inter = max(iw, 0.0) * max(ih, 0.0)
+        area_b = (gt[j, 2] - gt[j, 0] + 1.0) * (gt[j, 3] - gt[j, 1] + 1.0)
+        union = area_a + area_b - inter
+        value = inter / union if union > 0 else 0.0
+        if value > best:
+            best = value
+    return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _sweep(gray, gt, emit):
+    """The one-pass sweep over a uint8 ``[H, W]`` map.
+
+    Returns ``(largest [256, 4], has_fg [256], best_iou [256], rows [R, 7])``: per level,
+    the largest region's box (most pixels, ties to the smallest first pixel), whether
+    there is foreground, the max IoU of any region's box with ``gt`` ``[M, 4]``; and,
+    when ``emit``, every region of every level as ``level, count, x0, y0, x1, y1,
+    first`` rows in descending level order (else zero rows).
+    """
+    height, width = gray.shape
+    n = height * width
+    flat = gray.ravel()
+    # Counting sort, descending gray value: pixels of value v are
+    # order[start[v]:start[v] + hist[v]].
+    hist = np.zeros(256, np.int64)
+    for p in range(n):
+        hist[flat[p]] += 1
+    start = np.zeros(256, np.int64)
+    pos = 0
+    max_gray = 0
+    for v in range(255, -1, -1):
+        start[v] = pos
+        pos += hist[v]
+        if hist[v] > 0 and max_gray == 0:
+            max_gray = v
+    order = np.empty(n, np.int32)
+    fill = start.copy()
+    for p in range(n):
+        v = flat[p]
+        order[fill[v]] = p
+        fill[v] += 1
+
+    parent = np.full(n, -1, np.int32)  # -1: not yet active
+    count = np.empty(n, np.int32)      # per root: pixels
+    first = np.empty(n, np.int32)      # per root: smallest row-major index
+    bx0 = np.empty(n, np.int32)
+    by0 = np.empty(n, np.int32)
+    bx1 = np.empty(n, np.int32)
+    by1 = np.empty(n, np.int32)
+    root_iou = np.zeros(n, np.float64)
+    live = np.empty(n, np.int32)       # live roots, with their slot in live_slot
+    live_slot = np.empty(n, np.int32)
+    num_live = 0
+    dirty = np.empty(n, np.int32)      # roots changed since the last level
+    is_dirty = np.zeros(n, np.bool_)
+    num_dirty = 0
+
+    largest = np.zeros((256, 4), np.int64)
+    has_fg = np.zeros(256, np.bool_)
+    best_iou = np.zeros(256, np.float64)
+    rows = np.empty((64 if emit else 0, 7), np.int64)
+    num_rows = 0
+
+    for v in range(max_gray, 0, -1):
+        for k in range(start[v], start[v] + hist[v]):
+            p = order[k]
+            y = p // width
+            x = p - y * width
+            parent[p] = p
+            count[p] = 1
+            first[p] = p
+            bx0[p] = x
+            bx1[p] = x
+            by0[p] = y
+            by1[p] = y
+            live[num_live] = p
+            live_slot[p] = num_live
+            num_live += 1
+            r = p
+            for ny in range(max(y - 1, 0), min(y + 2, height)):
+                for nx in range(max(x - 1, 0), min(x + 2, width)):
+                    q = ny * width + nx
+                    if parent[q] < 0:
+                        continue
+                    rq = _find(parent, q)
+                    if rq == r:
+                        continue
+                    if count[rq] > count[r]:  # union by size: r stays the bigger root
+                        r, rq = rq, r
+                    parent[rq] = r
+                    count[r] += count[rq]
+                    first[r] = min(first[r], first[rq])
+                    bx0[r] = min(bx0[r], bx0[rq])
+                    by0[r] = min(by0[r], by0[rq])
+                    bx1[r] = max(bx1[r], bx1[rq])
+                    by1[r] = max(by1[r], by1[rq])
+                    slot = live_slot[rq]
+                    num_live -= 1
+                    last = live[num_live]
+                    live[slot] = last
+                    live_slot[last] = slot
+            if not is_dirty[r]:
+                is_dirty[r] = True
+                dirty[num_dirty] = r
+                num_dirty += 1
+        # Value v done: the live roots are the regions of level v - 1.
+        level = v - 1
+        for i in range(num_dirty):
+            d = dirty[i]
+            is_dirty[d] = False
+            if parent[d] == d:
+                root_iou[d] = _box_iou(bx0[d], by0[d], bx1[d], by1[d], gt)
+        num_dirty = 0
+        big = live[0]
+        top_iou = 0.0
+        for i in range(num_live):
+            r = live[i]
+            if count[r] > count[big] or (count[r] == count[big] and first[r] < first[big]):
+                big = r
+            top_iou = max(top_iou, root_iou[r])
+            if emit:
+                if num_rows == rows.shape[0]:
+                    grown = np.empty((2 * num_rows, 7), np.int64)
+                    grown[:num_rows] = rows
+                    rows = grown
+                rows[num_rows, 0] = level
+                rows[num_rows, 1] = count[r]
+                rows[num_rows, 2] = bx0[r]
+                rows[num_rows, 3] = by0[r]
+                rows[num_rows, 4] = bx1[r]
+                rows[num_rows, 5] = by1[r]
+                rows[num_rows, 6] = first[r]
+                num_rows += 1
+        has_fg[level] = True
+        largest[level, 0] = bx0[big]
+        largest[level, 1] = by0[big]
+        largest[level, 2] = bx1[big]
+        largest[level, 3] = by1[big]
+        best_iou[level] = top_iou
+    return largest, has_fg, best_iou, rows[:num_rows]
+
+
+def _check_gray(gray):
+    gray = np.asarray(gray)
+    if gray.ndim != 2 or gray.dtype != np.uint8 or gray.size == 0:
+        raise ValueError(f"gray: expected a non-empty uint8 [H, W] map (quantize_cams), "
+                         f"received {gray.dtype} {gray.shape}")
+    return np.ascontiguousarray(gray)
+
 
 @dataclasses.dataclass
 class ComponentTable:
@@ -318,231 +493,48 @@ class ComponentTable:
     first: np.ndarray
     max_gray: int
 
-    def largest(self):
-        """``(boxes [256, 4], has_fg [256])``: largest region's box at each level."""
-        boxes = np.zeros((NUM_LEVELS, 4), np.int64)
-        has = np.zeros(NUM_LEVELS, bool)
-        if len(self.level):
-            # Sort by level, then count descending, then first ascending: the first row
-            # of each level is that level's largest region.
-            order = np.lexsort((self.first, -self.count, self.level))
-            lv = self.level[order]
-            starts = order[np.r_[True, lv[1:] != lv[:-1]]]
-            boxes[self.level[starts]] = self.box[starts]
-            has[self.level[starts]] = True
-        return boxes, has
 
-    def best_iou_per_level(self, gt_boxes):
-        """``[256]``: the max IoU over all regions and ``gt_boxes`` at each level."""
-        out = np.zeros(NUM_LEVELS)
-        if len(self.level) and len(gt_boxes):
-            ious = _iou_unchecked(self.box.astype(np.float64),
-                                  np.asarray(gt_boxes, np.float64)).max(axis=1)
-            np.maximum.at(out, self.level, ious)
-        return out
+@dataclasses.dataclass
+class LevelSweep:
+    """What the metrics need from every level ``L`` (foreground ``gray > L``) of one map.
 
-
-def _table_from_rows(rows, max_gray):
-    if not rows:
-        return ComponentTable(np.zeros(0, np.int64), np.zeros(0, np.int64),
-                              np.zeros((0, 4), np.int64), np.zeros(0, np.int64), max_gray)
-    level, count, box, first = (np.concatenate(x) for x in zip(*rows))
-    return ComponentTable(level.astype(np.int64), count.astype(np.int64),
-                          box.reshape(-1, 4).astype(np.int64), first.astype(np.int64),
-                          int(max_gray))
-
-
-def component_table_reference(gray, levels=None):
-    """Reference: one ``cv2.connectedComponentsWithStats`` per level. Slow, obvious."""
-    gray = np.asarray(gray, np.uint8)
-    max_gray = int(gray.max())
-    todo = range(max_gray) if levels is None else sorted({int(v) for v in levels
-                                                           if 0 <= v < max_gray})
-    rows = []
-    for lv in todo:
-        counts, boxes, first = _regions_tight(
-            np.ascontiguousarray((gray > lv).astype(np.uint8)))
-        rows.append((np.full(len(counts), lv), counts, boxes, first))
-    return _table_from_rows(rows, max_gray)
-
-
-def _regional_maxima_values(gray):
-    """Values of the regional-maximum plateaus of ``gray`` (8-connectivity), ``v >= 1``.
-
-    A regional maximum is a connected flat zone whose neighbours are all lower. Each
-    one gives birth to a new component when the level drops below its value.
+    Attributes:
+        largest: int64 ``[256, 4]`` tight inclusive box of the largest region (most
+            pixels, ties to the earliest first pixel in row-major order); ``(0, 0, 0,
+            0)`` where the level has no foreground.
+        has_fg: bool ``[256]``, True for levels ``< max_gray``.
+        best_iou: float64 ``[256]``, max over all regions of the level of the box's IoU
+            with its best-matching ground-truth box; 0 without foreground or GT boxes.
+        max_gray: the map's maximum gray value.
     """
-    dil = cv2.dilate(gray, _KERNEL3, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    cand = (gray == dil) & (gray > 0)
-    if not cand.any():
-        return np.zeros(0, np.int64)
-    n, labels = cv2.connectedComponents(cand.astype(np.uint8), connectivity=8)
-    # A candidate plateau is not regional if one of its pixels has an equal-valued
-    # neighbour that is not a candidate (that neighbour has a higher neighbour).
-    height, width = gray.shape
-    gp = np.pad(gray.astype(np.int16), 1, constant_values=-1)
-    cp = np.pad(cand, 1, constant_values=False)
-    bad = np.zeros_like(cand)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy == 0 and dx == 0:
-                continue
-            gs = gp[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
-            cs = cp[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
-            bad |= (gs == gray) & ~cs
-    bad &= cand
-    flat_labels = labels[cand]
-    values = np.zeros(n, np.int64)
-    values[flat_labels] = gray[cand]
-    good = np.ones(n, bool)
-    good[0] = False
-    good[np.unique(labels[bad])] = False
-    return values[good]
+    largest: np.ndarray
+    has_fg: np.ndarray
+    best_iou: np.ndarray
+    max_gray: int
 
 
-def _component_table_fast(gray):
-    """All regions at all levels from a handful of labellings per map.
+def sweep_levels(gray, gt_boxes=None):
+    """Largest region's box and best IoU of any region, at every level, in one pass.
 
-    Idea. Let ``n(L)`` be the number of regions of ``gray > L`` and ``A(L)`` the number
-    of regional-maximum plateaus with value ``> L`` (every region contains at least one,
-    each plateau is born as a new region, and regions only ever merge as ``L``
-    decreases), so ``D(L) = A(L) - n(L)`` counts the merges at levels ``>= L``. If
-    ``D(a) == D(b)`` no merge happens in ``[a, b)`` and, for every ``L`` in ``[a, b]``,
-    the regions of ``gray > L`` are exactly the regions of ``gray > a`` restricted to
-    ``gray > L`` (each such restriction is connected, because all the maxima it
-    contains are already joined at ``a`` and nothing joins between). So a bisection on
-    ``D`` finds a few anchor levels (about one per merge, times log2(256) at worst)
-    whose ``cv2.connectedComponents`` labels describe every level; per-(region, gray
-    value) counts / bounding boxes / first pixels, accumulated downwards over gray
-    values (and over the regions nested inside from higher intervals), give every
-    region's stats at every level. Each labelling runs on the crop that holds the
-    foreground. Exact for any map (tests compare it with
-    :func:`component_table_reference`); fast when maps have few maxima (smooth CAMs).
+    Args:
+        gray: uint8 ``[H, W]`` quantised map (:func:`quantize_cams`).
+        gt_boxes: ``[M, 4]`` inclusive ground-truth boxes (``None``: no IoU, zeros).
+
+    Returns:
+        A :class:`LevelSweep`.
     """
-    gray = np.ascontiguousarray(gray, np.uint8)
-    height, width = gray.shape
-    max_gray = int(gray.max())
-    if max_gray == 0:
-        return _table_from_rows([], 0)
-    top = max_gray - 1  # levels 0 .. top have foreground
-
-    births = np.bincount(_regional_maxima_values(gray), minlength=NUM_LEVELS + 1)
-    alive = np.cumsum(births[::-1])[::-1]  # alive[v] = plateaus with value >= v
-    row_max = gray.max(axis=1)
-    col_max = gray.max(axis=0)
-
-    cache = {}
-
-    def label(lv):
-        if lv not in cache:
-            ys = np.flatnonzero(row_max > lv)
-            xs = np.flatnonzero(col_max > lv)
-            y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
-            crop = np.ascontiguousarray((gray[y0:y1, x0:x1] > lv).astype(np.uint8))
-            n, lab = cv2.connectedComponents(crop, connectivity=8, ltype=cv2.CV_32S)
-            cache[lv] = (n - 1, lab, y0, x0)
-        return cache[lv]
-
-    def merges_at_or_above(lv):
-        return int(alive[lv + 1]) - label(lv)[0]
-
-    anchors = []  # levels whose labels describe [anchor, next anchor)
-
-    def bisect(a, b):
-        if merges_at_or_above(a) == merges_at_or_above(b) or b - a <= 1:
-            anchors.append(a)
-            if b - a == 1 and merges_at_or_above(a) != merges_at_or_above(b):
-                anchors.append(b)
-            return
-        mid = (a + b) // 2
-        bisect(a, mid)
-        bisect(mid, b)
-
-    if top == 0:
-        anchors = [0]
-    else:
-        bisect(0, top)
-    anchors = sorted(set(anchors))
-    bounds = anchors + [top + 1]
-
-    # Pixels sorted by gray value (counting sort); pixel p enters at level gray[p] - 1.
-    flat = gray.ravel()
-    order = np.argsort(flat, kind="stable")
-    sorted_vals = flat[order]
-    # Interval j holds levels [bounds[j], bounds[j+1]); its own pixels have entry level
-    # in it, i.e. gray value in [bounds[j] + 1, bounds[j+1]] (the last also takes the top).
-    lo_idx = np.searchsorted(sorted_vals, np.asarray(bounds[:-1]) + 1, side="left")
-    hi_vals = np.asarray(bounds[1:])
-    hi_vals[-1] = max_gray
-    hi_idx = np.searchsorted(sorted_vals, hi_vals, side="right")
-
-    big = np.iinfo(np.int64).max
-    num_intervals = len(bounds) - 1
-    # Stats pushed up from nested regions of higher intervals into their parent:
-    # count, first, last, xmin, xmax (first / last are row-major pixel indices).
-    nested = [None] * num_intervals
-    rows = []
-    for j in range(num_intervals - 1, -1, -1):
-        a, b = bounds[j], bounds[j + 1]
-        n, lab, y0, x0 = label(a)
-        if nested[j] is None:
-            nested[j] = np.array([[0, big, -1, big, -1]] * n, np.int64).reshape(n, 5)
-        ca = nested[j]
-        # This interval's own pixels: gray values vmin .. vmax.
-        vmin = a + 1
-        vmax = b if j < num_intervals - 1 else max_gray
-        nv = vmax - vmin + 1
-        pix = order[lo_idx[j]:hi_idx[j]]
-        ys, xs = np.divmod(pix, width)
-        node = lab[ys - y0, xs - x0].astype(np.int64) - 1
-        key = node * nv + (sorted_vals[lo_idx[j]:hi_idx[j]].astype(np.int64) - vmin)
-        size = n * nv
-        cnt = np.bincount(key, minlength=size).reshape(n, nv)
-        stats = []
-        for ufunc, init, vals in ((np.minimum, big, pix), (np.maximum, -1, pix),
-                                  (np.minimum, big, xs), (np.maximum, -1, xs)):
-            arr = np.full(size, init, np.int64)
-            ufunc.at(arr, key, vals)
-            # Suffix over gray values (pixels with value >= v), then add nested regions.
-            arr = ufunc.accumulate(arr.reshape(n, nv)[:, ::-1], axis=1)[:, ::-1]
-            stats.append(arr)
-        s_cnt = np.cumsum(cnt[:, ::-1], axis=1)[:, ::-1] + ca[:, 0:1]
-        s_first = np.minimum(stats[0], ca[:, 1:2])
-        s_last = np.maximum(stats[1], ca[:, 2:3])
-        s_xmin = np.minimum(stats[2], ca[:, 3:4])
-        s_xmax = np.maximum(stats[3], ca[:, 4:5])
-        # Levels a .. b-1 (or .. top): pixels with value > L, i.e. column L + 1 - vmin.
-        lv = np.arange(a, b)
-        col = lv + 1 - vmin
-        c = s_cnt[:, col]
-        present = c > 0
-        ni, li = np.nonzero(present)
-        f = s_first[ni, col[li]]
-        box = np.stack([s_xmin[ni, col[li]], f // width, s_xmax[ni, col[li]],
-                        s_last[ni, col[li]] // width], axis=1)
-        rows.append((lv[li], c[ni, li], box, f))
-        if j > 0:
-            # Push this interval's full regions (value >= vmin) into their parents.
-            tot = np.stack([s_cnt[:, 0], s_first[:, 0], s_last[:, 0], s_xmin[:, 0],
-                            s_xmax[:, 0]], axis=1)
-            tot = tot[tot[:, 0] > 0]
-            _, plab, py0, px0 = label(bounds[j - 1])
-            fy, fx = np.divmod(tot[:, 1], width)
-            parent = plab[fy - py0, fx - px0].astype(np.int64) - 1
-            pn = cache[bounds[j - 1]][0]
-            pc = np.array([[0, big, -1, big, -1]] * pn, np.int64).reshape(pn, 5)
-            np.add.at(pc[:, 0], parent, tot[:, 0])
-            np.minimum.at(pc[:, 1], parent, tot[:, 1])
-            np.maximum.at(pc[:, 2], parent, tot[:, 2])
-            np.minimum.at(pc[:, 3], parent, tot[:, 3])
-            np.maximum.at(pc[:, 4], parent, tot[:, 4])
-            nested[j - 1] = pc
-    rows.reverse()
-    return _table_from_rows(rows, max_gray)
+    gray = _check_gray(gray)
+    gt = np.zeros((0, 4)) if gt_boxes is None else check_boxes(
+        np.asarray(gt_boxes, np.float64).reshape(-1, 4), "gt_boxes")
+    largest, has_fg, best, _ = _sweep(gray, np.ascontiguousarray(gt), False)
+    return LevelSweep(largest, has_fg, best, int(gray.max()))
 
 
 def component_table(gray):
     """All 8-connected regions of ``gray > L`` for every level ``L < max(gray)``.
+
+    Same one-pass sweep as :func:`sweep_levels`, listing every region of every level
+    (``sum_L n(L)`` rows: large for noisy maps, a few thousand for smooth CAMs).
 
     Args:
         gray: uint8 ``[H, W]`` quantised map (:func:`quantize_cams`).
@@ -550,11 +542,28 @@ def component_table(gray):
     Returns:
         A :class:`ComponentTable`.
     """
-    gray = np.asarray(gray)
-    if gray.ndim != 2 or gray.dtype != np.uint8:
-        raise ValueError(f"gray: expected a uint8 [H, W] map, received {gray.dtype} "
-                         f"{gray.shape}")
-    return _component_table_fast(gray)
+    gray = _check_gray(gray)
+    rows = _sweep(gray, np.zeros((0, 4)), True)[3][::-1]
+    return ComponentTable(rows[:, 0].copy(), rows[:, 1].copy(), rows[:, 2:6].copy(),
+                          rows[:, 6].copy(), int(gray.max()))
+
+
+def component_table_reference(gray):
+    """Reference: one ``cv2.connectedComponentsWithStats`` per level. Slow, obvious."""
+    gray = _check_gray(gray)
+    max_gray = int(gray.max())
+    level, count, box, first = [], [], [], []
+    for lv in range(max_gray):
+        c, b, f = _regions_tight(np.ascontiguousarray((gray > lv).astype(np.uint8)))
+        level.append(np.full(len(c), lv, np.int64))
+        count.append(c)
+        box.append(b)
+        first.append(f)
+    if not level:
+        return ComponentTable(np.zeros(0, np.int64), np.zeros(0, np.int64),
+                              np.zeros((0, 4), np.int64), np.zeros(0, np.int64), 0)
+    return ComponentTable(np.concatenate(level), np.concatenate(count),
+                          np.concatenate(box), np.concatenate(first), max_gray)
 
 
 def wsol_boxes_per_level(gray, levels, multi_contour=False):

@@ -6,15 +6,14 @@ Semantics follow clovaai/wsolevaluation (``evaluation.py``): CAM thresholds
 matching ground-truth box is ``>= iou / 100``; MaxBoxAcc is the accuracy at the best
 threshold; PxAP is the area under the pixel precision-recall curve. Differences are
 the box rule (``box_rule``, see :mod:`keras_has.localization`) and that V1 / V2 / the
-Top-1 Loc sweep all come from one pass per map over every level.
+Top-1 Loc sweep all come from one pass per map over every level
+(:func:`keras_has.localization.sweep_levels`).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from keras_has import localization as loc
-
-_BIG = np.iinfo(np.int64).max
 
 
 class LocalizationEvaluator:
@@ -196,10 +195,9 @@ class LocalizationEvaluator:
         if max_gray == 0:
             return largest, anyreg
         if self.box_rule == "tight":
-            table = loc.component_table(gray)
-            boxes, _ = table.largest()
-            largest[:max_gray] = loc.best_iou(boxes[:max_gray], gt)
-            anyreg[:max_gray] = table.best_iou_per_level(gt)[:max_gray]
+            sweep = loc.sweep_levels(gray, gt)
+            largest[:max_gray] = loc.best_iou(sweep.largest[:max_gray], gt)
+            anyreg[:max_gray] = sweep.best_iou[:max_gray]
         else:
             levels = np.unique(loc.threshold_levels(self.thresholds, max_gray))
             levels = np.unique(np.append(levels[levels < max_gray],

@@ -137,14 +137,25 @@ def test_resize_cams_bilinear_matches_cv2():
     np.testing.assert_allclose(out[1], cv2.resize(maps[1], (8, 6)))
 
 
-def _random_maps(rng):
-    """Small maps of many kinds: noisy, few values (plateaus, ties), smooth, clipped."""
-    for i in range(120):
-        kind = i % 4
+def _random_maps(rng, n=120):
+    """Small maps of many kinds: noisy, few values (plateaus, ties), smooth, clipped,
+    all-zero, constant, single pixel, 1xN, Nx1, checkerboard (diagonal joins)."""
+    fixed = [np.zeros((3, 4), np.uint8), np.full((2, 3), 7, np.uint8),
+             np.array([[255]], np.uint8), np.array([[0]], np.uint8),
+             rng.integers(0, 256, (1, 17)).astype(np.uint8),
+             rng.integers(0, 256, (13, 1)).astype(np.uint8),
+             (np.indices((6, 7)).sum(axis=0) % 2 * 200).astype(np.uint8),
+             rng.integers(0, 256, (40, 40)).astype(np.uint8)]
+    yield from fixed
+    for i in range(n):
+        kind = i % 5
         if kind == 0:
             yield rng.integers(0, 256, rng.integers(1, 9, 2)).astype(np.uint8)
         elif kind == 1:
             yield (rng.integers(0, 4, rng.integers(1, 12, 2)) * 60).astype(np.uint8)
+        elif kind == 4:  # thin lines: 1 x N or N x 1, plateaus and zeros
+            shape = (1, int(rng.integers(1, 30))) if i % 2 else (int(rng.integers(1, 30)), 1)
+            yield (rng.integers(0, 3, shape) * 100).astype(np.uint8)
         else:
             low = rng.random(rng.integers(2, 6, 2)).astype(np.float32) ** 2
             size = tuple(int(s) for s in rng.integers(5, 40, 2))
@@ -153,26 +164,92 @@ def _random_maps(rng):
             yield np.minimum(g, 200).astype(np.uint8) if kind == 3 else g
 
 
+def _realistic_map(seed):
+    """A 224x224 CAM like the benchmark's: 7x7 random squared, upsampled bilinearly."""
+    low = np.random.default_rng(seed).random((1, 7, 7)).astype(np.float32) ** 2
+    return loc.quantize_cams(loc.normalize_cams(loc.resize_cams(low, (224, 224))))[0]
+
+
 def _sorted_rows(table):
     order = np.lexsort((table.first, table.level))
     return [getattr(table, k)[order].tolist() for k in ("level", "count", "box", "first")]
 
 
-def test_fast_sweep_equals_per_level_reference():
+def _reduce_reference(table, gt):
+    """Per level, from the per-level OpenCV table: largest region's box (most pixels,
+    then earliest first pixel) and the max IoU of any region's box with ``gt``."""
+    largest = np.zeros((256, 4), np.int64)
+    has = np.zeros(256, bool)
+    best = np.zeros(256)
+    for lv in np.unique(table.level):
+        rows = np.flatnonzero(table.level == lv)
+        pick = rows[np.lexsort((table.first[rows], -table.count[rows]))[0]]
+        largest[lv], has[lv] = table.box[pick], True
+        best[lv] = loc.iou(table.box[rows], gt).max()
+    return largest, has, best
+
+
+def test_sweep_levels_hand_made_map():
+    gray = loc.quantize_cams(MAP_4X5)[0]  # A: 255, 204, 229; B: 76, 102, 127
+    sweep = loc.sweep_levels(gray, [[4, 1, 4, 3]])  # GT = region B's box at level 0
+    assert sweep.max_gray == 255
+    expect = {0: (1, 1, 2, 2),      # A and B tie at 3 px; A's first pixel comes first
+              76: (1, 1, 2, 2), 203: (1, 1, 2, 2), 204: (1, 1, 1, 2),
+              228: (1, 1, 1, 2), 229: (1, 1, 1, 1), 254: (1, 1, 1, 1), 255: (0, 0, 0, 0)}
+    for lv, box in expect.items():
+        assert tuple(sweep.largest[lv]) == box, lv
+    assert sweep.has_fg.tolist() == [True] * 255 + [False]
+    # B shrinks from the top: (4,1,4,3) up to level 75, (4,2,4,3), (4,3,4,3), then gone.
+    for lv, value in ((0, 1.0), (75, 1.0), (76, 2 / 3), (101, 2 / 3), (102, 1 / 3),
+                      (126, 1 / 3), (127, 0.0), (255, 0.0)):
+        assert sweep.best_iou[lv] == pytest.approx(value), lv
+    np.testing.assert_array_equal(loc.sweep_levels(gray).best_iou, 0.0)
+
+
+def test_sweep_on_empty_and_bad_input():
+    sweep = loc.sweep_levels(np.zeros((2, 3), np.uint8), [[0, 0, 1, 1]])
+    assert not sweep.has_fg.any() and sweep.max_gray == 0
+    np.testing.assert_array_equal(sweep.largest, 0)
+    assert len(loc.component_table(np.zeros((2, 3), np.uint8)).level) == 0
+    with pytest.raises(ValueError, match="gray: expected a non-empty uint8"):
+        loc.sweep_levels(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="gray"):
+        loc.component_table(np.zeros((0, 3), np.uint8))
+    with pytest.raises(ValueError, match="gt_boxes"):
+        loc.sweep_levels(np.zeros((2, 3), np.uint8), [[2, 0, 1, 1]])
+
+
+def test_component_table_equals_per_level_reference():
     rng = np.random.default_rng(2)
-    for gray in _random_maps(rng):
+    maps = list(_random_maps(rng)) + [_realistic_map(0)]
+    for gray in maps:
         assert _sorted_rows(loc.component_table(gray)) == \
             _sorted_rows(loc.component_table_reference(gray)), gray
 
 
-def test_fast_sweep_largest_equals_per_threshold_boxes():
+def test_sweep_levels_equals_reduced_reference():
+    rng = np.random.default_rng(4)
+    maps = list(_random_maps(rng, 60)) + [_realistic_map(1)]
+    for gray in maps:
+        h, w = gray.shape
+        # Integer and fractional GT boxes, one to three per map.
+        corners = np.sort(rng.uniform(0, 1, (rng.integers(1, 4), 2, 2)), axis=1)
+        gt = np.concatenate([corners[:, 0] * [w, h], corners[:, 1] * [w, h]], axis=1)
+        if rng.random() < 0.5:
+            gt = np.floor(gt)
+        sweep = loc.sweep_levels(gray, gt)
+        largest, has, best = _reduce_reference(loc.component_table_reference(gray), gt)
+        np.testing.assert_array_equal(sweep.largest, largest)
+        np.testing.assert_array_equal(sweep.has_fg, has)
+        np.testing.assert_array_equal(sweep.best_iou, best)  # same float64 operations
+
+
+def test_sweep_largest_equals_per_threshold_boxes():
     rng = np.random.default_rng(3)
     thresholds = np.arange(0, 1, 0.01)
-    for gray in list(_random_maps(rng))[:40]:
+    for gray in list(_random_maps(rng))[:50]:
         cam = gray.astype(np.float32) / 255.0
-        largest, has = loc.component_table(gray).largest()
+        sweep = loc.sweep_levels(gray)
         levels = loc.threshold_levels(thresholds, gray.max())
         per_threshold = [loc.boxes_from_cams(cam, t)[0].tolist() for t in thresholds]
-        from_sweep = [largest[lv].tolist() if lv < 256 and has[lv] else [0, 0, 0, 0]
-                      for lv in levels]
-        assert from_sweep == per_threshold
+        assert [sweep.largest[lv].tolist() for lv in levels] == per_threshold
