@@ -187,10 +187,13 @@ def hide_patches(images, grid_sizes=(16, 32, 44, 56), hide_prob=0.5, fill_value=
         shape = tf.shape(batched)
         b, h, w, c = shape[0], shape[1], shape[2], shape[3]
         if channels is None and len(fill) > 1:
-            tf.debugging.assert_equal(
+            check = tf.debugging.assert_equal(
                 c, len(fill),
-                message=f"`fill_value` must have length 1 or C; received {len(fill)} values",
+                message=f"`fill_value` must have length 1 or C (the number of channels); "
+                f"received {len(fill)} values {fill!r}",
             )
+            with tf.control_dependencies([check]):
+                batched = tf.identity(batched)
         keep, cell_size = _draw_cells(b, h, w, grid_sizes, hide_prob, seeds)
         zero_fill = all(v == 0.0 for v in fill)
         mask_dtype = tf.bool if not zero_fill and images.dtype != tf.uint8 else images.dtype
