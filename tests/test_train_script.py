@@ -277,7 +277,9 @@ def test_resume_after_sigkill(wsol, tmp_path):
                 except (ValueError, KeyError):
                     pass
             time.sleep(0.02)
-        assert proc.poll() is None, "the first run ended before it could be killed"
+        if proc.poll() is not None:
+            pytest.fail("the first run ended before it could be killed:\n"
+                        + proc.stdout.read()[-3000:])
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
