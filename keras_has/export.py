@@ -630,6 +630,107 @@ def _config_to_json(config: Any) -> str:
     return json.dumps(config, indent=2, sort_keys=True, default=str)
 
 
+def read_class_names(path) -> tuple[str, ...]:
+    """Class names from a text file, one per line (blank lines at the end ignored)."""
+    path = pathlib.Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise ValueError(f"class_names: cannot read {path}: {error.strerror}") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    empty = [i + 1 for i, line in enumerate(lines) if not line.strip()]
+    if not lines or empty:
+        raise ValueError(
+            f"{path}: expected one non-empty class name per line, "
+            f"received {'no names' if not lines else f'empty line(s) {empty[:5]}'}"
+        )
+    return tuple(line.strip() for line in lines)
+
+
+def resolve_serving_settings(
+    *,
+    train_config=None,
+    image_size=None,
+    mean=None,
+    std=None,
+    class_names=None,
+    source=None,
+    split=None,
+) -> dict:
+    """Fills in the preprocessing values an export needs from a training run.
+
+    Explicit values win. Otherwise `image_size` comes from the training config, and
+    `mean`, `std` and the class names from its data source
+    (`keras_has.data.get_normalization` over its training split, cached next to the data).
+
+    Args:
+        train_config: path of a training run's `config.json` (`keras_has.training`
+            writes it beside `model.keras`), a dict of it, or None.
+        image_size: int or None.
+        mean, std: 3 floats each, or None.
+        class_names: a sequence of names, a path to a one-name-per-line file, or None.
+        source: data source name or WSOL folder (default: the config's).
+        split: split the normalisation was measured on (default: the config's
+            training split, else "train").
+
+    Returns:
+        dict with `image_size`, `mean`, `std`, `class_names` (None if unknown) and
+        `config` (the training config dict or None).
+
+    Raises:
+        ValueError naming what is missing and where it was looked for.
+    """
+    config = None
+    if isinstance(train_config, (str, os.PathLike)):
+        path = pathlib.Path(train_config)
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"train_config: cannot read {path} as JSON: {error}") from None
+    elif train_config is not None:
+        config = dict(train_config)
+    data_config = (config or {}).get("data") or {}
+    if not isinstance(data_config, dict):
+        raise ValueError(f"train_config: expected a 'data' section (a dict), received {data_config!r}")
+    if image_size is None:
+        image_size = data_config.get("image_size")
+        if image_size is None:
+            raise ValueError("image_size: not given and no training config with data.image_size")
+    if isinstance(class_names, (str, os.PathLike)):
+        class_names = read_class_names(class_names)
+    source = source or data_config.get("source")
+    split = split or data_config.get("train_split") or "train"
+    if (mean is None or std is None or class_names is None) and source:
+        from keras_has import data
+
+        kwargs = {}
+        if source == data_config.get("source"):
+            if data_config.get("data_dir"):
+                kwargs["data_dir"] = data_config["data_dir"]
+            if data_config.get("source_config"):
+                kwargs["config"] = data_config["source_config"]
+        data_source = data.get_source(source, **kwargs)
+        if mean is None or std is None:
+            source_mean, source_std = data.get_normalization(data_source, split=split)
+            mean = source_mean if mean is None else mean
+            std = source_std if std is None else std
+        if class_names is None:
+            class_names = getattr(data_source, "class_names", None)
+    if mean is None or std is None:
+        raise ValueError(
+            "mean/std: not given, and no data source to measure them on "
+            "(pass mean and std, or a source, or a training config.json)"
+        )
+    return {
+        "image_size": image_size,
+        "mean": tuple(float(v) for v in mean),
+        "std": tuple(float(v) for v in std),
+        "class_names": None if class_names is None else tuple(class_names),
+        "config": config,
+    }
+
+
 def export_saved_model(
     model,
     export_dir,

@@ -1,0 +1,169 @@
+"""Tests for scripts/predict.py and scripts/export.py (functions in-process, the CLI once)."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_has import export
+from keras_has.models import get_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE_SIZE = 32
+MEAN = (120.0, 110.0, 100.0)
+STD = (60.0, 55.0, 50.0)
+NAMES = ("cat", "dog", "bird")
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(REPO, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+predict = load_script("predict")
+
+
+def smooth_image(seed, height, width):
+    rng = np.random.default_rng(seed)
+    low = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    return cv2.resize(low, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return get_model("tiny_gap", num_classes=3, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), widths=(8, 16))
+
+
+@pytest.fixture(scope="module")
+def saved(model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    keras_path = root / "run" / "model.keras"
+    keras_path.parent.mkdir()
+    model.save(keras_path)
+    (keras_path.parent / "config.json").write_text(json.dumps({"data": {"image_size": IMAGE_SIZE}}))
+    export_dir = export.export_saved_model(model, root / "export", image_size=IMAGE_SIZE, mean=MEAN, std=STD,
+                                           class_names=NAMES, top_k=2)
+    return keras_path, export_dir
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A folder of good images (two sizes, nested) and bad ones."""
+    folder = tmp_path / "images"
+    (folder / "nested").mkdir(parents=True)
+    good = {
+        folder / "a.jpg": smooth_image(1, 40, 60),
+        folder / "nested" / "b.png": smooth_image(2, 25, 18),
+        folder / "nested" / "a.png": smooth_image(3, 32, 32),  # same stem as a.jpg
+    }
+    for path, image in good.items():
+        cv2.imwrite(str(path), image[:, :, ::-1])
+    bad = {
+        folder / "corrupt.jpg": b"\xff\xd8\xff\xe0 this is not really a JPEG",
+        folder / "empty.png": b"",
+        folder / "text.png": b"hello",
+    }
+    for path, data in bad.items():
+        path.write_bytes(data)
+    (folder / "notes.txt").write_text("not an image extension: ignored")
+    return folder, {str(p): im for p, im in good.items()}, sorted(str(p) for p in bad)
+
+
+def test_expand_inputs(images, tmp_path):
+    folder, good, bad = images
+    files, unmatched = predict.expand_inputs(
+        [str(folder), str(folder / "*.jpg"), str(tmp_path / "missing.jpg"), str(tmp_path / "none*.png")])
+    assert sorted(files) == sorted(list(good) + bad)  # each file once, .txt ignored
+    assert unmatched == [str(tmp_path / "missing.jpg"), str(tmp_path / "none*.png")]
+    recursive, _ = predict.expand_inputs([str(folder / "**" / "*.png")])
+    assert sorted(recursive) == sorted(p for p in list(good) + bad if p.endswith(".png"))
+
+
+def test_predict_files_skips_bad_files_and_writes_records_and_overlays(saved, images, tmp_path):
+    _, export_dir = saved
+    folder, good, bad = images
+    files, _ = predict.expand_inputs([str(folder)])
+    files.append(str(tmp_path / "vanished.jpg"))  # listed, then gone: unreadable
+    reported = []
+    predictor = predict.load_predictor(str(export_dir))
+    records, skipped = predict.predict_files(predictor, files, tmp_path / "out", batch_size=4,
+                                             report=lambda f, r: reported.append(f))
+    assert sorted(reported) == sorted(bad + [str(tmp_path / "vanished.jpg")])
+    assert [f for f, _ in skipped] == reported
+    assert any("expected JPEG or PNG" in reason for _, reason in skipped)
+    assert sorted(r["file"] for r in records) == sorted(good)
+
+    lines = (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == records
+    loaded = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    overlay_names = set()
+    for record in records:
+        image = good[record["file"]]
+        with open(record["file"], "rb") as f:
+            direct = loaded(images_bytes=tf.constant([f.read()]))
+        assert record["box"] == direct["boxes"].numpy()[0].tolist()
+        assert record["class_id"] == int(direct["classes"].numpy()[0, 0])
+        assert record["class_name"] == NAMES[record["class_id"]]
+        assert record["score"] == pytest.approx(float(direct["scores"].numpy()[0, 0]))
+        assert [t["class_id"] for t in record["top_k"]] == direct["classes"].numpy()[0].tolist()
+        assert record["image_size"] == list(image.shape[:2])
+        overlay = cv2.imread(record["overlay"], cv2.IMREAD_COLOR)
+        assert overlay.shape == image.shape  # drawn on the image at its own size
+        x0, y0, x1, y1 = record["box"]
+        assert overlay[y1, (x0 + x1) // 2].tolist() == [0, 255, 0]  # the box's bottom edge, in green
+        overlay_names.add(os.path.basename(record["overlay"]))
+    assert len(overlay_names) == 3  # a.jpg and nested/a.png do not overwrite each other
+
+
+def test_keras_model_gives_the_same_predictions(saved, images, tmp_path):
+    keras_path, export_dir = saved
+    folder, good, _ = images
+    files = sorted(good)
+    settings = dict(train_config=str(keras_path.parent / "config.json"), mean=MEAN, std=STD, class_names=NAMES)
+    from_keras, _ = predict.predict_files(predict.load_predictor(str(keras_path), settings, top_k=2), files,
+                                          tmp_path / "k", overlays=False)
+    from_saved, _ = predict.predict_files(predict.load_predictor(str(export_dir)), files, tmp_path / "s",
+                                          overlays=False)
+    for a, b in zip(from_keras, from_saved):
+        assert (a["file"], a["class_id"], a["box"]) == (b["file"], b["class_id"], b["box"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+    with pytest.raises(ValueError, match="SavedModel directory or a .keras file"):
+        predict.load_predictor(str(tmp_path))
+
+
+def test_export_and_predict_command_lines(saved, images, tmp_path):
+    keras_path, _ = saved
+    folder, good, bad = images
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(NAMES) + "\n")
+    out = tmp_path / "cli_export"
+    preds = tmp_path / "cli_preds"
+    python = sys.executable
+    script = (
+        f"{python} scripts/export.py --model={keras_path} --output_dir={out} --mean=120,110,100 "
+        f"--std=60,55,50 --class_names={names} --top_k=2 && "
+        f"{python} scripts/export.py --model={keras_path} --output_dir={out} --mean=1,2,3 --std=1,1,1; "
+        f"echo export-again-status=$?; "
+        f"{python} scripts/predict.py --model={out} --output_dir={preds} --nooverlays {folder}; "
+        f"echo predict-status=$?"
+    )
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert "export-again-status=2" in done.stdout, done.stderr[-3000:]  # exists, no --overwrite
+    assert "already exists" in done.stderr
+    assert "predict-status=1" in done.stdout, done.stderr[-3000:]  # some files were skipped
+    for path in bad:
+        assert f"skipped {path}:" in done.stderr
+    prep = json.loads((out / "assets" / "preprocessing.json").read_text())
+    assert prep["image_size"] == [IMAGE_SIZE, IMAGE_SIZE] and prep["mean"] == [120, 110, 100]  # size from config.json
+    assert json.loads((out / "assets" / "training_config.json").read_text()) == {"data": {"image_size": IMAGE_SIZE}}
+    records = [json.loads(line) for line in (preds / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(r["file"] for r in records) == sorted(good)
+    assert {r["class_name"] for r in records} <= set(NAMES) and all(r["overlay"] is None for r in records)
