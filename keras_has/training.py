@@ -383,7 +383,8 @@ def _build_model(config: TrainConfig, num_classes: int, policy: str | None):
                             input_shape=input_shape, **kwargs)
 
 
-def _localization_callback(config: TrainConfig, eval_dataset, tensorboard_dir):
+def _localization_callback(config: TrainConfig, eval_dataset, tensorboard_dir,
+                           mean=None, std=None):
     """`keras_has.callbacks.LocalizationCallback` every `eval_every` epochs, if present."""
     if config.eval_every <= 0 or eval_dataset is None:
         return None
@@ -393,8 +394,10 @@ def _localization_callback(config: TrainConfig, eval_dataset, tensorboard_dir):
         return None
     params = inspect.signature(LocalizationCallback).parameters
     kwargs = {}
-    if "log_dir" in params:
+    if "log_dir" in params and _tensorboard_available():
         kwargs["log_dir"] = tensorboard_dir
+    if "mean" in params and "std" in params and mean is not None:
+        kwargs["mean"], kwargs["std"] = mean, std
     for name in ("every", "every_n_epochs", "frequency", "eval_every"):
         if name in params:
             kwargs[name] = config.eval_every
@@ -495,7 +498,7 @@ def train(config: TrainConfig) -> TrainResult:
     # written last, so an epoch counts as done only when everything else is on disk.
     _truncate_csv_to_backup(paths["csv"], paths["backup"])
     callbacks = [EpochSchedule(config.optim, config.epochs)]
-    loc_cb = _localization_callback(config, eval_ds, paths["tensorboard"])
+    loc_cb = _localization_callback(config, eval_ds, paths["tensorboard"], mean, std)
     if loc_cb is not None:
         callbacks.append(loc_cb)
     callbacks += [
