@@ -1,0 +1,279 @@
+"""GAP baseline vs Hide-and-Seek: train both, evaluate both, report as the paper does.
+
+`run_comparison` is the library side of `scripts/compare.py` (the project's main job).
+For every seed it trains two runs that differ only in hiding, the GAP baseline (no
+hiding) and Hide-and-Seek (the hiding of the given config), with `keras_has.training.train`
+(so an interrupted comparison resumes run by run), evaluates both on the evaluation
+split with `keras_has.evaluation.run_localization`, and writes under `output_dir`:
+
+- `gap_seed<k>/`, `has_seed<k>/`: the training runs (checkpoints, logs, `model.keras`);
+- `results.json`: every run's metrics plus the mean and standard deviation over seeds;
+- `gallery.png`: the same test images with the baseline's CAM (left) and Hide-and-Seek's
+  (right), ground-truth boxes green and predicted boxes red (the paper's Figure 3);
+- `saved_model/`: the Hide-and-Seek model of the first seed, exported for serving.
+
+Where the data also has boxes of the most discriminative part (the built-in synthetic
+data's `part_box`, or a WSOL split such as pets3's `test_head`), both models are also
+scored against those part boxes: a CAM that boxes only the part scores high there and
+low on the whole object.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+
+import numpy as np
+
+from keras_has import config as config_lib
+from keras_has.training import write_json_atomic
+
+__all__ = ["ARMS", "ComparisonResult", "run_comparison", "format_table", "summarize"]
+
+ARMS = ("gap", "has")
+ARM_TITLES = {"gap": "GAP (baseline)", "has": "Hide-and-Seek"}
+# Columns of the paper's Table 1 (and the stricter MaxBoxAccV2 of Choe et al.).
+TABLE_COLUMNS = (
+    ("top1_cls", "Top-1 Clas"),
+    ("gt_known_loc", "GT-known Loc"),
+    ("top1_loc", "Top-1 Loc"),
+    ("max_box_acc_v2", "MaxBoxAccV2"),
+)
+PART_COLUMNS = (("gt_known_loc", "GT-known Loc vs part"),)
+
+
+@dataclasses.dataclass
+class ComparisonResult:
+    """What `run_comparison` returns.
+
+    Attributes:
+      runs: `{arm: {seed: {"object": metrics, "part": metrics or None}}}`.
+      summary: `{arm: {"object": {key: (mean, std)}, "part": ...}}` over seeds.
+      table: the printed table (str).
+      results_path, gallery_path, export_dir: what was written (None if not written).
+    """
+
+    runs: dict
+    summary: dict
+    table: str
+    results_path: str
+    gallery_path: str | None
+    export_dir: str | None
+
+
+def _arm_config(base: config_lib.TrainConfig, arm: str, seed: int, output_dir: str):
+    hiding = base.hiding if arm == "has" else config_lib.HidingConfig(grid_sizes=(),
+                                                                       hide_prob=0.0)
+    return dataclasses.replace(base, hiding=hiding, seed=seed,
+                               output_dir=os.path.join(output_dir, f"{arm}_seed{seed}"))
+
+
+def _part_target(base: config_lib.TrainConfig, part_split: str | None):
+    """(source, split) holding part boxes for the evaluation images, or None.
+
+    `part_split` "auto": the synthetic source's part boxes, or the WSOL split
+    `<eval_split>_head` when the folder has it; "" or None: none; else a split name of
+    the training source.
+    """
+    from keras_has import data
+    from keras_has.training import _get_source
+
+    if not part_split or base.data.eval_split is None:
+        return None
+    if base.data.source == "synthetic":
+        kwargs = {"boxes": "part"}
+        if base.data.data_dir is not None:
+            kwargs["data_dir"] = base.data.data_dir
+        if base.data.source_config is not None:
+            kwargs["config"] = base.data.source_config
+        return data.get_source("synthetic", **kwargs), base.data.eval_split
+    source = _get_source(base)
+    split = f"{base.data.eval_split}_head" if part_split == "auto" else part_split
+    if split in tuple(source.splits):
+        return source, split
+    if part_split != "auto":
+        raise ValueError(f"part_split: expected one of the splits {list(source.splits)} "
+                         f"of {base.data.source!r}, received {part_split!r}")
+    return None
+
+
+def summarize(runs: dict) -> dict:
+    """Mean and population std over seeds of every numeric metric, per arm and target."""
+    out = {}
+    for arm, by_seed in runs.items():
+        out[arm] = {}
+        for target in ("object", "part"):
+            per_seed = [r[target] for r in by_seed.values() if r.get(target)]
+            if not per_seed:
+                out[arm][target] = None
+                continue
+            keys = [k for k, v in per_seed[0].items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            out[arm][target] = {
+                k: (float(np.mean([m[k] for m in per_seed])),
+                    float(np.std([m[k] for m in per_seed]))) for k in keys}
+    return out
+
+
+def _cell(stat) -> str:
+    if stat is None:
+        return "-"
+    mean, std = stat
+    if not math.isfinite(mean):
+        return "nan"
+    return f"{mean:6.2f} ± {std:4.2f}"
+
+
+def format_table(summary: dict, num_seeds: int) -> str:
+    """The paper's Table 1 layout (percentages, mean ± std over seeds)."""
+    columns = [(("object", k), title) for k, title in TABLE_COLUMNS]
+    if any(summary[arm].get("part") for arm in summary):
+        columns += [(("part", k), title) for k, title in PART_COLUMNS]
+    head = ["Method"] + [title for _, title in columns]
+    rows = []
+    for arm in ARMS:
+        if arm not in summary:
+            continue
+        row = [ARM_TITLES[arm]]
+        for (target, key), _ in columns:
+            stats = summary[arm].get(target)
+            row.append(_cell(None if stats is None else stats.get(key)))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    line = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    sep = "-+-".join("-" * w for w in widths)
+    note = (f"(percent; mean ± std over {num_seeds} seed{'s' if num_seeds > 1 else ''}; "
+            "Loc at IoU >= 0.5)")
+    return "\n".join([line(head), sep] + [line(r) for r in rows] + [note])
+
+
+def _gallery(examples: dict, mean, std, path: str, cols_pairs: int = 4) -> None:
+    """Side-by-side tiles: baseline overlay, then Hide-and-Seek overlay, per image."""
+    from keras_has import visualize
+
+    base, has = examples["gap"], examples["has"]
+    images = visualize.denormalize_images(base["image"], mean, std)
+    tiles = []
+    for i in range(len(images)):
+        gt = np.asarray(base["boxes"][i])[:int(base["num_boxes"][i])]
+        for ex in (base, has):
+            tiles.append(visualize.overlay_cam(images[i], ex["cam"][i], gt,
+                                               np.asarray(ex["pred_box"][i]).reshape(-1, 4)))
+    visualize.save_png(path, visualize.make_grid(np.stack(tiles), cols=2 * cols_pairs))
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    return value
+
+
+def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
+                   cam_threshold: float = 0.2, part_split: str | None = "auto",
+                   gallery_size: int = 8, export: bool = True,
+                   verbose: int = 1) -> ComparisonResult:
+    """Trains and evaluates the GAP baseline and Hide-and-Seek for each seed.
+
+    Args:
+      base: the Hide-and-Seek training config (its `hiding` must hide something); the
+        baseline is the same config without hiding. Its `output_dir` is ignored.
+      output_dir: folder for both arms' runs and the reports.
+      seeds: one training pair per seed.
+      cam_threshold: CAM threshold (fraction of max) of GT-known / Top-1 Loc.
+      part_split: where part boxes come from ("auto", "" for none, or a split name).
+      gallery_size: test images in `gallery.png` (0: no gallery).
+      export: export the first seed's Hide-and-Seek model as `output_dir/saved_model`.
+
+    Returns:
+      `ComparisonResult`.
+    """
+    from keras_has import data
+    from keras_has.evaluation import run_localization
+    from keras_has.training import _get_source, train
+
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds:
+        raise ValueError("seeds: expected at least one seed, received none")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: expected distinct seeds, received {list(seeds)}")
+    if not base.hiding.enabled:
+        raise ValueError("hiding: the comparison needs Hide-and-Seek settings "
+                         f"(grid_sizes with a non-zero size and hide_prob > 0), received "
+                         f"grid_sizes={list(base.hiding.grid_sizes)} "
+                         f"hide_prob={base.hiding.hide_prob}")
+    if base.data.eval_split is None:
+        raise ValueError("eval_split: the comparison evaluates on a split; received none")
+    if not 0.0 <= cam_threshold <= 1.0:
+        raise ValueError(f"cam_threshold: expected a value in [0, 1], received {cam_threshold}")
+    output_dir = os.path.abspath(os.path.expanduser(output_dir))
+    part = _part_target(base, part_split)
+
+    source = _get_source(base)
+    mean, std = data.get_normalization(source, split=base.data.train_split)
+    size = base.data.image_size
+    eval_batch = base.data.eval_batch_size or base.data.batch_size
+    eval_ds = data.make_eval_dataset(source, size, eval_batch, split=base.data.eval_split,
+                                     mean=mean, std=std)
+    part_ds = None
+    if part is not None:
+        part_ds = data.make_eval_dataset(part[0], size, eval_batch, split=part[1],
+                                         mean=mean, std=std)
+
+    runs = {arm: {} for arm in ARMS}
+    examples = {}
+    export_dir = None
+    for seed in seeds:
+        for arm in ARMS:
+            cfg = _arm_config(base, arm, seed, output_dir)
+            logging.info("compare: training %s (seed %d) in %s", arm, seed, cfg.output_dir)
+            result = train(cfg)
+            keep = gallery_size if seed == seeds[0] else 0
+            obj = run_localization(result.model, eval_ds, cam_threshold=cam_threshold,
+                                   num_examples=keep, verbose=verbose)
+            part_metrics = None
+            if part_ds is not None:
+                part_metrics = run_localization(result.model, part_ds,
+                                                cam_threshold=cam_threshold,
+                                                verbose=verbose).metrics
+            runs[arm][seed] = {"object": obj.metrics, "part": part_metrics}
+            if keep and obj.examples is not None:
+                examples[arm] = obj.examples
+            if export and arm == "has" and seed == seeds[0]:
+                from keras_has.export import export_saved_model
+
+                export_dir = os.path.join(output_dir, "saved_model")
+                export_saved_model(result.model, export_dir, image_size=size, mean=mean,
+                                   std=std, class_names=list(source.class_names),
+                                   cam_threshold=cam_threshold, config=cfg.to_dict(),
+                                   overwrite=True)
+
+    summary = summarize(runs)
+    table = format_table(summary, len(seeds))
+    gallery_path = None
+    if set(examples) == set(ARMS):
+        gallery_path = os.path.join(output_dir, "gallery.png")
+        _gallery(examples, mean, std, gallery_path)
+    results_path = os.path.join(output_dir, "results.json")
+    write_json_atomic(results_path, _jsonable({
+        "seeds": list(seeds), "cam_threshold": cam_threshold,
+        "eval_split": base.data.eval_split,
+        "part_boxes": None if part is None else {"split": part[1]},
+        "config": base.to_dict(), "runs": runs, "summary": summary, "table": table,
+    }))
+    return ComparisonResult(runs=runs, summary=summary, table=table,
+                            results_path=results_path, gallery_path=gallery_path,
+                            export_dir=export_dir)
+
+
+def load_results(path: str) -> dict:
+    """Reads a `results.json` written by `run_comparison`."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
