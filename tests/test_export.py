@@ -626,3 +626,64 @@ def test_loads_without_keras_has_and_runs_under_saved_model_cli(export_dir, load
 
     printed = outputs["run"].split("Result for output key boxes:")[1].split("Result for")[0]
     assert [int(v) for v in printed.replace("[", " ").replace("]", " ").split()] == expected["boxes"][0].tolist()
+
+
+# ---------------------------------------------------------------------------
+# Settings for an export, from flags or from a training run.
+# ---------------------------------------------------------------------------
+
+
+def write_uniform_wsol_folder(root):
+    """Two 8x8 training images of one colour each: mean (20, 30, 40), std (10, 10, 10)."""
+    (root / "metadata" / "train").mkdir(parents=True)
+    (root / "images").mkdir()
+    rows = []
+    for i, colour in enumerate([(10, 20, 30), (30, 40, 50)]):
+        cv2.imwrite(str(root / "images" / f"{i}.png"), np.full((8, 8, 3), colour[::-1], np.uint8))
+        rows.append(f"{i}.png")
+    meta = root / "metadata" / "train"
+    (meta / "image_ids.txt").write_text("".join(f"{r}\n" for r in rows))
+    (meta / "class_labels.txt").write_text("".join(f"{r},{i}\n" for i, r in enumerate(rows)))
+    (meta / "image_sizes.txt").write_text("".join(f"{r},8,8\n" for r in rows))
+    (meta / "localization.txt").write_text("".join(f"{r},1,1,6,6\n" for r in rows))
+    (root / "class_names.txt").write_text("red\nblue\n")
+    return root
+
+
+def test_resolve_serving_settings(tmp_path):
+    folder = write_uniform_wsol_folder(tmp_path / "data")
+    config = {"data": {"image_size": 48, "source": str(folder), "train_split": "train"}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    got = export.resolve_serving_settings(train_config=tmp_path / "config.json")
+    assert got["image_size"] == 48 and got["config"] == config
+    np.testing.assert_allclose(got["mean"], (20, 30, 40), atol=1e-3)
+    np.testing.assert_allclose(got["std"], (10, 10, 10), atol=1e-3)
+    assert got["class_names"] == ("red", "blue")
+    # Explicit values win.
+    (tmp_path / "names.txt").write_text("a\nb\n\n")
+    got = export.resolve_serving_settings(train_config=config, image_size=64, mean=(1, 2, 3), std=(4, 5, 6),
+                                          class_names=tmp_path / "names.txt")
+    assert (got["image_size"], got["mean"], got["std"], got["class_names"]) == (64, (1, 2, 3), (4, 5, 6), ("a", "b"))
+    with pytest.raises(ValueError, match="image_size: not given"):
+        export.resolve_serving_settings(mean=(1, 2, 3), std=(1, 1, 1))
+    with pytest.raises(ValueError, match="mean/std: not given"):
+        export.resolve_serving_settings(image_size=32)
+    (tmp_path / "gappy.txt").write_text("a\n\nb\n")
+    with pytest.raises(ValueError, match=r"gappy.txt: expected one non-empty class name per line.*\[2\]"):
+        export.resolve_serving_settings(image_size=32, mean=(1, 2, 3), std=(1, 1, 1), class_names=tmp_path / "gappy.txt")
+    with pytest.raises(ValueError, match="train_config: cannot read"):
+        export.resolve_serving_settings(train_config=tmp_path / "missing.json")
+
+
+def test_mixed_precision_model_serves_float32():
+    model = get_model("tiny_gap", num_classes=3, input_shape=(16, 16, 3), widths=(4, 8), dtype_policy="mixed_bfloat16")
+    config = export.make_serving_config(model, image_size=16, mean=MEAN, std=STD)
+    out = export.ServingFunctions(model, config).serving_images(tf.constant(smooth_image(9, 20, 24)[None]))
+    assert out["scores"].dtype == tf.float32 and out["cams"].dtype == tf.float32
+    assert np.all(np.isfinite(out["cams"].numpy())) and out["cams"].shape == (1, 8, 8)
+    from keras_has import localization
+
+    maps = localization.normalize_cams(localization.resize_cams(out["cams"].numpy(), (16, 16)))
+    box = np.asarray(localization.boxes_from_cams(maps, THRESHOLD))[0]
+    assert out["boxes"].numpy()[0].tolist() == [box[0] * 24 // 16, box[1] * 20 // 16,
+                                                -(-(box[2] + 1) * 24 // 16) - 1, -(-(box[3] + 1) * 20 // 16) - 1]
