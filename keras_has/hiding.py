@@ -6,25 +6,26 @@ image uniformly from `grid_sizes` (0 means "leave this image whole") and replace
 every pixel of each cell, in all channels, by `fill_value` with probability
 `hide_prob`.
 
-How it is made fast (measurements in docs/notes/issue-2.md):
+How it is made fast (design and measurements in docs/notes/issue-2.md):
 
-1. Random numbers are drawn at *cell* resolution only: one uniform per cell of the
-   finest grid, `[B, ceil(H / S_min), ceil(W / S_min)]`, and one grid-size index per
-   image. An image with a coarser S uses the top-left cells of that array.
-2. Let g be the largest integer dividing every positive grid size and W (4 for the
-   paper's sizes at W = 224). Cell borders fall on multiples of g, so each run of g
-   pixels of a row lies in one cell. The cell decisions are expanded to a mask with
-   one entry per run, `[B, H, W / g]` (a 1/(g*C) fraction of the image), by two
-   gathers: columns first (rows of the transposed cell grid, tiny), then whole mask
-   rows (contiguous copies), using per-image indices `x // S_b` and `y // S_b` in int32.
-3. The image, viewed as `[B*H*W/g, g*C]`, is multiplied by the mask viewed as
-   `[B*H*W/g, 1]` (one broadcast multiply, one read and one write of the image, in
-   its own dtype: uint8 stays uint8); a non-zero fill uses one broadcast select
-   (floats) or `(x - f) * m + f` in modular uint8 arithmetic. When runs would be
-   shorter than 32 bytes (or W or C is dynamic), the mask is built at full
-   resolution `[B, H, W*C]` instead and applied element-wise.
-
-Images are assumed finite: with a zero fill, a hidden NaN or inf stays NaN (x * 0).
+1. Random numbers are drawn at *cell* resolution only: one integer per cell of the
+   finest grid, `[B, ceil(H / S_min), ceil(W / S_min)]`, plus one per image for its
+   grid size. An image with a coarser S uses the top-left cells of that array.
+2. Cell borders fall on multiples of every S. With `run_h = gcd(sizes, H)` and
+   `run_w = gcd(sizes, W)` (16 and 16 for S = 16 at 224 x 224; 4 and 4 for the paper's
+   mixed sizes), each block of `run_h` rows x `run_w` pixels lies in one cell, so the
+   mask needs one entry per block, `[B, H / run_h, W / run_w]` (1/48 of a 224 x 224 x 3
+   image or less). Two small gathers with per-image int32 indices `y // S_b` and
+   `x // S_b` build it (two one-hot matmuls under XLA, whose CPU gathers are slow).
+3. The image is viewed, without copying, as integer words (int32 where a run's bytes
+   allow, so uint8 and 16-bit floats are processed 4 and 2 values at a time) of shape
+   `[B*H/run_h, run_h, W/run_w, words per run]`, and multiplied by the 0/1 mask viewed
+   as `[B*H/run_h, 1, W/run_w, 1]`: one broadcast multiply, one read and one write of
+   the batch, nothing image-sized materialised. A non-zero fill uses
+   `((x ^ f) * m) ^ f`. Kept pixels keep their exact bits; hidden ones get exactly
+   the fill's bits (NaN included).
+   When a run is shorter than 32 bytes (the broadcast is then slow outside XLA) or W
+   or C is dynamic, the mask gets one entry per word of the row instead.
 """
 from __future__ import annotations
 
@@ -195,52 +196,136 @@ def hide_patches(images, grid_sizes=(16, 32, 44, 56), hide_prob=0.5, fill_value=
             with tf.control_dependencies([check]):
                 batched = tf.identity(batched)
         keep, cell_size = _draw_cells(b, h, w, grid_sizes, hide_prob, seeds)
-        zero_fill = all(v == 0.0 for v in fill)
-        mask_dtype = tf.bool if not zero_fill and images.dtype != tf.uint8 else images.dtype
-        keep = tf.cast(keep, mask_dtype)
-
         xla = _in_xla_context()
-        seg = _segment_width(positive, batched.shape[2], channels, images.dtype, xla)
-        if seg:
-            # Segments of `seg` pixels never straddle a cell: mask [B, H, W/seg] -> [N, 1].
-            columns = tf.range(w // seg, dtype=tf.int32) * seg
-            mask = _expand_mask(keep, cell_size, h, columns, xla)
-            pixels = tf.reshape(batched, tf.stack([-1, seg * c]))
-            mask = tf.reshape(mask, [-1, 1])
-            fill_row = _fill_row(fill, seg, images.dtype)
-        else:
-            # Full resolution: one mask entry per (pixel, channel), [B*H, W*C].
-            columns = tf.range(w * c, dtype=tf.int32) // c
-            mask = _expand_mask(keep, cell_size, h, columns, xla)
-            pixels = tf.reshape(batched, tf.stack([b * h, w * c]))
-            mask = tf.reshape(mask, tf.stack([b * h, w * c]))
-            width = batched.shape[2]
-            fill_row = _fill_row(fill, width if width is not None else w, images.dtype)
-        out = _apply(pixels, mask, fill_row, zero_fill)
+        layout = _choose_layout(positive, batched.shape, images.dtype, xla)
+        out = _apply_mask(batched, keep, cell_size, fill, layout, xla)
         out = tf.reshape(out, shape)
         return out if rank == 4 else out[0]
 
 
-# Segment path only when a segment row is at least this many bytes: below it the
-# broadcast multiply over a [N, 1] mask is slower than a full-resolution mask.
-_MIN_SEGMENT_BYTES = 32
-
-
-def _segment_width(positive_sizes, width, channels, dtype, xla):
-    """Largest g dividing every positive grid size and W, or 0 for the full-resolution path.
-
-    Needs static W and C. Under XLA the broadcast multiply is fused, so any g > 0 will
-    do; otherwise short runs fall back to the full-resolution mask. Cell boundaries fall on multiples of g, so a run of g pixels
-    of one row lies in a single cell and shares one mask value.
-    """
-    if width is None or channels is None:
-        return 0
-    g = width
-    for s in positive_sizes:
-        g = math.gcd(g, s)
-    if not xla and g * channels * dtype.size < _MIN_SEGMENT_BYTES:
-        return 0
+def _gcd(values):
+    g = 0
+    for v in values:
+        g = math.gcd(g, int(v))
     return g
+
+
+# Column runs shorter than this many bytes are not broadcast over (slow outside XLA):
+# the mask then gets one entry per word of the row instead (measured; see the notes).
+_MIN_RUN_BYTES = 32
+
+_WORD_DTYPES = {4: tf.int32, 2: tf.int16, 1: tf.uint8}
+
+# Tests and benchmarks may force a layout `(run_h, run_w, word_bytes)`; None = automatic.
+_LAYOUT_OVERRIDE = None
+
+
+def _choose_layout(positive_sizes, shape, dtype, xla):
+    """Picks `(run_h, run_w, word_bytes)` for an image batch of static `shape`.
+
+    Cell borders fall on multiples of every S. So with static H, `run_h = gcd(sizes, H)`
+    consecutive rows always lie in the same cells, and with static W and C each run of
+    `run_w = gcd(sizes, W)` pixels of a row (`run_w * C * itemsize` bytes) lies in one
+    cell. The image is processed as integer words of `word_bytes` (4, 2 or 1; a word
+    never straddles a run), and the mask has one entry per run of rows and, along the
+    row, one entry per column run (`run_w > 0`) or per word (`run_w = 0`: when W or C
+    is dynamic, or when runs are too short to broadcast fast outside XLA).
+    """
+    if _LAYOUT_OVERRIDE is not None:
+        return _LAYOUT_OVERRIDE
+    _, height, width, channels = shape
+    run_h = _gcd(list(positive_sizes) + [height]) if height is not None else 1
+    if width is None or channels is None:
+        return run_h, False, min(dtype.size, 4)
+    run_w = _gcd(list(positive_sizes) + [width])
+    run_bytes = run_w * channels * dtype.size
+    word_bytes = next(n for n in (4, 2, 1) if run_bytes % n == 0)
+    if not xla and run_bytes < _MIN_RUN_BYTES:
+        run_w = 0
+    return run_h, run_w, word_bytes
+
+
+def _to_words(images, word_bytes):
+    """Zero-copy view of `images` as a flat vector of integer words."""
+    item = images.dtype.size
+    word_dtype = _WORD_DTYPES[word_bytes]
+    if images.dtype == word_dtype:
+        return tf.reshape(images, [-1])
+    if word_bytes == item:
+        return tf.reshape(tf.bitcast(images, word_dtype), [-1])
+    if word_bytes > item:
+        return tf.bitcast(tf.reshape(images, [-1, word_bytes // item]), word_dtype)
+    return tf.reshape(tf.bitcast(images, word_dtype), [-1])
+
+
+def _from_words(words, dtype, shape, word_bytes):
+    """Inverse of `_to_words`."""
+    item = dtype.size
+    if words.dtype == dtype:
+        return tf.reshape(words, shape)
+    if word_bytes < item:
+        words = tf.reshape(words, [-1, item // word_bytes])
+    return tf.reshape(tf.bitcast(words, dtype), shape)
+
+
+def _fill_words(fill, dtype, channels, pixels, word_bytes):
+    """The fill of `pixels` consecutive pixels as words `[pixels * C * itemsize / word]`,
+    or None when every fill byte is zero."""
+    values = np.asarray(fill, dtype=np.float64)
+    if dtype == tf.uint8:
+        values = np.clip(np.round(values), 0, 255)
+    cast = values.astype(dtype.as_numpy_dtype)
+    if not cast.view(np.uint8).any():
+        return None
+    one = tf.constant(cast, dtype=dtype)
+    if cast.size == 1:
+        one = tf.fill(tf.reshape(channels, [1]), tf.reshape(one, []))
+    row = tf.tile(one, tf.reshape(pixels, [1]))  # [pixels * C]
+    return _to_words(row, word_bytes)
+
+
+def _apply_mask(images, keep, cell_size, fill, layout, xla):
+    """Expands the cell decisions to one mask entry per run and applies it in words.
+
+    With `R = H / run_h`, `P = W / run_w` and `Q` words per row, the words of the batch
+    are viewed (and the 0/1 mask broadcast) as
+      run_w > 0: `[B*R, run_h, P, Q/P]` times `[B*R, 1, P, 1]`
+      run_w = 0: `[B*R, run_h, Q]` times `[B*R, 1, Q]`
+    with the `run_h` axis dropped when it is 1. Kept words are multiplied by 1, hidden
+    ones by 0; a non-zero fill goes through `((x ^ f) * m) ^ f`, so the result is
+    bit-exact either way.
+    """
+    run_h, run_w, word_bytes = layout
+    dtype = images.dtype
+    shape = tf.shape(images)
+    b, h, w, c = shape[0], shape[1], shape[2], shape[3]
+    word_dtype = _WORD_DTYPES[word_bytes]
+    words = _to_words(images, word_bytes)
+    row_words = (w * c * dtype.size) // word_bytes
+    rows = tf.range(h // run_h, dtype=tf.int32) * run_h
+    if run_w:
+        columns = tf.range(w // run_w, dtype=tf.int32) * run_w
+        inner = [w // run_w, row_words // (w // run_w)]
+        mask_inner = [w // run_w, 1]
+        fill_pixels = run_w
+    else:
+        # Word j of a row starts at byte j * word_bytes, in pixel (j * word_bytes) // (C * item).
+        columns = (tf.range(row_words, dtype=tf.int32) * word_bytes) // (c * dtype.size)
+        inner = [row_words]
+        mask_inner = [row_words]
+        fill_pixels = w
+    mask = _expand_mask(tf.cast(keep, word_dtype), cell_size, rows, columns, xla)
+    outer = [b * (h // run_h)] + ([run_h] if run_h > 1 else [])
+    mask_outer = [b * (h // run_h)] + ([1] if run_h > 1 else [])
+    words = tf.reshape(words, tf.stack(outer + inner))
+    mask = tf.reshape(mask, tf.stack(mask_outer + mask_inner))
+    fill_words = _fill_words(fill, dtype, c, fill_pixels, word_bytes)
+    if fill_words is None:
+        out = words * mask
+    else:
+        out = tf.bitwise.bitwise_xor(
+            tf.bitwise.bitwise_xor(words, fill_words) * mask, fill_words)
+    return _from_words(out, dtype, shape, word_bytes)
 
 
 _DRAW_RANGE = 2**24
@@ -281,8 +366,9 @@ def _draw_cells(b, h, w, grid_sizes, hide_prob, seeds):
     return keep, cell_size
 
 
-def _expand_mask(keep, cell_size, h, columns, use_matmul):
-    """Expands cell decisions `[B, cy, cx]` to `[B, H, P]` for column pixels `columns` [P].
+def _expand_mask(keep, cell_size, rows, columns, use_matmul):
+    """Expands cell decisions `[B, cy, cx]` to `[B, R, P]` for pixel rows `rows` [R] and
+    pixel columns `columns` [P].
 
     Default: two gathers, columns first (rows of the transposed cell grid, small), then
     whole mask rows (contiguous copies) for the H image rows. Under XLA, whose CPU
@@ -290,17 +376,17 @@ def _expand_mask(keep, cell_size, h, columns, use_matmul):
     """
     shape = tf.shape(keep)
     b, cy, cx = shape[0], shape[1], shape[2]
-    row_cell = tf.range(h, dtype=tf.int32)[None, :] // cell_size[:, None]  # [B, H]
+    row_cell = rows[None, :] // cell_size[:, None]  # [B, R]
     col_cell = columns[None, :] // cell_size[:, None]  # [B, P]
     if use_matmul:
-        rows = tf.cast(tf.equal(row_cell[:, :, None], tf.range(cy)[None, None, :]), tf.float32)
-        cols = tf.cast(tf.equal(col_cell[:, None, :], tf.range(cx)[None, :, None]), tf.float32)
-        mask = tf.matmul(tf.matmul(rows, tf.cast(keep, tf.float32)), cols)  # [B, H, P]
+        row_hot = tf.cast(tf.equal(row_cell[:, :, None], tf.range(cy)[None, None, :]), tf.float32)
+        col_hot = tf.cast(tf.equal(col_cell[:, None, :], tf.range(cx)[None, :, None]), tf.float32)
+        mask = tf.matmul(tf.matmul(row_hot, tf.cast(keep, tf.float32)), col_hot)  # [B, R, P]
         return mask > 0.5 if keep.dtype == tf.bool else tf.cast(mask, keep.dtype)
     col_cell += tf.range(b, dtype=tf.int32)[:, None] * cx
     by_column = tf.reshape(tf.transpose(keep, [0, 2, 1]), tf.stack([b * cx, cy]))
     row_masks = tf.transpose(tf.gather(by_column, col_cell), [0, 2, 1])  # [B, cy, P]
-    return tf.gather(row_masks, row_cell, axis=1, batch_dims=1)  # [B, H, P]
+    return tf.gather(row_masks, row_cell, axis=1, batch_dims=1)  # [B, R, P]
 
 
 def _in_xla_context():
@@ -311,25 +397,3 @@ def _in_xla_context():
         return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
     except Exception:  # pragma: no cover - API moved: fall back to the gather path
         return False
-
-
-def _fill_row(fill, repeats, dtype):
-    """The fill as a scalar (one value) or a `[1, repeats * C]` row in `dtype`."""
-    values = np.asarray(fill, dtype=np.float64)
-    if dtype == tf.uint8:
-        values = np.clip(np.round(values), 0, 255)
-    if values.size == 1:
-        return tf.constant(values[0], dtype=dtype)
-    if isinstance(repeats, int):
-        return tf.constant(np.tile(values, repeats)[None, :], dtype=dtype)
-    return tf.tile(tf.constant(values, dtype=dtype), tf.reshape(repeats, [1]))[None, :]
-
-
-def _apply(pixels, mask, fill, zero_fill):
-    """Writes the fill where `mask` is 0/False; `mask` is `pixels`-shaped or `[N, 1]`."""
-    if zero_fill:
-        return pixels * mask  # mask in the pixels' dtype, 0 or 1
-    if pixels.dtype == tf.uint8:
-        # Exact in modular uint8 arithmetic: (x - f) * 1 + f = x, (x - f) * 0 + f = f.
-        return (pixels - fill) * mask + fill
-    return tf.where(mask, pixels, fill)

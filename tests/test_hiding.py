@@ -92,6 +92,8 @@ EXACT_CASES = [
     ((3, 9, 11, 2), "bfloat16", (2, 5), (0.5, 7.0)),
     ((3, 16, 16, 4), "float16", (8,), 0.0),
     ((3, 13, 21, 1), "float32", (0, 5, 6), 7.0),
+    ((3, 12, 16, 3), "float64", (4,), (1.0, 2.0, 3.0)),
+    ((3, 12, 16, 2), "bfloat16", (4, 8), 0.0),
 ]
 
 
@@ -113,6 +115,19 @@ def test_hide_prob_one_hides_everything_including_truncated_edge_cells():
     np.testing.assert_array_equal(y.numpy(), expected)
 
 
+@pytest.mark.parametrize("fill", [0.0, -1.5])
+def test_bit_exact_with_nan_and_negative_zero(fill):
+    # Kept pixels keep their exact bits (NaN stays NaN, -0.0 stays -0.0); hidden pixels
+    # are exactly the fill, whatever was there.
+    x = np.full((2, 8, 8, 3), np.nan, np.float32)
+    x[:, ::2] = -0.0
+    y = hide_patches(tf.constant(x), (2,), hide_prob=0.5, fill_value=fill, seed=1).numpy()
+    fill_bits = np.array(fill, np.float32).view(np.int32)
+    hidden = np.all(y.view(np.int32) == fill_bits, axis=-1)
+    kept = np.all(y.view(np.int32) == x.view(np.int32), axis=-1)
+    assert np.all(hidden | kept) and hidden.any() and kept.any()
+
+
 def test_hide_prob_zero_and_only_zero_size_leave_images_unchanged():
     _, x = _images((2, 10, 7, 3), "uint8")
     np.testing.assert_array_equal(hide_patches(x, (4,), hide_prob=0.0, seed=1), x)
@@ -132,16 +147,21 @@ def test_uint8_fill_is_rounded_and_clipped_to_the_uint8_range():
     np.testing.assert_array_equal(y.numpy()[0, 0, 0], [0, 3, 255])
 
 
-def test_run_length_and_full_resolution_paths_agree(monkeypatch):
-    # Same seed, same cells: the two ways of applying the mask must give the same output.
-    for dtype, fill in (("float32", 0.0), ("float32", (1.0, 2.0, 3.0)), ("uint8", 5.0)):
+@pytest.mark.parametrize("layout", [(1, 0, 4), (4, 0, 4), (2, 0, 1), (1, 4, 4), (4, 4, 2),
+                                    (2, 2, 2), (1, 1, 1), (4, 2, 1)])
+def test_every_mask_layout_gives_the_same_output(monkeypatch, layout):
+    # Same seed, same cells: each internal way of laying out and applying the mask
+    # (rows per mask entry, pixels per mask entry or 0 = one per word, word bytes)
+    # must give the automatic result.
+    for dtype, fill in (("float32", 0.0), ("float32", (1.0, 2.0, 3.0)), ("uint8", 5.0),
+                        ("uint8", (1.0, 2.0, 3.0))):
         _, x = _images((4, 24, 20, 3), dtype)
-        monkeypatch.setattr(hiding, "_MIN_SEGMENT_BYTES", 0)
-        runs = hide_patches(x, (4, 8), fill_value=fill, seed=11)
-        monkeypatch.setattr(hiding, "_MIN_SEGMENT_BYTES", 10**9)
-        full = hide_patches(x, (4, 8), fill_value=fill, seed=11)
-        np.testing.assert_array_equal(runs, full)
-        _hidden_map(x, runs, fill)
+        expected = hide_patches(x, (4, 8), fill_value=fill, seed=11)
+        monkeypatch.setattr(hiding, "_LAYOUT_OVERRIDE", layout)
+        np.testing.assert_array_equal(hide_patches(x, (4, 8), fill_value=fill, seed=11),
+                                      expected)
+        monkeypatch.setattr(hiding, "_LAYOUT_OVERRIDE", None)
+        _hidden_map(x, expected, fill)
 
 
 # ---------------------------------------------------------------------------------
