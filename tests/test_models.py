@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_has import models
-from keras_has.models.layers import CaffeMaxPooling2D, LocalResponseNormalization
+from keras_has.models.layers import CaffeMaxPooling2D, GroupedConv2D, LocalResponseNormalization
 
 ALL_MODELS = [
     "alexnet_gap",
@@ -126,6 +126,23 @@ def test_caffe_max_pool_with_pad():
     # padded 7x7, out = ceil((5 + 2 - 3) / 2) + 1 = 3; window r covers input rows 2r-1..2r+1.
     expected = [[x[0, max(0, 2 * r - 1) : 2 * r + 2, max(0, 2 * c - 1) : 2 * c + 2, 0].max() for c in range(3)] for r in range(3)]
     np.testing.assert_array_equal(out, expected)
+
+
+def test_grouped_conv_matches_keras_grouped_conv_and_per_group_numpy():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 5, 5, 4)).astype("float32")
+    ours = GroupedConv2D(6, 3, padding="same", groups=2)
+    ref = keras.layers.Conv2D(6, 3, padding="same", groups=2)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    assert ours.kernel.shape == ref.kernel.shape == (3, 3, 2, 6)
+    ref.set_weights(ours.get_weights())
+    np.testing.assert_allclose(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+    # group 1 (filters 3..5) sees only input channels 2..3: its output at the centre pixel
+    kernel, bias = ours.get_weights()
+    centre = np.einsum("ijc,ijcf->f", x[0, 1:4, 1:4, 2:4], kernel[:, :, :, 3:6]) + bias[3:6]
+    np.testing.assert_allclose(ours(x).numpy()[0, 2, 2, 3:6], centre, rtol=1e-5, atol=1e-5)
+    assert GroupedConv2D.from_config(ours.get_config()).groups == 2
 
 
 def test_lrn_matches_caffe_formula():

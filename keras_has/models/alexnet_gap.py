@@ -24,6 +24,7 @@ from keras_has.models.layers import (
     check_input_shape,
     LayerSeeds,
     check_num_classes,
+    conv2d,
     gap_classifier,
 )
 
@@ -65,7 +66,7 @@ def alexnet_gap(
         raise ValueError(f"{name}: `groups` must be 1 or 2, received {groups!r}")
 
     def conv(x, filters, kernel, conv_name, strides=1, grouped=False, act_name=None):
-        x = keras.layers.Conv2D(
+        x = conv2d(
             filters,
             kernel,
             strides=strides,

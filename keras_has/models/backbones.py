@@ -44,6 +44,7 @@ from keras_has.models.layers import (
     check_dtype_policy,
     check_input_shape,
     check_num_classes,
+    conv2d,
     gap_classifier,
 )
 
@@ -201,7 +202,7 @@ def _backbone_gap(
             x = keras.layers.Dropout(
                 cam_dropout, name=f"cam_conv{i}_dropout", seed=seeds.next(), dtype=dtype_policy
             )(x)
-        x = keras.layers.Conv2D(
+        x = conv2d(
             filters,
             3,
             padding="same",

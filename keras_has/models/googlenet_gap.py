@@ -16,6 +16,7 @@ from keras_has.models.layers import (
     check_input_shape,
     LayerSeeds,
     check_num_classes,
+    conv2d,
     gap_classifier,
 )
 
@@ -74,7 +75,7 @@ def googlenet_gap(
         )
 
     def conv(x, filters, kernel, conv_name, strides=1, padding="same", groups=1, act_name=None):
-        x = keras.layers.Conv2D(
+        x = conv2d(
             filters,
             kernel,
             strides=strides,
