@@ -124,7 +124,8 @@ def test_caffe_max_pool_with_pad():
     x = np.arange(25, dtype="float32").reshape(1, 5, 5, 1)
     out = CaffeMaxPooling2D(3, 2, pad=1)(x).numpy()[0, :, :, 0]
     # padded 7x7, out = ceil((5 + 2 - 3) / 2) + 1 = 3; window r covers input rows 2r-1..2r+1.
-    expected = [[x[0, max(0, 2 * r - 1) : 2 * r + 2, max(0, 2 * c - 1) : 2 * c + 2, 0].max() for c in range(3)] for r in range(3)]
+    rows = [slice(max(0, 2 * r - 1), 2 * r + 2) for r in range(3)]
+    expected = [[x[0, rs, cs, 0].max() for cs in rows] for rs in rows]
     np.testing.assert_array_equal(out, expected)
 
 

@@ -250,9 +250,7 @@ def vgg16_gap(
     seed=None,
     name="vgg16_gap",
 ):
-    return _backbone_gap(
-        "vgg16", num_classes, input_shape, weights, cam_convs, cam_groups, cam_dropout, dropout, dtype_policy, seed, name
-    )
+    return _backbone_gap("vgg16", **locals())  # locals() == exactly the arguments above
 
 
 def resnet50_gap(
@@ -267,9 +265,7 @@ def resnet50_gap(
     seed=None,
     name="resnet50_gap",
 ):
-    return _backbone_gap(
-        "resnet50", num_classes, input_shape, weights, cam_convs, cam_groups, cam_dropout, dropout, dtype_policy, seed, name
-    )
+    return _backbone_gap("resnet50", **locals())  # locals() == exactly the arguments above
 
 
 def inceptionv3_gap(
@@ -284,19 +280,7 @@ def inceptionv3_gap(
     seed=None,
     name="inceptionv3_gap",
 ):
-    return _backbone_gap(
-        "inceptionv3",
-        num_classes,
-        input_shape,
-        weights,
-        cam_convs,
-        cam_groups,
-        cam_dropout,
-        dropout,
-        dtype_policy,
-        seed,
-        name,
-    )
+    return _backbone_gap("inceptionv3", **locals())  # locals() == exactly the arguments above
 
 
 def mobilenetv2_gap(
@@ -311,19 +295,7 @@ def mobilenetv2_gap(
     seed=None,
     name="mobilenetv2_gap",
 ):
-    return _backbone_gap(
-        "mobilenetv2",
-        num_classes,
-        input_shape,
-        weights,
-        cam_convs,
-        cam_groups,
-        cam_dropout,
-        dropout,
-        dtype_policy,
-        seed,
-        name,
-    )
+    return _backbone_gap("mobilenetv2", **locals())  # locals() == exactly the arguments above
 
 
 vgg16_gap.__doc__ = "VGG16-GAP (CAM paper head on keras.applications.VGG16, pool5 removed).\n" + _BACKBONE_ARGS_DOC
