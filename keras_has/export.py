@@ -66,23 +66,26 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # ---------------------------------------------------------------------------
 
 
-def normalize_cams_tf(cams: tf.Tensor) -> tf.Tensor:
+def normalize_cams_tf(cams: tf.Tensor, finite: tf.Tensor | None = None) -> tf.Tensor:
     """Per-map min-max normalisation to [0, 1]; constant, NaN or inf maps become zeros.
 
     Args:
         cams: float `[N, H, W]`.
+        finite: optional bool `[N]`, whether each map is finite (e.g. checked on the
+            small map before upsampling, which keeps finiteness); computed if None.
 
     Returns:
         float32 `[N, H, W]`.
     """
     cams = tf.cast(cams, tf.float32)
-    finite = tf.reduce_all(tf.math.is_finite(cams), axis=[1, 2], keepdims=True)
-    safe = tf.where(finite, cams, tf.zeros_like(cams))
+    if finite is None:
+        finite = tf.reduce_all(tf.math.is_finite(cams), axis=[1, 2])
+    finite = tf.reshape(finite, [-1, 1, 1])
+    safe = tf.where(finite, cams, 0.0)
     low = tf.reduce_min(safe, axis=[1, 2], keepdims=True)
-    high = tf.reduce_max(safe, axis=[1, 2], keepdims=True)
-    span = high - low
+    span = tf.reduce_max(safe, axis=[1, 2], keepdims=True) - low
     valid = tf.logical_and(finite, span > 0)
-    return tf.where(valid, (safe - low) / tf.where(valid, span, tf.ones_like(span)), 0.0)
+    return tf.where(valid, (safe - low) / tf.where(valid, span, 1.0), 0.0)
 
 
 def resize_cams_tf(cams: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
@@ -250,9 +253,10 @@ def largest_region_boxes(cams: tf.Tensor, threshold: float) -> tf.Tensor:
     cams = tf.convert_to_tensor(cams, tf.float32)
     gray = tf.floor(cams * 255.0)
     max_gray = tf.reduce_max(gray, axis=[1, 2], keepdims=True)
-    # float64 so that floor(threshold * max) matches NumPy / OpenCV arithmetic.
+    # The level in float64, as NumPy / OpenCV compute it; an integer <= 255, so the
+    # comparison itself is exact in float32.
     level = tf.floor(tf.constant(float(threshold), tf.float64) * tf.cast(max_gray, tf.float64))
-    foreground = tf.cast(gray, tf.float64) > level
+    foreground = gray > tf.cast(level, tf.float32)
     count = tf.shape(cams)[0]
     runs = _run_components(foreground)
     image, label = runs["image"], runs["label"]
@@ -457,7 +461,8 @@ def resize_images(images: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
 
     Bilinear with antialiasing, clipped to [0, 255]: the same ops as
     `keras_has.data.pipeline` applies before normalisation, so served inputs match the
-    inputs the model was evaluated on.
+    inputs the model was evaluated on. Images already of `size` are passed through
+    (that resizing is the identity there; skipping it saves ~4 ms at 224x224).
 
     Args:
         images: uint8 or float `[H, W, 3]` or `[N, H, W, 3]` in [0, 255].
@@ -466,8 +471,17 @@ def resize_images(images: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
     Returns:
         float32 of the same rank, spatial size `size`, in [0, 255].
     """
-    resized = tf.image.resize(images, size, method="bilinear", antialias=True)
-    return tf.clip_by_value(resized, 0.0, 255.0)
+    images = tf.convert_to_tensor(images)
+    same_size = tf.reduce_all(tf.equal(tf.shape(images)[-3:-1], tf.constant(size, tf.int32)))
+
+    def resize():
+        resized = tf.image.resize(images, size, method="bilinear", antialias=True)
+        return tf.clip_by_value(resized, 0.0, 255.0)
+
+    def keep():  # antialiased bilinear resizing at scale 1 is the identity
+        return tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0)
+
+    return tf.cond(same_size, keep, resize)
 
 
 def _image_dims_from_header(data: tf.Tensor) -> tf.Tensor:
@@ -594,7 +608,8 @@ class ServingFunctions:
         features = tf.cast(features, tf.float32)[:count]
         scores, classes = tf.math.top_k(tf.nn.softmax(logits, axis=-1), k=config.top_k)
         cams = self._cams_from_features(features, self._kernel, classes[:, 0])
-        maps = normalize_cams_tf(resize_cams_tf(cams, config.image_size))
+        finite = tf.reduce_all(tf.math.is_finite(cams), axis=[1, 2])  # on the small maps
+        maps = normalize_cams_tf(resize_cams_tf(cams, config.image_size), finite)
         boxes = largest_region_boxes(maps, config.cam_threshold)
         height, width = config.image_size
         found = tf.reduce_any(maps > 0, axis=[1, 2])  # no foreground <=> constant map

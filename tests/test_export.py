@@ -341,10 +341,13 @@ def test_outputs_match_the_keras_model(model, loaded):
 def test_preprocessing_matches_the_eval_pipeline():
     from keras_has.data import pipeline
 
-    image = smooth_image(5, 45, 71)
-    ours = export.resize_images(image, (IMAGE_SIZE, IMAGE_SIZE)).numpy()
-    theirs = pipeline._resize(image, IMAGE_SIZE).numpy()
-    np.testing.assert_array_equal(ours, theirs)
+    rng = np.random.default_rng(0)
+    for image in (smooth_image(5, 45, 71), rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)):
+        ours = export.resize_images(image, (IMAGE_SIZE, IMAGE_SIZE)).numpy()
+        theirs = pipeline._resize(image, IMAGE_SIZE).numpy()
+        np.testing.assert_array_equal(ours, theirs)
+    batch = rng.integers(0, 256, (2, 20, 30, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(export.resize_images(batch, (20, 30)).numpy(), batch.astype(np.float32))
 
 
 def test_bytes_any_size_boxes_in_each_image_frame(loaded):
