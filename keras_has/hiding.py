@@ -214,7 +214,7 @@ def _gcd(values):
 # the mask then gets one entry per word of the row instead (measured; see the notes).
 _MIN_RUN_BYTES = 32
 
-_WORD_DTYPES = {4: tf.int32, 2: tf.int16, 1: tf.uint8}
+_WORD_DTYPES = {8: tf.int64, 4: tf.int32, 2: tf.int16, 1: tf.uint8}
 
 # Tests and benchmarks may force a layout `(run_h, run_w, word_bytes)`; None = automatic.
 _LAYOUT_OVERRIDE = None
@@ -226,21 +226,27 @@ def _choose_layout(positive_sizes, shape, dtype, xla):
     Cell borders fall on multiples of every S. So with static H, `run_h = gcd(sizes, H)`
     consecutive rows always lie in the same cells, and with static W and C each run of
     `run_w = gcd(sizes, W)` pixels of a row (`run_w * C * itemsize` bytes) lies in one
-    cell. The image is processed as integer words of `word_bytes` (4, 2 or 1; a word
-    never straddles a run), and the mask has one entry per run of rows and, along the
-    row, one entry per column run (`run_w > 0`) or per word (`run_w = 0`: when W or C
-    is dynamic, or when runs are too short to broadcast fast outside XLA).
+    cell. The image is processed as integer words of `word_bytes` (4, 2 or 1, a word
+    never straddling a run; under XLA one word per value), and the mask has one entry
+    per run of rows and, along the row, one entry per column run (`run_w > 0`) or per
+    word (`run_w = 0`: when W or C is dynamic, or when runs are too short to broadcast
+    fast outside XLA).
     """
     if _LAYOUT_OVERRIDE is not None:
         return _LAYOUT_OVERRIDE
     _, height, width, channels = shape
     run_h = _gcd(list(positive_sizes) + [height]) if height is not None else 1
+    if xla:
+        # XLA fuses the broadcast for any run length, but packs bytes into wider words
+        # slowly: one word per value.
+        run_w = _gcd(list(positive_sizes) + [width]) if width is not None else 0
+        return run_h, run_w if channels is not None else 0, dtype.size
     if width is None or channels is None:
-        return run_h, False, min(dtype.size, 4)
+        return run_h, 0, min(dtype.size, 4)
     run_w = _gcd(list(positive_sizes) + [width])
     run_bytes = run_w * channels * dtype.size
     word_bytes = next(n for n in (4, 2, 1) if run_bytes % n == 0)
-    if not xla and run_bytes < _MIN_RUN_BYTES:
+    if run_bytes < _MIN_RUN_BYTES:
         run_w = 0
     return run_h, run_w, word_bytes
 

@@ -8,6 +8,7 @@ For float32 and uint8 batches (default 64 x 224 x 224 x 3) and the grid settings
                     one read of v, one write; the hiding op cannot do much better
   numpy loop        per-image Python/NumPy loop of the authors' algorithm (in place)
   RandomErasing     keras.layers.RandomErasing(training=True), the nearest Keras peer
+                    (default arguments; given uint8 it computes and returns float32)
 and the ratios hide_patches / floor, / numpy loop and / RandomErasing.
 
 Methods are timed round-robin (one call of each per round) so that a busy machine
@@ -81,7 +82,7 @@ def make_methods(images, grid_sizes, hide_prob):
     def multiply(x):
         return x * weights
 
-    erasing = keras.layers.RandomErasing(dtype=dtype.name)
+    erasing = keras.layers.RandomErasing()  # uint8 in, float32 out (it casts)
 
     @tf.function
     def erase(x):
