@@ -49,7 +49,7 @@ flags.DEFINE_integer("batch_rounds", 5, "Timed rounds of the batch measurement."
 flags.DEFINE_integer("warmup", 3, "Untimed calls of each method first.", lower_bound=1)
 flags.DEFINE_string("images", str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/pets3/images"),
                     "Folder of JPEGs to use (synthetic images when missing).")
-flags.DEFINE_integer("seed", 0, "Seed of the synthetic images.")
+flags.DEFINE_integer("seed", 0, "Seed of the model weights and the synthetic images.")
 
 MEAN = (123.7, 116.3, 103.5)
 STD = (58.4, 57.1, 57.4)
@@ -88,7 +88,7 @@ def time_round_robin(methods, rounds, warmup):
 def main(argv):
     del argv
     size = FLAGS.image_size
-    model = get_model(FLAGS.model, FLAGS.num_classes, input_shape=(size, size, 3))
+    model = get_model(FLAGS.model, FLAGS.num_classes, input_shape=(size, size, 3), seed=FLAGS.seed)
     count = max(FLAGS.batch, 1)
     source, jpegs, photo_jpegs, pixels = load_images(count, size)
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,6 +18,7 @@ IMAGE_SIZE = 32
 MEAN = (120.0, 110.0, 100.0)
 STD = (60.0, 55.0, 50.0)
 NAMES = ("cat", "dog", "bird")
+THRESHOLD = 0.7  # boxes smaller than the images with this random tiny model
 
 
 def load_script(name):
@@ -38,7 +39,7 @@ def smooth_image(seed, height, width):
 
 @pytest.fixture(scope="module")
 def model():
-    return get_model("tiny_gap", num_classes=3, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), widths=(8, 16))
+    return get_model("tiny_gap", num_classes=3, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), widths=(8, 16), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def saved(model, tmp_path_factory):
     model.save(keras_path)
     (keras_path.parent / "config.json").write_text(json.dumps({"data": {"image_size": IMAGE_SIZE}}))
     export_dir = export.export_saved_model(model, root / "export", image_size=IMAGE_SIZE, mean=MEAN, std=STD,
-                                           class_names=NAMES, top_k=2)
+                                           class_names=NAMES, top_k=2, cam_threshold=THRESHOLD)
     return keras_path, export_dir
 
 
@@ -120,6 +121,7 @@ def test_predict_files_skips_bad_files_and_writes_records_and_overlays(saved, im
         assert overlay[y1, (x0 + x1) // 2].tolist() == [0, 255, 0]  # the box's bottom edge, in green
         overlay_names.add(os.path.basename(record["overlay"]))
     assert len(overlay_names) == 3  # a.jpg and nested/a.png do not overwrite each other
+    assert any(r["box"] != [0, 0, r["image_size"][1] - 1, r["image_size"][0] - 1] for r in records)
 
 
 def test_keras_model_gives_the_same_predictions(saved, images, tmp_path):
@@ -127,7 +129,7 @@ def test_keras_model_gives_the_same_predictions(saved, images, tmp_path):
     folder, good, _ = images
     files = sorted(good)
     settings = dict(train_config=str(keras_path.parent / "config.json"), mean=MEAN, std=STD, class_names=NAMES)
-    from_keras, _ = predict.predict_files(predict.load_predictor(str(keras_path), settings, top_k=2), files,
+    from_keras, _ = predict.predict_files(predict.load_predictor(str(keras_path), settings, THRESHOLD, top_k=2), files,
                                           tmp_path / "k", overlays=False)
     from_saved, _ = predict.predict_files(predict.load_predictor(str(export_dir)), files, tmp_path / "s",
                                           overlays=False)
