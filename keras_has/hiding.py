@@ -102,7 +102,13 @@ def validate_hiding_args(grid_sizes, hide_prob, fill_value):
         raise ValueError(f"`hide_prob` must be in [0, 1]; received {hide_prob!r}.")
 
     if isinstance(fill_value, (tf.Tensor, tf.Variable)):
-        fill_value = fill_value.numpy() if hasattr(fill_value, "numpy") else fill_value
+        static = tf.get_static_value(fill_value)
+        if static is None:
+            raise TypeError(
+                "`fill_value` must be a Python number or sequence (a value known when "
+                f"the graph is built); received the symbolic tensor {fill_value!r}."
+            )
+        fill_value = static
     fills = np.asarray(fill_value, dtype=np.float64) if not isinstance(
         fill_value, (str, bytes)
     ) else None
@@ -178,10 +184,10 @@ def hide_patches(images, grid_sizes=(16, 32, 44, 56), hide_prob=0.5, fill_value=
             f"received {len(fill)} values {fill!r}."
         )
 
+    seeds = None if seed is None else _stateless_seed(seed)
     positive = [s for s in grid_sizes if s > 0]
     if not positive or hide_prob == 0.0:
         return tf.identity(images)
-    seeds = None if seed is None else _stateless_seed(seed)
 
     with tf.name_scope("hide_patches"):
         batched = images if rank == 4 else images[tf.newaxis]
@@ -311,7 +317,7 @@ def _apply_mask(images, keep, cell_size, fill, layout, xla):
     rows = tf.range(h // run_h, dtype=tf.int32) * run_h
     if run_w:
         columns = tf.range(w // run_w, dtype=tf.int32) * run_w
-        inner = [w // run_w, row_words // (w // run_w)]
+        inner = [w // run_w, row_words // tf.maximum(w // run_w, 1)]
         mask_inner = [w // run_w, 1]
         fill_pixels = run_w
     else:
