@@ -130,8 +130,9 @@ def main(argv):
         images = synthetic_images(FLAGS.num_images, FLAGS.size, FLAGS.seed)
     grid = hidden_grid(images, grid_sizes, FLAGS.hide_prob, FLAGS.seed)
     write_png_atomic(FLAGS.output, grid)
-    print(f"wrote {FLAGS.output}: {images.shape[0]} images x "
-          f"(original, S={', '.join(map(str, grid_sizes))}, mixed), {grid.shape[1]}x{grid.shape[0]}")
+    sizes = ", ".join(map(str, grid_sizes))
+    print(f"wrote {FLAGS.output}: {images.shape[0]} images x (original, S={sizes}, mixed), "
+          f"{grid.shape[1]}x{grid.shape[0]}")
 
 
 if __name__ == "__main__":
