@@ -388,6 +388,10 @@ def _as_triple(name: str, values: Any, positive: bool) -> tuple[float, float, fl
     return triple
 
 
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
 def _check_model(model) -> tuple[int, tuple[int, ...]]:
     """Returns (num_classes, model input shape) after checking the layer contract."""
     names = {layer.name for layer in getattr(model, "layers", [])}
@@ -437,14 +441,20 @@ def make_serving_config(
             )
         bad = [name for name in names if not name or "\n" in name]
         if bad:
-            raise ValueError(f"class_names: names must be non-empty single lines, received {bad[:3]}")
+            raise ValueError(
+                f"class_names: names must be non-empty single lines, received {bad[:3]}"
+            )
     threshold = float(cam_threshold)
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"cam_threshold: expected a fraction in [0, 1], received {cam_threshold!r}")
-    if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
+        raise ValueError(
+            f"cam_threshold: expected a fraction in [0, 1], received {cam_threshold!r}"
+        )
+    if not _is_positive_int(top_k):
         raise ValueError(f"top_k: expected a positive int, received {top_k!r}")
-    if isinstance(max_image_pixels, bool) or int(max_image_pixels) != max_image_pixels or max_image_pixels < 1:
-        raise ValueError(f"max_image_pixels: expected a positive int, received {max_image_pixels!r}")
+    if not _is_positive_int(max_image_pixels):
+        raise ValueError(
+            f"max_image_pixels: expected a positive int, received {max_image_pixels!r}"
+        )
     return ServingConfig(
         image_size=size,
         mean=_as_triple("mean", mean, positive=False),
@@ -665,6 +675,7 @@ def read_class_names(path) -> tuple[str, ...]:
 
 def resolve_serving_settings(
     *,
+    model_path=None,
     train_config=None,
     image_size=None,
     mean=None,
@@ -680,6 +691,8 @@ def resolve_serving_settings(
     (`keras_has.data.get_normalization` over its training split, cached next to the data).
 
     Args:
+        model_path: the `.keras` model; its run's `config.json` beside it is used when
+            `train_config` is None and the file exists.
         train_config: path of a training run's `config.json` (`keras_has.training`
             writes it beside `model.keras`), a dict of it, or None.
         image_size: int or None.
@@ -697,6 +710,9 @@ def resolve_serving_settings(
         ValueError naming what is missing and where it was looked for.
     """
     config = None
+    if train_config is None and model_path is not None:
+        beside = pathlib.Path(model_path).resolve().parent / "config.json"
+        train_config = beside if beside.is_file() else None
     if isinstance(train_config, (str, os.PathLike)):
         path = pathlib.Path(train_config)
         try:
@@ -707,7 +723,9 @@ def resolve_serving_settings(
         config = dict(train_config)
     data_config = (config or {}).get("data") or {}
     if not isinstance(data_config, dict):
-        raise ValueError(f"train_config: expected a 'data' section (a dict), received {data_config!r}")
+        raise ValueError(
+            f"train_config: expected a 'data' section (a dict), received {data_config!r}"
+        )
     if image_size is None:
         image_size = data_config.get("image_size")
         if image_size is None:
@@ -739,8 +757,8 @@ def resolve_serving_settings(
         )
     return {
         "image_size": image_size,
-        "mean": tuple(float(v) for v in mean),
-        "std": tuple(float(v) for v in std),
+        "mean": _as_triple("mean", mean, positive=False),
+        "std": _as_triple("std", std, positive=True),
         "class_names": None if class_names is None else tuple(class_names),
         "config": config,
     }

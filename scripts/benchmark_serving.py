@@ -47,7 +47,8 @@ flags.DEFINE_integer("rounds", 100, "Timed batch-1 rounds (p50/p99 over them).",
 flags.DEFINE_integer("batch", 32, "Batch size of the throughput measurement.", lower_bound=1)
 flags.DEFINE_integer("batch_rounds", 5, "Timed rounds of the batch measurement.", lower_bound=1)
 flags.DEFINE_integer("warmup", 3, "Untimed calls of each method first.", lower_bound=1)
-flags.DEFINE_string("images", str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/pets3/images"),
+PETS3_IMAGES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "pets3" / "images"
+flags.DEFINE_string("images", str(PETS3_IMAGES),
                     "Folder of JPEGs to use (synthetic images when missing).")
 flags.DEFINE_integer("seed", 0, "Seed of the model weights and the synthetic images.")
 
@@ -67,7 +68,10 @@ def load_images(count, size):
                                 interpolation=cv2.INTER_CUBIC) for _ in range(count)]
         source = f"{count} synthetic 500x375 images"
     square = [cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in originals]
-    jpeg = lambda im: cv2.imencode(".jpg", np.ascontiguousarray(im[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()  # noqa: E731
+    def jpeg(image):
+        bgr = np.ascontiguousarray(image[:, :, ::-1])
+        return cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+
     return source, [jpeg(im) for im in square], [jpeg(im) for im in originals], np.stack(square)
 
 
@@ -92,13 +96,15 @@ def main(argv):
     count = max(FLAGS.batch, 1)
     source, jpegs, photo_jpegs, pixels = load_images(count, size)
     with tempfile.TemporaryDirectory() as tmp:
-        path = export.export_saved_model(model, pathlib.Path(tmp) / "model", image_size=size, mean=MEAN, std=STD)
+        path = export.export_saved_model(model, pathlib.Path(tmp) / "model", image_size=size,
+                                         mean=MEAN, std=STD)
         loaded = tf.saved_model.load(str(path))
     by_bytes = loaded.signatures["serving_default"]
     by_pixels = loaded.signatures["serving_images"]
 
     # The bare model gets exactly what the signature feeds it: resized, normalised floats.
-    floats = ((export.resize_images(pixels, (size, size)) - np.float32(MEAN)) / np.float32(STD)).numpy()
+    resized = export.resize_images(pixels, (size, size))
+    floats = ((resized - np.float32(MEAN)) / np.float32(STD)).numpy()
     bare = tf.function(lambda x: model(x, training=False))
     cams = by_pixels(images=tf.constant(pixels[:FLAGS.batch]))["cams"]
     maps = export.normalize_cams_tf(export.resize_cams_tf(cams, (size, size)))
@@ -126,10 +132,13 @@ def main(argv):
     batched = time_round_robin(many, FLAGS.batch_rounds, 1)
 
     print(f"model {FLAGS.model}, {size}x{size} inputs, {FLAGS.num_classes} classes; {source}; "
-          f"{os.cpu_count()} CPUs; connected-component iterations on the batch's CAMs: {iterations}")
-    print(f"'serving_default' gets {size}x{size} JPEGs; '(photo)' gets the photos at their own size.")
+          f"{os.cpu_count()} CPUs; connected-component iterations on the batch's CAMs: "
+          f"{iterations}")
+    print(f"'serving_default' gets {size}x{size} JPEGs; "
+          "'(photo)' gets the photos at their own size.")
     floor = np.median(single["keras (bare)"])
-    print(f"{'method':26s} {'b1 p50 ms':>10s} {'b1 p99 ms':>10s} {'p50 ratio':>10s} {f'b{batch} img/s':>11s}")
+    header = f"{'b1 p50 ms':>10s} {'b1 p99 ms':>10s} {'p50 ratio':>10s} {f'b{batch} img/s':>11s}"
+    print(f"{'method':26s} {header}")
     for name, t in single.items():
         p50, p99 = np.percentile(t, 50) * 1e3, np.percentile(t, 99) * 1e3
         rate = f"{batch / np.median(batched[name]):11.1f}" if name in batched else f"{'-':>11s}"

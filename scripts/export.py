@@ -22,30 +22,28 @@ def define_flags():
     its functions defines none)."""
     flags.DEFINE_string("model", None, "Trained model (.keras file).")
     flags.DEFINE_string("output_dir", None, "SavedModel directory to create.")
-    flags.DEFINE_string("train_config", "", "Training config.json (default: config.json beside --model, if any).")
+    flags.DEFINE_string("train_config", "",
+                        "Training config.json (default: config.json beside --model, if any).")
     flags.DEFINE_integer("image_size", 0, "Model input side (0: from the training config).")
-    flags.DEFINE_list("mean", [], "Per-channel mean in [0, 255], 3 values (empty: from the data source).")
-    flags.DEFINE_list("std", [], "Per-channel std in [0, 255], 3 values (empty: from the data source).")
-    flags.DEFINE_string("source", "", "Data source to read mean/std/class names from (empty: the config's).")
-    flags.DEFINE_string("split", "", "Split the normalisation is measured on (empty: the config's training split).")
-    flags.DEFINE_string("class_names", "", "Comma-separated names or a one-name-per-line file (empty: the source's).")
+    flags.DEFINE_list("mean", [], "Per-channel mean in [0, 255], 3 values "
+                      "(empty: from the data source).")
+    flags.DEFINE_list("std", [], "Per-channel std in [0, 255], 3 values "
+                      "(empty: from the data source).")
+    flags.DEFINE_string("source", "", "Data source to read mean/std/class names from "
+                        "(empty: the config's).")
+    flags.DEFINE_string("split", "", "Split the normalisation is measured on "
+                        "(empty: the config's training split).")
+    flags.DEFINE_string("class_names", "", "Comma-separated names or a one-name-per-line file "
+                        "(empty: the source's).")
     flags.DEFINE_float("cam_threshold", 0.2, "CAM threshold, a fraction of each CAM's max.")
     flags.DEFINE_integer("top_k", 5, "Classes returned per image.")
-    flags.DEFINE_integer("max_image_pixels", 50_000_000, "Largest height * width accepted from bytes.")
+    flags.DEFINE_integer("max_image_pixels", 50_000_000,
+                         "Largest height * width accepted from bytes.")
     flags.DEFINE_bool("overwrite", False, "Replace an existing --output_dir.")
     flags.mark_flags_as_required(["model", "output_dir"])
 
 
 FLAGS = flags.FLAGS
-
-
-def _floats(name, values):
-    if not values:
-        return None
-    try:
-        return tuple(float(v) for v in values)
-    except ValueError:
-        raise app.UsageError(f"--{name}: expected 3 comma-separated numbers, received {','.join(values)!r}")
 
 
 def main(argv):
@@ -57,24 +55,23 @@ def main(argv):
     from keras_has import export
 
     if not os.path.isfile(FLAGS.model):
-        raise app.UsageError(f"--model: expected a .keras file, received {FLAGS.model!r} (not a file)")
-    train_config = FLAGS.train_config or None
-    beside = os.path.join(os.path.dirname(os.path.abspath(FLAGS.model)), "config.json")
-    if train_config is None and os.path.isfile(beside):
-        train_config = beside
+        raise app.UsageError(
+            f"--model: expected a .keras file, received {FLAGS.model!r} (not a file)")
     class_names = FLAGS.class_names or None
     if class_names and not os.path.isfile(class_names):
         class_names = [name.strip() for name in class_names.split(",")]
     try:
         settings = export.resolve_serving_settings(
-            train_config=train_config, image_size=FLAGS.image_size or None,
-            mean=_floats("mean", FLAGS.mean), std=_floats("std", FLAGS.std),
+            model_path=FLAGS.model, train_config=FLAGS.train_config or None,
+            image_size=FLAGS.image_size or None,
+            mean=FLAGS.mean or None, std=FLAGS.std or None,
             class_names=class_names, source=FLAGS.source or None, split=FLAGS.split or None)
         model = keras.saving.load_model(FLAGS.model, compile=False)
         path = export.export_saved_model(
             model, FLAGS.output_dir, image_size=settings["image_size"], mean=settings["mean"],
-            std=settings["std"], class_names=settings["class_names"], cam_threshold=FLAGS.cam_threshold,
-            top_k=FLAGS.top_k, config=settings["config"], overwrite=FLAGS.overwrite,
+            std=settings["std"], class_names=settings["class_names"],
+            cam_threshold=FLAGS.cam_threshold, top_k=FLAGS.top_k, config=settings["config"],
+            overwrite=FLAGS.overwrite,
             max_image_pixels=FLAGS.max_image_pixels)
     except (ValueError, FileExistsError) as error:
         print(f"export.py: {error}", file=sys.stderr)

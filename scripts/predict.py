@@ -36,13 +36,16 @@ def define_flags():
     """Defines the flags (only when run as a script, so that importing this file for
     its functions defines none)."""
     flags.DEFINE_string("model", None, "Exported SavedModel directory or a .keras model.")
-    flags.DEFINE_list("inputs", [], "Image files, globs or folders (also accepted as positional arguments).")
+    flags.DEFINE_list("inputs", [], "Image files, globs or folders "
+                      "(also accepted as positional arguments).")
     flags.DEFINE_string("output_dir", None, "Where predictions.jsonl and overlays/ are written.")
     flags.DEFINE_integer("batch_size", 16, "Images per call of the model.", lower_bound=1)
     flags.DEFINE_bool("overlays", True, "Write PNG overlays (CAM heatmap and box).")
     # Only for a .keras model (a SavedModel stores its own):
-    flags.DEFINE_string("train_config", "", ".keras only: training config.json (default: beside the model).")
-    flags.DEFINE_integer("image_size", 0, ".keras only: model input side (0: from the training config).")
+    flags.DEFINE_string("train_config", "",
+                        ".keras only: training config.json (default: beside the model).")
+    flags.DEFINE_integer("image_size", 0,
+                         ".keras only: model input side (0: from the training config).")
     flags.DEFINE_list("mean", [], ".keras only: per-channel mean in [0, 255].")
     flags.DEFINE_list("std", [], ".keras only: per-channel std in [0, 255].")
     flags.DEFINE_string("source", "", ".keras only: data source for mean/std/class names.")
@@ -106,15 +109,16 @@ def load_predictor(model_path, settings=None, cam_threshold=0.2, top_k=5):
         function = export.ServingFunctions(model, config).serving_default
         call = lambda blobs: function(tf.constant(blobs, tf.string))  # noqa: E731
     else:
-        raise ValueError(f"model: expected a SavedModel directory or a .keras file, received {model_path!r}")
+        raise ValueError(
+            f"model: expected a SavedModel directory or a .keras file, received {model_path!r}")
     return lambda blobs: {key: value.numpy() for key, value in call(blobs).items()}
 
 
 def _reason(error):
     """The informative line of a TensorFlow error message."""
     lines = [line.strip() for line in str(error).splitlines()]
-    lines = [line for line in lines if line and not line.startswith(("Graph execution error", "Detected at node",
-                                                                     "[[", "<stack traces"))]
+    noise = ("Graph execution error", "Detected at node", "[[", "<stack traces")
+    lines = [line for line in lines if line and not line.startswith(noise)]
     return lines[0] if lines else type(error).__name__
 
 
@@ -160,7 +164,7 @@ def predict_files(predictor, files, output_dir, batch_size=16, overlays=True, re
     report = report or (lambda file, reason: print(f"skipped {file}: {reason}", file=sys.stderr))
     output_dir = pathlib.Path(output_dir)
     overlay_dir = output_dir / "overlays"
-    overlay_dir.mkdir(parents=True, exist_ok=True) if overlays else output_dir.mkdir(parents=True, exist_ok=True)
+    (overlay_dir if overlays else output_dir).mkdir(parents=True, exist_ok=True)
     records, skipped, used_names = [], [], set()
 
     def skip(file, reason):
@@ -171,7 +175,8 @@ def predict_files(predictor, files, output_dir, batch_size=16, overlays=True, re
         top = [{"class_id": int(c), "class_name": n.decode("utf-8"), "score": float(s)}
                for c, n, s in zip(out["classes"][i], out["class_names"][i], out["scores"][i])]
         record = {"file": file, **top[0], "box": [int(v) for v in out["boxes"][i]],
-                  "image_size": [int(v) for v in out["image_sizes"][i]], "top_k": top, "overlay": None}
+                  "image_size": [int(v) for v in out["image_sizes"][i]], "top_k": top,
+                  "overlay": None}
         if overlays:
             stem = pathlib.Path(file).stem or "image"
             name, k = stem, 1
@@ -181,7 +186,8 @@ def predict_files(predictor, files, output_dir, batch_size=16, overlays=True, re
             used_names.add(name)
             image = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
             label = f"{top[0]['class_name']} {top[0]['score']:.2f}"
-            png = cv2.imencode(".png", draw_overlay(image, out["cams"][i], record["box"], label))[1].tobytes()
+            drawn = draw_overlay(image, out["cams"][i], record["box"], label)
+            png = cv2.imencode(".png", drawn)[1].tobytes()
             path = overlay_dir / f"{name}.png"
             _write_atomic(str(path), png)
             record["overlay"] = str(path)
@@ -228,22 +234,20 @@ def main(argv):
         return 1
     settings = None
     if FLAGS.model.endswith(".keras"):
-        train_config = FLAGS.train_config or os.path.join(os.path.dirname(os.path.abspath(FLAGS.model)),
-                                                          "config.json")
         class_names = FLAGS.class_names or None
         if class_names and not os.path.isfile(class_names):
             class_names = [name.strip() for name in class_names.split(",")]
         settings = dict(
-            train_config=train_config if os.path.isfile(train_config) else None,
-            image_size=FLAGS.image_size or None,
-            mean=[float(v) for v in FLAGS.mean] or None, std=[float(v) for v in FLAGS.std] or None,
+            model_path=FLAGS.model, train_config=FLAGS.train_config or None,
+            image_size=FLAGS.image_size or None, mean=FLAGS.mean or None, std=FLAGS.std or None,
             class_names=class_names, source=FLAGS.source or None)
     try:
         predictor = load_predictor(FLAGS.model, settings, FLAGS.cam_threshold, FLAGS.top_k)
     except ValueError as error:
         print(f"predict.py: {error}", file=sys.stderr)
         return 2
-    records, skipped = predict_files(predictor, files, FLAGS.output_dir, FLAGS.batch_size, FLAGS.overlays)
+    records, skipped = predict_files(predictor, files, FLAGS.output_dir, FLAGS.batch_size,
+                                     FLAGS.overlays)
     print(f"{len(records)} image(s) predicted, {len(skipped) + len(unmatched)} skipped; "
           f"wrote {os.path.join(FLAGS.output_dir, 'predictions.jsonl')}")
     return 1 if skipped or unmatched else 0

@@ -40,7 +40,8 @@ def reference_box(cam, threshold):
     regions = range(1, count)
     first_pixel = {r: int(np.argmax(flat == r)) for r in regions}
     best = min(regions, key=lambda r: (-stats[r, cv2.CC_STAT_AREA], first_pixel[r]))
-    x, y, w, h = (stats[best, k] for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
+    keys = (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT)
+    x, y, w, h = (stats[best, k] for k in keys)
     return (int(x), int(y), int(x + w - 1), int(y + h - 1))
 
 
@@ -155,7 +156,8 @@ def test_batched_boxes_equal_one_by_one():
     assert [tuple(b) for b in batch.tolist()] == [reference_box(m, 0.3) for m in maps]
 
 
-@pytest.mark.parametrize("shape", ["serpentine", "spiral", "transposed_reversed_serpentine", "checkerboard"])
+@pytest.mark.parametrize(
+    "shape", ["serpentine", "spiral", "transposed_reversed_serpentine", "checkerboard"])
 def test_labels_converge_fast_on_snakes(shape):
     size = 224
     mask = {
@@ -181,7 +183,8 @@ def test_labels_of_several_components_and_images():
     masks = rng.random((3, 17, 23)) > 0.55
     labels = export.connected_component_labels(masks)[0].numpy()
     for mask, got in zip(masks, labels):
-        count, reference = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)[:2]
+        count, reference = cv2.connectedComponentsWithStats(
+            mask.astype(np.uint8), connectivity=8)[:2]
         assert count > 5
         for region in range(1, count):
             pixels = reference == region
@@ -198,7 +201,8 @@ def test_regions_do_not_leak_across_images_and_thin_shapes():
     assert labels[0][3].tolist() == [15] * 5 and labels[1][0].tolist()[:3] == [0] * 3
     assert labels[1][2:, 4].tolist() == [14, 14] and labels[2][:, 0].tolist() == [0] * 4
     cams = masks.astype(np.float32)
-    assert export.largest_region_boxes(cams, 0.5).numpy().tolist() == [[0, 3, 4, 3], [0, 0, 2, 0], [0, 0, 0, 3]]
+    boxes = export.largest_region_boxes(cams, 0.5).numpy().tolist()
+    assert boxes == [[0, 3, 4, 3], [0, 0, 2, 0], [0, 0, 0, 3]]
     column = np.zeros((2, 6, 1), np.float32)
     column[0, 1:3] = column[0, 4:] = 1
     row = np.zeros((1, 1, 7), np.float32)
@@ -240,7 +244,8 @@ def test_normalize_cams_tf():
 @pytest.fixture(scope="module")
 def model():
     # 32x32 input, one 2x2 pooling: 16x16 CAMs.
-    return get_model("tiny_gap", num_classes=3, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), widths=(8, 16), seed=0)
+    return get_model("tiny_gap", num_classes=3, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+                     widths=(8, 16), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -332,7 +337,8 @@ def test_outputs_match_the_keras_model(model, loaded):
     assert out["cams"].shape == (3, 16, 16)
     np.testing.assert_allclose(out["cams"], cams, rtol=1e-4, atol=1e-4)
     boxes = expected_model_frame_boxes(out["cams"])
-    assert len({tuple(b) for b in boxes.tolist()} - {(0, 0, 31, 31)}) >= 2  # boxes smaller than the image
+    # Boxes smaller than the image, so the box checks are not trivial.
+    assert len({tuple(b) for b in boxes.tolist()} - {(0, 0, 31, 31)}) >= 2
     np.testing.assert_array_equal(out["boxes"], boxes)  # input frame == model frame here
     edges = np.concatenate([boxes[:, :2], boxes[:, 2:] + 1], 1) / IMAGE_SIZE
     np.testing.assert_allclose(out["boxes_normalized"], edges, atol=1e-6)
@@ -343,12 +349,14 @@ def test_preprocessing_matches_the_eval_pipeline():
     from keras_has.data import pipeline
 
     rng = np.random.default_rng(0)
-    for image in (smooth_image(5, 45, 71), rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)):
+    noise = rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    for image in (smooth_image(5, 45, 71), noise):
         ours = export.resize_images(image, (IMAGE_SIZE, IMAGE_SIZE)).numpy()
         theirs = pipeline._resize(image, IMAGE_SIZE).numpy()
         np.testing.assert_array_equal(ours, theirs)
     batch = rng.integers(0, 256, (2, 20, 30, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(export.resize_images(batch, (20, 30)).numpy(), batch.astype(np.float32))
+    same_size = export.resize_images(batch, (20, 30)).numpy()
+    np.testing.assert_array_equal(same_size, batch.astype(np.float32))
 
 
 def test_bytes_any_size_boxes_in_each_image_frame(loaded):
@@ -357,7 +365,8 @@ def test_bytes_any_size_boxes_in_each_image_frame(loaded):
     out = run_bytes(loaded, [encode(im) for im in images])  # PNG: lossless
     np.testing.assert_array_equal(out["image_sizes"], sizes)
     model_boxes = expected_model_frame_boxes(out["cams"])
-    assert all(box != [0, 0, w - 1, h - 1] for box, (h, w) in zip(out["boxes"].tolist(), sizes))  # not trivial
+    full = [[0, 0, w - 1, h - 1] for h, w in sizes]
+    assert all(box != whole for box, whole in zip(out["boxes"].tolist(), full))  # not trivial
     for i, (h, w) in enumerate(sizes):
         assert out["boxes"][i].tolist() == to_input_frame(model_boxes[i], h, w)
         # The same answer as one image alone through the uint8 signature.
@@ -382,11 +391,14 @@ def test_rest_request_body_as_tf_serving_decodes_it(loaded):
     for instance in request["instances"]:
         assert set(instance) == names
         for name, value in instance.items():
-            columns[name].append(base64.b64decode(value["b64"]) if isinstance(value, dict) else value)
+            is_binary = isinstance(value, dict)
+            columns[name].append(base64.b64decode(value["b64"]) if is_binary else value)
     outputs = signature(**{name: tf.constant(values) for name, values in columns.items()})
-    predictions = [{k: v.numpy()[i].tolist() for k, v in outputs.items()} for i in range(len(images))]
-    json.dumps({"predictions": [{k: v if not isinstance(v, list) or not v or not isinstance(v[0], bytes)
-                                 else [s.decode() for s in v] for k, v in p.items()} for p in predictions]})
+    predictions = [{k: v.numpy()[i].tolist() for k, v in outputs.items()}
+                   for i in range(len(images))]
+    response = json.dumps({"predictions": predictions},
+                          default=lambda b: b.decode())  # strings come back as JSON strings
+    assert len(json.loads(response)["predictions"]) == len(images)
     direct = run_bytes(loaded, [encode(im, ".jpg") for im in images])
     for i, prediction in enumerate(predictions):
         assert prediction["boxes"] == direct["boxes"][i].tolist()
@@ -394,7 +406,8 @@ def test_rest_request_body_as_tf_serving_decodes_it(loaded):
         assert prediction["class_names"][0].decode() in CLASS_NAMES
     # The uint8 signature takes nested lists per instance.
     rows = {"instances": [{"images": images[0].tolist()}]}
-    pixels = tf.constant([inst["images"] for inst in json.loads(json.dumps(rows))["instances"]], tf.uint8)
+    instances = json.loads(json.dumps(rows))["instances"]
+    pixels = tf.constant([instance["images"] for instance in instances], tf.uint8)
     out = loaded.signatures["serving_images"](images=pixels)
     assert out["image_sizes"].numpy().tolist() == [[40, 30]]
 
@@ -457,7 +470,8 @@ def test_corrupt_jpeg_body_errors_or_answers(loaded):
     except tf.errors.InvalidArgumentError:
         return
     assert out["image_sizes"].tolist() == [[64, 64]]
-    assert out["boxes"][0].tolist() == to_input_frame(expected_model_frame_boxes(out["cams"])[0], 64, 64)
+    expected = to_input_frame(expected_model_frame_boxes(out["cams"])[0], 64, 64)
+    assert out["boxes"][0].tolist() == expected
 
 
 def test_gray_and_rgba_pngs_are_read_as_rgb(loaded):
@@ -483,11 +497,13 @@ def test_one_pixel_and_very_large_images(loaded):
     assert out["boxes"][1].tolist() == to_input_frame(model_boxes[1], 3000, 4000)
     x0, y0, x1, y1 = out["boxes"][1]
     assert 0 <= x0 <= x1 <= 3999 and 0 <= y0 <= y1 <= 2999
-    assert np.all(out["scores"][:, 0] >= out["scores"][:, 1]) and np.all(out["scores"].sum(1) <= 1 + 1e-6)
+    scores = out["scores"]
+    assert np.all(scores[:, 0] >= scores[:, 1]) and np.all(scores.sum(1) <= 1 + 1e-6)
 
 
 def test_max_image_pixels_is_enforced_before_decoding(model):
-    config = export.make_serving_config(model, image_size=IMAGE_SIZE, mean=MEAN, std=STD, max_image_pixels=1000)
+    config = export.make_serving_config(model, image_size=IMAGE_SIZE, mean=MEAN, std=STD,
+                                        max_image_pixels=1000)
     functions = export.ServingFunctions(model, config)
     ok = functions.serving_default(tf.constant([encode(smooth_image(0, 20, 50))]))
     assert ok["image_sizes"].numpy().tolist() == [[20, 50]]
@@ -514,8 +530,10 @@ def test_assets(export_dir):
     assert prep["image_size"] == [IMAGE_SIZE, IMAGE_SIZE]
     assert prep["mean"] == list(MEAN) and prep["std"] == list(STD)
     assert prep["cam_threshold"] == THRESHOLD and prep["top_k"] == 2
-    assert json.loads((assets / "training_config.json").read_text()) == {"model": "tiny_gap", "epochs": 1}
-    assert not [p for p in export_dir.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    training_config = json.loads((assets / "training_config.json").read_text())
+    assert training_config == {"model": "tiny_gap", "epochs": 1}
+    leftovers = [p for p in export_dir.parent.iterdir() if p.name.startswith(".")]
+    assert not leftovers  # no temporary directories left
 
 
 def test_existing_dir_overwrite_and_failed_export(model, tmp_path, monkeypatch):
@@ -563,7 +581,8 @@ def test_rejects_a_model_without_cam_layers(tmp_path):
     import keras
 
     inputs = keras.Input((8, 8, 3))
-    plain = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    plain = keras.Model(inputs, keras.layers.Dense(2)(pooled))
     with pytest.raises(ValueError, match="cam_features"):
         export.export_saved_model(plain, tmp_path / "x", image_size=8, mean=MEAN, std=STD)
 
@@ -587,7 +606,8 @@ FRESH_PROCESS = textwrap.dedent("""
         "bytes": {k: v.numpy().tolist() for k, v in by_bytes.items() if k != "class_names"},
         "pixels_boxes": by_pixels["boxes"].numpy().tolist(),
         "class_names": [[s.decode() for s in row] for row in by_bytes["class_names"].numpy()],
-        "keras_has_loaded": any(m.startswith("keras_has") and sys.modules[m] is not None for m in sys.modules),
+        "keras_has_loaded": any(m.startswith("keras_has") and sys.modules[m] is not None
+                                for m in sys.modules),
     }))
 """)
 
@@ -609,8 +629,11 @@ def test_loads_without_keras_has_and_runs_under_saved_model_cli(export_dir, load
                 "--signature_def", "serving_default", "--inputs", f"images_bytes={inputs}"],
     }
     # Three TensorFlow start-ups: run them side by side.
-    processes = {name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        env=env, cwd=tmp_path) for name, cmd in commands.items()}
+    processes = {
+        name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env, cwd=tmp_path)
+        for name, cmd in commands.items()
+    }
     outputs = {}
     for name, process in processes.items():
         stdout, stderr = process.communicate(timeout=180)
@@ -626,11 +649,13 @@ def test_loads_without_keras_has_and_runs_under_saved_model_cli(export_dir, load
     np.testing.assert_allclose(result["bytes"]["cams"], expected["cams"], atol=1e-5)
 
     for needle in ("signature_def['serving_default']", "inputs['images_bytes']", "DT_STRING",
-                   "signature_def['serving_images']", "inputs['images']", "DT_UINT8", "outputs['boxes']"):
+                   "signature_def['serving_images']", "inputs['images']", "DT_UINT8",
+                   "outputs['boxes']"):
         assert needle in outputs["show"]
 
     printed = outputs["run"].split("Result for output key boxes:")[1].split("Result for")[0]
-    assert [int(v) for v in printed.replace("[", " ").replace("]", " ").split()] == expected["boxes"][0].tolist()
+    numbers = printed.replace("[", " ").replace("]", " ").split()
+    assert [int(v) for v in numbers] == expected["boxes"][0].tolist()
 
 
 # ---------------------------------------------------------------------------
@@ -666,29 +691,37 @@ def test_resolve_serving_settings(tmp_path):
     assert got["class_names"] == ("red", "blue")
     # Explicit values win.
     (tmp_path / "names.txt").write_text("a\nb\n\n")
-    got = export.resolve_serving_settings(train_config=config, image_size=64, mean=(1, 2, 3), std=(4, 5, 6),
-                                          class_names=tmp_path / "names.txt")
-    assert (got["image_size"], got["mean"], got["std"], got["class_names"]) == (64, (1, 2, 3), (4, 5, 6), ("a", "b"))
+    got = export.resolve_serving_settings(train_config=config, image_size=64, mean=(1, 2, 3),
+                                          std=(4, 5, 6), class_names=tmp_path / "names.txt")
+    assert (got["image_size"], got["mean"], got["std"]) == (64, (1, 2, 3), (4, 5, 6))
+    assert got["class_names"] == ("a", "b")
     with pytest.raises(ValueError, match="image_size: not given"):
         export.resolve_serving_settings(mean=(1, 2, 3), std=(1, 1, 1))
     with pytest.raises(ValueError, match="mean/std: not given"):
         export.resolve_serving_settings(image_size=32)
     (tmp_path / "gappy.txt").write_text("a\n\nb\n")
-    with pytest.raises(ValueError, match=r"gappy.txt: expected one non-empty class name per line.*\[2\]"):
-        export.resolve_serving_settings(image_size=32, mean=(1, 2, 3), std=(1, 1, 1), class_names=tmp_path / "gappy.txt")
+    with pytest.raises(ValueError, match=r"gappy.txt: expected one non-empty class name.*\[2\]"):
+        export.resolve_serving_settings(image_size=32, mean=(1, 2, 3), std=(1, 1, 1),
+                                        class_names=tmp_path / "gappy.txt")
+    with pytest.raises(ValueError, match="mean: expected 3"):
+        export.resolve_serving_settings(image_size=32, mean=("1", "2", "x"), std=(1, 1, 1))
     with pytest.raises(ValueError, match="train_config: cannot read"):
         export.resolve_serving_settings(train_config=tmp_path / "missing.json")
 
 
 def test_mixed_precision_model_serves_float32():
-    model = get_model("tiny_gap", num_classes=3, input_shape=(16, 16, 3), widths=(4, 8), dtype_policy="mixed_bfloat16", seed=1)
+    model = get_model("tiny_gap", num_classes=3, input_shape=(16, 16, 3), widths=(4, 8),
+                      dtype_policy="mixed_bfloat16", seed=1)
     config = export.make_serving_config(model, image_size=16, mean=MEAN, std=STD)
-    out = export.ServingFunctions(model, config).serving_images(tf.constant(smooth_image(9, 20, 24)[None]))
+    functions = export.ServingFunctions(model, config)
+    out = functions.serving_images(tf.constant(smooth_image(9, 20, 24)[None]))
     assert out["scores"].dtype == tf.float32 and out["cams"].dtype == tf.float32
     assert np.all(np.isfinite(out["cams"].numpy())) and out["cams"].shape == (1, 8, 8)
     from keras_has import localization
 
     maps = localization.normalize_cams(localization.resize_cams(out["cams"].numpy(), (16, 16)))
     box = np.asarray(localization.boxes_from_cams(maps, THRESHOLD))[0]
-    assert out["boxes"].numpy()[0].tolist() == [box[0] * 24 // 16, box[1] * 20 // 16,
-                                                -(-(box[2] + 1) * 24 // 16) - 1, -(-(box[3] + 1) * 20 // 16) - 1]
+    x0, y0, x1, y1 = (int(v) for v in box)  # 16x16 frame -> the 24-wide, 20-high image
+    expected = [x0 * 24 // 16, y0 * 20 // 16,
+                -(-(x1 + 1) * 24 // 16) - 1, -(-(y1 + 1) * 20 // 16) - 1]
+    assert out["boxes"].numpy()[0].tolist() == expected

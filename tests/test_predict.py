@@ -22,7 +22,8 @@ THRESHOLD = 0.7  # boxes smaller than the images with this random tiny model
 
 
 def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(REPO, "scripts", f"{name}.py"))
+    path = os.path.join(REPO, "scripts", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"script_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -39,7 +40,8 @@ def smooth_image(seed, height, width):
 
 @pytest.fixture(scope="module")
 def model():
-    return get_model("tiny_gap", num_classes=3, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), widths=(8, 16), seed=0)
+    return get_model("tiny_gap", num_classes=3, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+                     widths=(8, 16), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +51,9 @@ def saved(model, tmp_path_factory):
     keras_path.parent.mkdir()
     model.save(keras_path)
     (keras_path.parent / "config.json").write_text(json.dumps({"data": {"image_size": IMAGE_SIZE}}))
-    export_dir = export.export_saved_model(model, root / "export", image_size=IMAGE_SIZE, mean=MEAN, std=STD,
-                                           class_names=NAMES, top_k=2, cam_threshold=THRESHOLD)
+    export_dir = export.export_saved_model(model, root / "export", image_size=IMAGE_SIZE,
+                                           mean=MEAN, std=STD, class_names=NAMES, top_k=2,
+                                           cam_threshold=THRESHOLD)
     return keras_path, export_dir
 
 
@@ -80,7 +83,8 @@ def images(tmp_path):
 def test_expand_inputs(images, tmp_path):
     folder, good, bad = images
     files, unmatched = predict.expand_inputs(
-        [str(folder), str(folder / "*.jpg"), str(tmp_path / "missing.jpg"), str(tmp_path / "none*.png")])
+        [str(folder), str(folder / "*.jpg"), str(tmp_path / "missing.jpg"),
+         str(tmp_path / "none*.png")])
     assert sorted(files) == sorted(list(good) + bad)  # each file once, .txt ignored
     assert unmatched == [str(tmp_path / "missing.jpg"), str(tmp_path / "none*.png")]
     recursive, _ = predict.expand_inputs([str(folder / "**" / "*.png")])
@@ -118,7 +122,7 @@ def test_predict_files_skips_bad_files_and_writes_records_and_overlays(saved, im
         overlay = cv2.imread(record["overlay"], cv2.IMREAD_COLOR)
         assert overlay.shape == image.shape  # drawn on the image at its own size
         x0, y0, x1, y1 = record["box"]
-        assert overlay[y1, (x0 + x1) // 2].tolist() == [0, 255, 0]  # the box's bottom edge, in green
+        assert overlay[y1, (x0 + x1) // 2].tolist() == [0, 255, 0]  # the box's bottom edge
         overlay_names.add(os.path.basename(record["overlay"]))
     assert len(overlay_names) == 3  # a.jpg and nested/a.png do not overwrite each other
     assert any(r["box"] != [0, 0, r["image_size"][1] - 1, r["image_size"][0] - 1] for r in records)
@@ -128,11 +132,11 @@ def test_keras_model_gives_the_same_predictions(saved, images, tmp_path):
     keras_path, export_dir = saved
     folder, good, _ = images
     files = sorted(good)
-    settings = dict(train_config=str(keras_path.parent / "config.json"), mean=MEAN, std=STD, class_names=NAMES)
-    from_keras, _ = predict.predict_files(predict.load_predictor(str(keras_path), settings, THRESHOLD, top_k=2), files,
-                                          tmp_path / "k", overlays=False)
-    from_saved, _ = predict.predict_files(predict.load_predictor(str(export_dir)), files, tmp_path / "s",
-                                          overlays=False)
+    settings = dict(model_path=str(keras_path), mean=MEAN, std=STD, class_names=NAMES)
+    keras_predictor = predict.load_predictor(str(keras_path), settings, THRESHOLD, top_k=2)
+    from_keras, _ = predict.predict_files(keras_predictor, files, tmp_path / "k", overlays=False)
+    saved_predictor = predict.load_predictor(str(export_dir))
+    from_saved, _ = predict.predict_files(saved_predictor, files, tmp_path / "s", overlays=False)
     for a, b in zip(from_keras, from_saved):
         assert (a["file"], a["class_id"], a["box"]) == (b["file"], b["class_id"], b["box"])
         assert a["score"] == pytest.approx(b["score"], abs=1e-5)
@@ -151,21 +155,25 @@ def test_export_and_predict_command_lines(saved, images, tmp_path):
     script = (
         f"{python} scripts/export.py --model={keras_path} --output_dir={out} --mean=120,110,100 "
         f"--std=60,55,50 --class_names={names} --top_k=2 && "
-        f"{python} scripts/export.py --model={keras_path} --output_dir={out} --mean=1,2,3 --std=1,1,1; "
+        f"{python} scripts/export.py --model={keras_path} --output_dir={out} "
+        "--mean=1,2,3 --std=1,1,1; "
         f"echo export-again-status=$?; "
         f"{python} scripts/predict.py --model={out} --output_dir={preds} --nooverlays {folder}; "
         f"echo predict-status=$?"
     )
-    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=REPO,
+                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert "export-again-status=2" in done.stdout, done.stderr[-3000:]  # exists, no --overwrite
     assert "already exists" in done.stderr
     assert "predict-status=1" in done.stdout, done.stderr[-3000:]  # some files were skipped
     for path in bad:
         assert f"skipped {path}:" in done.stderr
     prep = json.loads((out / "assets" / "preprocessing.json").read_text())
-    assert prep["image_size"] == [IMAGE_SIZE, IMAGE_SIZE] and prep["mean"] == [120, 110, 100]  # size from config.json
-    assert json.loads((out / "assets" / "training_config.json").read_text()) == {"data": {"image_size": IMAGE_SIZE}}
+    assert prep["image_size"] == [IMAGE_SIZE, IMAGE_SIZE]  # from the config.json beside the model
+    assert prep["mean"] == [120, 110, 100]
+    training_config = json.loads((out / "assets" / "training_config.json").read_text())
+    assert training_config == {"data": {"image_size": IMAGE_SIZE}}
     records = [json.loads(line) for line in (preds / "predictions.jsonl").read_text().splitlines()]
     assert sorted(r["file"] for r in records) == sorted(good)
-    assert {r["class_name"] for r in records} <= set(NAMES) and all(r["overlay"] is None for r in records)
+    assert {r["class_name"] for r in records} <= set(NAMES)
+    assert all(r["overlay"] is None for r in records)
