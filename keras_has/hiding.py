@@ -204,9 +204,25 @@ def hide_patches(images, grid_sizes=(16, 32, 44, 56), hide_prob=0.5, fill_value=
         keep, cell_size = _draw_cells(b, h, w, grid_sizes, hide_prob, seeds)
         xla = _in_xla_context()
         layout = _choose_layout(positive, batched.shape, images.dtype, xla)
-        out = _apply_mask(batched, keep, cell_size, fill, layout, xla)
+        if images.dtype.is_floating:
+            out = _hide_with_gradient(batched, keep, cell_size, fill, layout, xla)
+        else:
+            out = _apply_mask(batched, keep, cell_size, fill, layout, xla)
         out = tf.reshape(out, shape)
         return out if rank == 4 else out[0]
+
+
+def _hide_with_gradient(images, keep, cell_size, fill, layout, xla):
+    """`_apply_mask` with its gradient (bitcasts have none): 1 on kept pixels, 0 on hidden."""
+
+    @tf.custom_gradient
+    def hide(x):
+        def grad(upstream):
+            return _apply_mask(upstream, keep, cell_size, (0.0,), layout, xla)
+
+        return _apply_mask(x, keep, cell_size, fill, layout, xla), grad
+
+    return hide(images)
 
 
 def _gcd(values):

@@ -128,6 +128,17 @@ def test_bit_exact_with_nan_and_negative_zero(fill):
     assert np.all(hidden | kept) and hidden.any() and kept.any()
 
 
+def test_gradient_is_one_on_kept_pixels_and_zero_on_hidden():
+    _, x = _images((3, 12, 10, 3), "float32")
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = hide_patches(x, (2, 4), fill_value=7.0, seed=6)
+        loss = tf.reduce_sum(y * 3.0)
+    grad = tape.gradient(loss, x).numpy()
+    hidden = _hidden_map(x, y, 7.0)
+    np.testing.assert_array_equal(grad, np.where(hidden[..., None], 0.0, 3.0) * np.ones(x.shape))
+
+
 def test_hide_prob_zero_and_only_zero_size_leave_images_unchanged():
     _, x = _images((2, 10, 7, 3), "uint8")
     np.testing.assert_array_equal(hide_patches(x, (4,), hide_prob=0.0, seed=1), x)
