@@ -250,6 +250,16 @@ def largest_region_boxes(cams: tf.Tensor, threshold: float) -> tf.Tensor:
         int32 `[N, 4]` boxes `x0, y0, x1, y1`, inclusive pixels; `(0, 0, 0, 0)` where a
         map has no foreground.
     """
+    return _largest_regions(cams, threshold)[0]
+
+
+def _largest_regions(cams: tf.Tensor, threshold: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """`largest_region_boxes` and whether each map has foreground.
+
+    Returns:
+        `(boxes, found)`: int32 `[N, 4]` as `largest_region_boxes`, and bool `[N]`,
+        whether each map has foreground.
+    """
     cams = tf.convert_to_tensor(cams, tf.float32)
     gray = tf.floor(cams * 255.0)
     max_gray = tf.reduce_max(gray, axis=[1, 2], keepdims=True)
@@ -279,7 +289,7 @@ def largest_region_boxes(cams: tf.Tensor, threshold: float) -> tf.Tensor:
         axis=1,
     )
     found = tf.math.unsorted_segment_max(tf.ones_like(image), image, count) > 0
-    return tf.where(found[:, None], boxes, 0)
+    return tf.where(found[:, None], boxes, 0), found
 
 
 def rescale_boxes(boxes: tf.Tensor, from_size: Sequence[int], to_sizes: tf.Tensor) -> tf.Tensor:
@@ -620,9 +630,8 @@ class ServingFunctions:
         cams = self._cams_from_features(features, self._kernel, classes[:, 0])
         finite = tf.reduce_all(tf.math.is_finite(cams), axis=[1, 2])  # on the small maps
         maps = normalize_cams_tf(resize_cams_tf(cams, config.image_size), finite)
-        boxes = largest_region_boxes(maps, config.cam_threshold)
+        boxes, found = _largest_regions(maps, config.cam_threshold)
         height, width = config.image_size
-        found = tf.reduce_any(maps > 0, axis=[1, 2])  # no foreground <=> constant map
         edges = tf.cast(tf.concat([boxes[:, :2], boxes[:, 2:] + 1], axis=1), tf.float32)
         normalized = edges / tf.constant([width, height, width, height], tf.float32)
         normalized = tf.where(found[:, None], normalized, 0.0)

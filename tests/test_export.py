@@ -511,6 +511,16 @@ def test_max_image_pixels_is_enforced_before_decoding(model):
         functions.serving_default(tf.constant([encode(smooth_image(0, 20, 51), ".jpg")]))
 
 
+def test_no_foreground_gives_zero_boxes_in_every_frame(model):
+    # Threshold 1: no pixel is above the maximum, so no region at all.
+    config = export.make_serving_config(model, image_size=IMAGE_SIZE, mean=MEAN, std=STD,
+                                        cam_threshold=1.0)
+    out = export.ServingFunctions(model, config).serving_images(
+        tf.constant(smooth_image(6, 70, 90)[None]))
+    assert out["boxes"].numpy().tolist() == [[0, 0, 0, 0]]
+    assert out["boxes_normalized"].numpy().tolist() == [[0, 0, 0, 0]]
+
+
 def test_bad_uint8_batches(loaded):
     with pytest.raises(tf.errors.InvalidArgumentError, match="images"):
         run_images(loaded, np.zeros([1, 0, 5, 3], np.uint8))
