@@ -7,8 +7,11 @@ writes), then for each model reports test classification accuracy and, per CAM
 threshold, mean IoU and GT-known Loc (IoU >= 0.5, box from the largest 8-connected
 region of the GT-class CAM) against the object box and against the part box.
 
-Example (a few minutes on 2 CPU cores):
-    python scripts/probe_synthetic.py --train_size=3000 --test_size=500 --epochs=8
+Examples:
+    # baseline and Hide-and-Seek, a few minutes on 2 CPU cores
+    python scripts/probe_synthetic.py --train_size=5000 --test_size=500 --epochs=16
+    # how long the TFDS builder takes to generate a config (10k images for s64)
+    python scripts/probe_synthetic.py --time_build=s64 --build_dir=/tmp/syn_build
 """
 import os
 import time
@@ -26,15 +29,18 @@ flags.DEFINE_integer("train_size", 3000, "Training images.")
 flags.DEFINE_integer("test_size", 500, "Test images.")
 flags.DEFINE_integer("epochs", 8, "Training epochs.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam initial learning rate (cosine decay to 0).")
 flags.DEFINE_integer("seed", 0, "Seed for data, weights and hiding.")
 flags.DEFINE_integer("data_seed", 0, "Seed for the generated data.")
 flags.DEFINE_list("modes", ["gap", "has"], "Models to train: gap (no hiding), has (hiding).")
-flags.DEFINE_list("grid_sizes", ["0", "8", "16", "24", "32"], "Hiding grid sizes at 64 px (scaled to image_size).")
+flags.DEFINE_list("grid_sizes", ["0", "8", "16"], "Hiding grid sizes at 64 px (scaled to image_size).")
 flags.DEFINE_float("hide_prob", 0.5, "Hiding probability per patch.")
 flags.DEFINE_list("thresholds", ["0.1", "0.2", "0.3", "0.4", "0.5"], "CAM thresholds (fraction of max).")
-flags.DEFINE_list("widths", ["32", "64", "128", "128"], "Conv block widths of the probe CNN.")
-flags.DEFINE_string("model", "probe", "probe (built here) or a keras_has.models name such as tiny_gap.")
+flags.DEFINE_list("widths", ["16", "32", "64", "128"], "Conv block widths (probe model or tiny_gap).")
+flags.DEFINE_string("model", "tiny_gap", "probe (built here) or a keras_has.models name such as tiny_gap.")
+flags.DEFINE_string("time_build", None, "Instead of training: time builder.download_and_prepare() of this "
+                    "config (e.g. s64) into --build_dir, and print images per second.")
+flags.DEFINE_string("build_dir", "/tmp/keras_has_synthetic_probe", "data_dir for --time_build.")
 flags.DEFINE_float("body_consistency", None, "Override DesignParams.body_consistency.")
 flags.DEFINE_float("body_contrast", None, "Override DesignParams.body_contrast.")
 flags.DEFINE_list("part_scale", None, "Override DesignParams.part_scale (lo,hi).")
@@ -89,6 +95,13 @@ def iou(a, b):
     return inter / (area(a) + area(b) - inter)
 
 
+def coverage(box, gt):
+    """Fraction of the ground-truth box `gt` inside `box`."""
+    ix = max(0, min(box[2], gt[2]) - max(box[0], gt[0]) + 1)
+    iy = max(0, min(box[3], gt[3]) - max(box[1], gt[1]) + 1)
+    return ix * iy / ((gt[2] - gt[0] + 1) * (gt[3] - gt[1] + 1))
+
+
 def evaluate(model, x, data, thresholds):
     import keras
     feats_model = keras.Model(model.input, [model.output, model.get_layer("cam_features").output])
@@ -98,7 +111,7 @@ def evaluate(model, x, data, thresholds):
     acc = float(np.mean(np.argmax(logits, 1) == labels))
     cams = np.einsum("bhwc,cb->bhw", feats, kernel[:, labels])
     s = x.shape[1]
-    res = {t: {"iou_obj": [], "iou_part": []} for t in thresholds}
+    res = {t: {"iou_obj": [], "iou_part": [], "obj_cov": [], "part_cov": []} for t in thresholds}
     for i in range(len(x)):
         cam = cv2.resize(cams[i], (s, s), interpolation=cv2.INTER_LINEAR)
         cam = cam - cam.min()
@@ -108,6 +121,8 @@ def evaluate(model, x, data, thresholds):
             box = largest_region_box(gray > np.floor(t * gray.max()))
             res[t]["iou_obj"].append(iou(box, data["object_box"][i]))
             res[t]["iou_part"].append(iou(box, data["part_box"][i]))
+            res[t]["obj_cov"].append(coverage(box, data["object_box"][i]))
+            res[t]["part_cov"].append(coverage(box, data["part_box"][i]))
     return acc, {t: {k: np.array(v) for k, v in r.items()} for t, r in res.items()}
 
 
@@ -115,6 +130,18 @@ def main(argv):
     del argv
     import keras
     from keras_has.data import synthetic
+
+    if FLAGS.time_build:
+        import tensorflow_datasets as tfds
+        builder = tfds.builder(f"keras_has_synthetic/{FLAGS.time_build}", data_dir=FLAGS.build_dir)
+        cfg = builder.builder_config
+        total = cfg.train_size + cfg.validation_size + cfg.test_size
+        t0 = time.time()
+        builder.download_and_prepare()
+        dt = time.time() - t0
+        print(f"built {FLAGS.time_build}: {total} images at {cfg.image_size} px in {dt:.1f}s "
+              f"({total / dt:.0f} images/s) into {FLAGS.build_dir}")
+        return
 
     overrides = {}
     if FLAGS.body_consistency is not None:
@@ -142,8 +169,11 @@ def main(argv):
         else:
             from keras_has import models
             keras.utils.set_random_seed(FLAGS.seed)
-            model = models.get_model(FLAGS.model, synthetic.NUM_CLASSES, input_shape=(s, s, 3))
-        model.compile(keras.optimizers.Adam(FLAGS.learning_rate),
+            model = models.get_model(FLAGS.model, synthetic.NUM_CLASSES, input_shape=(s, s, 3),
+                                     widths=tuple(int(w) for w in FLAGS.widths), seed=FLAGS.seed)
+        steps = FLAGS.epochs * -(-FLAGS.train_size // FLAGS.batch_size)
+        lr = keras.optimizers.schedules.CosineDecay(FLAGS.learning_rate, steps)  # to 0 at the end
+        model.compile(keras.optimizers.Adam(lr),
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
         rng = np.random.default_rng(FLAGS.seed + 1)
         t0 = time.time()
@@ -157,14 +187,23 @@ def main(argv):
         part_hidden = x_test * (1 - test["part_mask"].astype(np.float32) / 255)
         acc_nopart = float(np.mean(np.argmax(model.predict(part_hidden, batch_size=256, verbose=0), 1)
                                    == test["label"]))
+        agree = test["body_class"] == test["label"]
+        pred = np.argmax(model.predict(x_test, batch_size=256, verbose=0), 1)
+        print(f"[{mode}] Top-1 where the body wears its class's pattern: "
+              f"{100 * np.mean(pred[agree] == test['label'][agree]):.1f}% ({agree.sum()} images); "
+              f"where it wears another class's: {100 * np.mean(pred[~agree] == test['label'][~agree]):.1f}% "
+              f"({(~agree).sum()} images)")
         for t in thresholds:
             r = res[t]
             rows.append((mode, t, acc, acc_nopart, r["iou_obj"].mean(), (r["iou_obj"] >= 0.5).mean(),
-                         r["iou_part"].mean(), (r["iou_part"] >= 0.5).mean()))
-    print("\nmode  thr   clas  clas_nopart  IoU_obj  Loc_obj  IoU_part  Loc_part")
-    for m, t, a, an, io, lo, ip, lp in rows:
+                         r["iou_part"].mean(), (r["iou_part"] >= 0.5).mean(), r["obj_cov"].mean(),
+                         r["part_cov"].mean()))
+    print("\nclas_nopart: accuracy with the part's pixels set to the mean; obj_cov / part_cov: mean"
+          " fraction of the object / part box inside the CAM box")
+    print("mode  thr   clas  clas_nopart  IoU_obj  Loc_obj  IoU_part  Loc_part  obj_cov  part_cov")
+    for m, t, a, an, io, lo, ip, lp, oc, pc in rows:
         print(f"{m:5s} {t:.2f}  {100 * a:5.1f}  {100 * an:5.1f}        {io:.3f}    {100 * lo:5.1f}"
-              f"    {ip:.3f}    {100 * lp:5.1f}")
+              f"    {ip:.3f}    {100 * lp:5.1f}    {oc:.3f}    {pc:.3f}")
 
 
 if __name__ == "__main__":

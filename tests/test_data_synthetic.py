@@ -125,7 +125,8 @@ def test_same_seed_same_bytes_other_seed_differs(built, tmp_path):
     assert np.mean(images(first) != images(other)) > 0.5
 
 
-def test_tfds_load_by_name(tmp_path):
+def test_tfds_load_by_name(tmp_path, monkeypatch):
+    _no_network(monkeypatch)
     ds = tfds.load("keras_has_synthetic/tiny", split="validation", data_dir=str(tmp_path))
     assert sum(1 for _ in ds) == 16
 

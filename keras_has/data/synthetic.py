@@ -94,8 +94,8 @@ class DesignParams:
 
     body_consistency: float = 0.8
     body_contrast: float = 0.35
-    part_scale: tuple = (0.22, 0.30)
-    body_scale: tuple = (0.22, 0.38)
+    part_scale: tuple = (0.20, 0.27)
+    body_scale: tuple = (0.25, 0.42)
     aspect: tuple = (1.4, 2.2)
     num_distractors: tuple = (3, 6)
     noise_std: float = 6.0
@@ -158,35 +158,51 @@ def _draw_part_mask(size: int, glyph: str, cx: float, cy: float, r: float, theta
     return canvas.astype(bool)
 
 
-def _body_pattern(pattern: str, u: np.ndarray, v: np.ndarray, a: float, b: float, period: float, rng) -> np.ndarray:
-    """Pattern in [-1, 1] over the grid, in the object's frame (u along the long axis)."""
+def _body_pattern(pattern: str, xx, yy, u, v, a: float, b: float, period: float, rng) -> np.ndarray:
+    """Pattern in [-1, 1] over the grid. Oriented patterns are in the image frame (a
+    vertical-stripe class has vertical stripes however the body lies); rings, rim and
+    two-tone follow the body (u along its long axis, v across)."""
     w = 2 * np.pi / period
-    if pattern == "bands":  # stripes across the body
-        return np.sign(np.sin(w * u))
-    if pattern == "stripes":  # stripes along the body
-        return np.sign(np.sin(w * v))
+    phase = rng.uniform(0, 2 * np.pi)
+    if pattern == "bands":  # vertical stripes
+        return np.sign(np.sin(w * xx + phase))
+    if pattern == "stripes":  # horizontal stripes
+        return np.sign(np.sin(w * yy + phase))
     if pattern == "diag_up":
-        return np.sign(np.sin(w * (u + v) / math.sqrt(2)))
+        return np.sign(np.sin(w * (xx + yy) / math.sqrt(2) + phase))
     if pattern == "diag_down":
-        return np.sign(np.sin(w * (u - v) / math.sqrt(2)))
+        return np.sign(np.sin(w * (xx - yy) / math.sqrt(2) + phase))
     if pattern == "checks":
-        return np.sign(np.sin(w * u / 1.4)) * np.sign(np.sin(w * v / 1.4))
+        return np.sign(np.sin(w * xx / 1.4 + phase)) * np.sign(np.sin(w * yy / 1.4 + phase))
     if pattern == "spots":
-        return np.where((np.cos(w * u) + np.cos(w * v)) > 1.0, -1.0, 0.4)
+        return np.where((np.cos(w * xx + phase) + np.cos(w * yy + phase)) > 1.0, -1.0, 0.4)
     if pattern == "rings":
         return np.sign(np.sin(w * np.sqrt(u * u + v * v)))
     if pattern == "rim":  # dark outline band, light inside
         rho = np.sqrt((u / a) ** 2 + (v / b) ** 2)
         return np.where(rho > 0.7, -1.0, 0.6)
-    if pattern == "two_tone":  # one half along the long axis light, the other dark
-        return np.where(u * rng.choice((-1.0, 1.0)) > 0, 0.9, -0.9)
+    if pattern == "two_tone":  # the half away from the part light, the half with it dark
+        return np.where(u < 0, 0.9, -0.9)
     if pattern == "speckle":  # fine random dots
         return np.where(rng.random(u.shape) < 0.3, -1.0, 0.4)
     raise ValueError(f"unknown body pattern {pattern!r}")
 
 
+_PART_PALETTE = np.array([c[1] for c in _CLASSES], np.float32)
+
+
+def _muted_colour(rng) -> np.ndarray:
+    """A random colour at half saturation, at least 70 levels (RGB distance) from every
+    part colour, so that clutter never looks like a part."""
+    while True:
+        c = rng.uniform(0, 255, 3)
+        c = 0.5 * c + 0.5 * c.mean()
+        if np.min(np.linalg.norm(_PART_PALETTE - c, axis=1)) >= 70:
+            return c.astype(np.float32)
+
+
 def _random_colour(rng) -> tuple:
-    return tuple(float(c) for c in rng.uniform(0, 255, 3))
+    return tuple(float(c) for c in _muted_colour(rng))
 
 
 def _draw_distractors(img: np.ndarray, rng, count: int) -> None:
@@ -239,7 +255,7 @@ def render_example(rng: np.random.Generator, image_size: int, class_id: int,
     _, part_colour, glyph, _ = _CLASSES[class_id]
 
     # Background: smooth random colour field, then distractors.
-    coarse = rng.uniform(30, 225, (3, 3, 3)).astype(np.float32)
+    coarse = np.stack([_muted_colour(rng) for _ in range(9)]).reshape(3, 3, 3)
     img = cv2.resize(coarse, (s, s), interpolation=cv2.INTER_CUBIC)
     img = np.ascontiguousarray(np.clip(img, 0, 255))
     lo, hi = params.num_distractors
@@ -276,7 +292,7 @@ def render_example(rng: np.random.Generator, image_size: int, class_id: int,
     v = -(xx - cx) * st + (yy - cy) * ct
     u = u * head  # pattern frame follows the head direction
     period = max(4.0, rng.uniform(0.75, 0.95) * b)
-    pattern = _body_pattern(_CLASSES[body_class][3], u, v, a, b, period, rng)
+    pattern = _body_pattern(_CLASSES[body_class][3], xx, yy, u, v, a, b, period, rng)
     base = _BODY_PALETTE[rng.integers(len(_BODY_PALETTE))] * rng.uniform(0.8, 1.2)
     body = base[None, None, :] * (1.0 + params.body_contrast * pattern[..., None])
     img = np.where(body_mask[..., None], body, img)
