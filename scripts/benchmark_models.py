@@ -8,6 +8,11 @@ images/s of
   infer   `model.predict_on_batch` (inference mode)
 and the ratio of each to the float32, no-XLA setting of the same model.
 
+With --grouped_conv it first times forward+backward of AlexNet's conv4 (batch 32,
+13x13x384 -> 384, 3x3, groups 2) as keras.layers.Conv2D(groups=2) (which Keras runs
+through a per-op XLA kernel on CPU) against keras_has' GroupedConv2D (one conv per group,
+same weights), per policy.
+
 Settings are timed round-robin (one step of each per round) so a busy machine slows
 them alike; the figure is the median over rounds.
 
@@ -22,9 +27,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from keras_has import models  # noqa: E402
+from keras_has.models.layers import GroupedConv2D  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["alexnet_gap", "googlenet_gap", "tiny_gap"], "Registered model names.")
@@ -36,6 +43,27 @@ flags.DEFINE_integer("num_classes", 200, "Classifier outputs.", lower_bound=2)
 flags.DEFINE_integer("repeats", 3, "Timed rounds (median reported).", lower_bound=1)
 flags.DEFINE_integer("warmup", 1, "Untimed steps of each setting before timing (after tracing).", lower_bound=0)
 flags.DEFINE_boolean("batch_norm", False, "Pass batch_norm=True to alexnet_gap / googlenet_gap.")
+flags.DEFINE_boolean("grouped_conv", False, "Also compare Conv2D(groups=2) with GroupedConv2D.")
+
+
+def benchmark_grouped_conv(policy, batch, repeats):
+    """Median seconds of one forward+backward of (Conv2D(groups=2), GroupedConv2D)."""
+    x = tf.constant(np.random.default_rng(0).normal(size=(batch, 13, 13, 384)).astype("float32"))
+    results = []
+    for cls in (keras.layers.Conv2D, GroupedConv2D):
+        layer = cls(384, 3, padding="same", groups=2, dtype=policy)
+        layer.build(x.shape)
+
+        @tf.function
+        def step(x, layer=layer):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.reduce_sum(tf.cast(layer(x), tf.float32))
+            return tape.gradient(y, [x] + layer.trainable_variables)
+
+        step(x)
+        results.append(float(np.median([_time(lambda: step(x)) for _ in range(repeats)])))
+    return tuple(results)
 
 
 def _build(name, policy, jit, batch, size, num_classes, batch_norm):
@@ -85,6 +113,12 @@ def main(argv):
     unknown = [m for m in FLAGS.models if m not in models.list_models()]
     if unknown:
         raise app.UsageError(f"--models: unknown {unknown}; valid: {models.list_models()}")
+    if FLAGS.grouped_conv:
+        print(f"AlexNet conv4 forward+backward, batch {FLAGS.batch}: Conv2D(groups=2) vs GroupedConv2D")
+        for policy in FLAGS.policies:
+            keras_s, ours_s = benchmark_grouped_conv(policy, FLAGS.batch, max(3, FLAGS.repeats))
+            print(f"  {policy:<16} Conv2D {keras_s * 1e3:8.1f} ms  GroupedConv2D {ours_s * 1e3:8.1f} ms  "
+                  f"speed-up x{keras_s / ours_s:.1f}", flush=True)
     settings = [(p, False) for p in FLAGS.policies]
     if FLAGS.jit:
         settings += [(p, True) for p in FLAGS.policies]

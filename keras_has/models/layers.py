@@ -122,9 +122,9 @@ class GroupedConv2D(keras.layers.Conv2D):
     Same arguments, kernel layout ``[kh, kw, C / groups, filters]``, weights and outputs as
     ``Conv2D(groups=...)`` (group ``g`` sees input channels ``g*C/G:(g+1)*C/G`` and makes
     filters ``g*F/G:(g+1)*F/G``, as Caffe's ``group``). Only the execution differs: on CPU,
-    Keras runs grouped ``Conv2D`` through a per-op XLA kernel that measured 5x (float32)
-    to 29x (bfloat16) slower than split-conv-concat for AlexNet's conv4 forward+backward
-    (docs/notes/issue-3.md). Channels-last only.
+    Keras runs grouped ``Conv2D`` through a per-op XLA kernel that measured 5-9x
+    (float32) and 29-32x (bfloat16) slower than split-conv-concat for AlexNet's conv4
+    forward+backward (``scripts/benchmark_models.py --grouped_conv``). Channels-last only.
     """
 
     def __init__(self, *args, **kwargs):
