@@ -137,7 +137,8 @@ class LocalizationCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        if (epoch + 1) % self.every_n_epochs == 0:
+        last = (self.params or {}).get("epochs")
+        if (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 == last:
             self.evaluate(epoch)
         for k in self._keys():
             value = np.nan if self.last_metrics is None else self.last_metrics.get(k, np.nan)

@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import inspect
 import json
-import logging
 import os
 import tempfile
 from typing import Any
@@ -177,27 +175,6 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         os.replace(tmp_weights, self._weights_path)
         write_json_atomic(self._training_metadata_path,
                           {"epoch": self._current_epoch, "batch": self._last_batch_seen})
-
-
-class _EveryNEpochs(keras.callbacks.Callback):
-    """Runs a callback's `on_epoch_end` every `n` epochs and after the last epoch."""
-
-    def __init__(self, callback, n: int, epochs: int):
-        super().__init__()
-        self.callback = callback
-        self.n = n
-        self.epochs = epochs
-
-    def set_model(self, model):
-        super().set_model(model)
-        self.callback.set_model(model)
-
-    def on_train_begin(self, logs=None):
-        self.callback.on_train_begin(logs)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.n == 0 or epoch + 1 == self.epochs:
-            self.callback.on_epoch_end(epoch, logs)
 
 
 # ---------------------------------------------------------------------- strategies
@@ -376,34 +353,22 @@ def _build_model(config: TrainConfig, num_classes: int, policy: str | None):
     kwargs = dict(config.model_kwargs)
     if policy is not None:
         kwargs["dtype_policy"] = policy
+    kwargs.setdefault("seed", config.seed)  # every registered builder takes a seed
     input_shape = (config.data.image_size, config.data.image_size, 3)
-    if _get_model_takes_seed(config.model) and "seed" not in kwargs:
-        kwargs["seed"] = config.seed
     return models.get_model(config.model, num_classes=num_classes,
                             input_shape=input_shape, **kwargs)
 
 
 def _localization_callback(config: TrainConfig, eval_dataset, tensorboard_dir,
                            mean=None, std=None):
-    """`keras_has.callbacks.LocalizationCallback` every `eval_every` epochs, if present."""
+    """`keras_has.callbacks.LocalizationCallback` every `eval_every` epochs (or None)."""
     if config.eval_every <= 0 or eval_dataset is None:
         return None
-    try:
-        from keras_has.callbacks import LocalizationCallback
-    except ImportError:
-        return None
-    params = inspect.signature(LocalizationCallback).parameters
-    kwargs = {}
-    if "log_dir" in params and _tensorboard_available():
-        kwargs["log_dir"] = tensorboard_dir
-    if "mean" in params and "std" in params and mean is not None:
-        kwargs["mean"], kwargs["std"] = mean, std
-    for name in ("every", "every_n_epochs", "frequency", "eval_every"):
-        if name in params:
-            kwargs[name] = config.eval_every
-            return LocalizationCallback(eval_dataset, **kwargs)
-    return _EveryNEpochs(LocalizationCallback(eval_dataset, **kwargs),
-                         config.eval_every, config.epochs)
+    from keras_has.callbacks import LocalizationCallback
+
+    return LocalizationCallback(eval_dataset, every_n_epochs=config.eval_every,
+                                log_dir=tensorboard_dir, mean=mean, std=std,
+                                verbose=min(config.verbose, 1))
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -439,12 +404,16 @@ def train(config: TrainConfig) -> TrainResult:
         "csv": os.path.join(own, "training_log.csv"),
         "tensorboard": os.path.join(own, "tensorboard"),
         "model": os.path.join(own, "model.keras"),
+        "normalization": os.path.join(own, "normalization.json"),
     }
     os.makedirs(paths["checkpoints"], exist_ok=True)
     write_json_atomic(paths["config"], config.to_dict())
 
     # ------------------------------------------------------------------- data
     mean, std = data.get_normalization(source, split=config.data.train_split)
+    # Saved with the run, so export and evaluation need not reach the data again.
+    write_json_atomic(paths["normalization"], {"mean": list(mean), "std": list(std),
+                                               "split": config.data.train_split})
     train_ds = data.make_train_dataset(
         source, config.data.image_size, global_batch,
         hiding=config.hiding.as_pipeline_arg(), seed=config.seed,
@@ -471,10 +440,6 @@ def train(config: TrainConfig) -> TrainResult:
     # ------------------------------------------------------ model + optimizer
     # The dtype policy goes to the model builder: Keras' global policy is never touched.
     with strategy.scope():
-        if not _get_model_takes_seed(config.model):
-            # get_model takes no seed: the initialisers draw from Keras' global seed,
-            # so that is what `config.seed` sets (the one piece of global state).
-            keras.utils.set_random_seed(config.seed)
         model = _build_model(config, source.num_classes, policy)
         optimizer = L2SGD(
             l2=weight_decay_at(0, config.optim, config.epochs),
@@ -511,12 +476,7 @@ def train(config: TrainConfig) -> TrainResult:
             paths["best"], monitor=config.best_metric,
             mode=config.resolved_best_mode(), save_best_only=True))
     callbacks.append(keras.callbacks.CSVLogger(paths["csv"], append=True))
-    if _tensorboard_available():
-        callbacks.append(keras.callbacks.TensorBoard(paths["tensorboard"]))
-    else:
-        logging.warning("TensorBoard is not installed: no event files under %s "
-                        "(pip install tensorboard); the CSV log is still written.",
-                        paths["tensorboard"])
+    callbacks.append(keras.callbacks.TensorBoard(paths["tensorboard"]))
     epochs_run: list[int] = []
     callbacks.append(keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: epochs_run.append(int(epoch))))
@@ -563,20 +523,6 @@ def _prebuild_for_multi_worker(model, batch: int, image_size: int) -> None:
                         and v.shape.rank == 0 else v) for k, v in logs.items()}
 
         setattr(model, name, wrapped)
-
-
-def _tensorboard_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("tensorboard") is not None
-
-
-def _get_model_takes_seed(name: str) -> bool:
-    from keras_has import models
-
-    builder = getattr(models, name, None)
-    target = builder if callable(builder) else models.get_model
-    return "seed" in inspect.signature(target).parameters
 
 
 def _truncate_csv_to_backup(csv_path: str, backup_dir: str) -> None:
