@@ -35,15 +35,16 @@ class HideAndSeek(keras.layers.Layer):
                  seed=None, **kwargs):
         super().__init__(**kwargs)
         sizes, prob, fill = validate_hiding_args(grid_sizes, hide_prob, fill_value)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"`seed` must be None or a Python int; received {seed!r}.")
         self.grid_sizes = sizes
         self.hide_prob = prob
         self.fill_value = fill[0] if len(fill) == 1 else fill
         self.seed = seed
         self.generator = keras.random.SeedGenerator(seed)
-        self.supports_masking = False
-        # Inputs keep their dtype (uint8 stays uint8); no autocasting of inputs.
+        # Inputs keep their dtype (uint8 stays uint8, bfloat16 stays bfloat16): Keras
+        # must not cast them to the layer's compute dtype.
         self._convert_input_args = False
-        self._allow_non_tensor_positional_args = True
 
     def call(self, inputs, training=False):
         if not training:

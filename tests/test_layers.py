@@ -88,6 +88,8 @@ def test_bad_arguments_fail_at_construction():
         HideAndSeek(grid_sizes=(-1,))
     with pytest.raises(ValueError, match=r"`grid_sizes`.*empty"):
         HideAndSeek(grid_sizes=[])
+    with pytest.raises(TypeError, match=r"`seed`.*'7'"):
+        HideAndSeek(seed="7")
 
 
 def test_first_layer_of_a_model_fit_predict_and_save(tmp_path):
