@@ -66,7 +66,7 @@ def test_generates_offline_with_the_feature_contract(built):
     assert ex["part_mask"].dtype == np.uint8 and ex["part_mask"].shape == (64, 64, 1)
     assert ex["object_box"].dtype == np.int32 and ex["object_box"].shape == (4,)
     assert ex["part_box"].dtype == np.int32 and ex["part_box"].shape == (4,)
-    assert ex["image_id"].decode().startswith("test/")
+    assert ex["image_id"].decode().startswith("test_")
 
 
 def test_split_sizes_labels_and_ids(built):

@@ -5,10 +5,10 @@ elliptical *body* (random position, size, aspect and orientation) with a small
 *part* (the "head": a saturated glyph at one end of the body's long axis).
 
 * The part is the shortcut: its colour and glyph shape identify the class in 100%
-  of images, and it is small (about 2-6% of the object's box).
+  of images, and it is small (its box is about 6-14% of the object's box).
 * The body carries weaker but real class evidence: a class-specific surface pattern
-  in the object's own frame (stripes across or along the body, diagonal stripes,
-  checks, spots, rings, ...). In `body_consistency` of the images (default 0.8) the
+  (vertical, horizontal or diagonal stripes, checks, spots, concentric rings, a dark
+  rim, two tones, speckle) on a muted colour shared by all classes. In `body_consistency` of the images (default 0.8) the
   body wears its own class's pattern, otherwise another class's pattern, so the body
   alone classifies about 80% of images and a plain classifier has every reason to
   prefer the part; but once the part is hidden the body is still learnable.
@@ -323,7 +323,7 @@ def _example_rng(seed: int, split: str, index: int) -> np.random.Generator:
 def _example(seed: int, split: str, index: int, image_size: int, params: DesignParams) -> dict:
     rng = _example_rng(seed, split, index)
     ex = render_example(rng, image_size, index % NUM_CLASSES, params)
-    ex["image_id"] = f"{split}/{index:06d}"
+    ex["image_id"] = f"{split}_{index:06d}"
     return ex
 
 
@@ -383,7 +383,7 @@ class KerasHasSynthetic(tfds.core.GeneratorBasedBuilder):
     Features per example: `image` uint8 [S, S, 3]; `label` ClassLabel (CLASS_NAMES);
     `object_box`, `part_box` int32 [4] as x0, y0, x1, y1 inclusive pixels, the tight
     boxes of `mask` (object: body and part) and `part_mask` (uint8 [S, S, 1], 0/255);
-    `image_id` string "<split>/<index>". Generated locally, deterministic from the seed.
+    `image_id` string "<split>_<index>". Generated locally, deterministic from the seed.
     """
 
     VERSION = tfds.core.Version("1.0.0")
