@@ -168,7 +168,10 @@ def hide_patches(images, grid_sizes=(16, 32, 44, 56), hide_prob=0.5, fill_value=
         (length C). For uint8 images it is rounded and clipped to [0, 255].
       seed: None (fresh masks on every call), a Python int, or an integer tensor of
         shape `[2]` (a stateless seed). With a seed the output is a pure function of
-        `images` and `seed`.
+        `images` and `seed`. Caveat of `seed=None` inside `tf.data`: when TensorFlow's
+        global seed is set (`tf.random.set_seed`, `keras.utils.set_random_seed`),
+        tf.data replays the same unseeded draws every epoch; pass per-element seeds
+        there instead (as `keras_has.data.make_train_dataset` does).
 
     Returns:
       A tensor with the shape and dtype of `images`.
