@@ -2,8 +2,11 @@
 
 Public API (see docs/architecture.md):
     hide_patches, HideAndSeek, and the submodules models, data, cam, localization,
-    metrics, evaluation, callbacks, config, training, export.
+    metrics, evaluation, callbacks, visualize, config, training, comparison, export
+    (imported on first use: `keras_has.models.get_model(...)` works after
+    `import keras_has`).
 """
+import importlib as _importlib
 import os as _os
 
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -12,4 +15,13 @@ from keras_has.hiding import hide_patches  # noqa: E402
 from keras_has.layers import HideAndSeek  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["hide_patches", "HideAndSeek", "__version__"]
+
+_SUBMODULES = ("models", "data", "cam", "localization", "metrics", "evaluation",
+               "callbacks", "visualize", "config", "training", "comparison", "export")
+__all__ = ["hide_patches", "HideAndSeek", "__version__", *_SUBMODULES]
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"keras_has.{name}")
+    raise AttributeError(f"module 'keras_has' has no attribute {name!r}")
