@@ -60,8 +60,8 @@ class LocalizationCallback(keras.callbacks.Callback):
 
     Args:
         eval_dataset: iterable of eval dict batches (``keras_has.data.make_eval_dataset``).
-        every_n_epochs: evaluate after epochs ``N, 2N, ...`` (and the last epoch of fit
-            if ``on_train_end`` is wanted, call :meth:`evaluate` yourself).
+        every_n_epochs: evaluate after epochs ``N, 2N, ...`` and after the last epoch
+            of ``fit``.
         log_dir: directory for TensorBoard events and JSON files, or None.
         prefix: key prefix in the logs.
         num_images: how many overlays in the TensorBoard grid.
@@ -130,7 +130,10 @@ class LocalizationCallback(keras.callbacks.Callback):
 
     def _keys(self):
         keys = list(LOG_KEYS)
-        if self.last_metrics is not None and "pxap" in self.last_metrics:
+        # Known before the first evaluation (CSVLogger fixes its columns at epoch 1).
+        spec = getattr(self.eval_dataset, "element_spec", None)
+        has_masks = isinstance(spec, dict) and "mask" in spec
+        if has_masks or (self.last_metrics is not None and "pxap" in self.last_metrics):
             keys.append("pxap")
         return keys
 

@@ -101,3 +101,18 @@ def test_callback_every_n_epochs_keeps_keys_consistent():
     assert np.isnan(values[0]) and not np.isnan(values[1])
     with pytest.raises(ValueError, match="every_n_epochs"):
         LocalizationCallback(_eval_dataset(), every_n_epochs=0)
+
+
+def test_callback_evaluates_every_n_and_after_the_last_epoch_with_pxap_column(tmp_path):
+    model = _tiny_model()
+    model.compile(optimizer="sgd",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cb = LocalizationCallback(_eval_dataset(masks=True), every_n_epochs=2, verbose=0,
+                              cam_curve_interval=0.05)
+    csv = tmp_path / "log.csv"
+    hist = model.fit(np.zeros((3, 16, 16, 3), np.float32), np.zeros(3), epochs=3, verbose=0,
+                     callbacks=[cb, keras.callbacks.CSVLogger(str(csv))])
+    assert [m["epoch"] for m in cb.history] == [2, 3]  # epoch 2 (every 2) and the last
+    values = hist.history["val_loc_pxap"]
+    assert np.isnan(values[0]) and not np.isnan(values[1]) and not np.isnan(values[2])
+    assert "val_loc_pxap" in csv.read_text().splitlines()[0].split(",")
