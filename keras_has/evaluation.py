@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import keras
 import numpy as np
@@ -37,6 +38,84 @@ def _check_batch(batch):
         raise ValueError(f"dataset: batch is missing keys {missing}; it has {sorted(batch)}")
 
 
+def _keras_forward(model):
+    cam_model = cam_lib.make_cam_model(model)
+    kernel = model.get_layer(cam_lib.CLASSIFIER_LAYER).kernel
+
+    @tf.function(reduce_retracing=True)
+    def forward(images, labels):
+        logits, features = cam_model(images, training=False)
+        return logits, cam_lib.cams_from_features(features, kernel, labels)
+
+    return forward
+
+
+def _forward_of(model):
+    if isinstance(model, keras.Model):
+        return _keras_forward(model)
+    forward = getattr(model, "forward", None)
+    if not callable(forward):
+        raise TypeError("model: expected a keras_has keras.Model or an object with "
+                        "forward(images, labels) -> (logits, cams) (e.g. "
+                        f"SavedModelCamSource), received {type(model).__name__}")
+    return forward
+
+
+class SavedModelCamSource:
+    """Ground-truth-class CAMs from an exported SavedModel's ``cam_features`` signature.
+
+    Pass it to :func:`run_localization` in place of a Keras model. The export must have
+    been written with ``keras_has.export.export_saved_model(..., cam_signature=True)``.
+
+    Args:
+        saved_model: the export directory, or the object ``tf.saved_model.load`` gave.
+
+    Attributes:
+        image_size: ``(height, width)`` the signature takes.
+        num_classes: ``K``.
+
+    ``forward(images, labels)``: images float32 ``[B, S, S, 3]`` (normalised like
+    ``make_eval_dataset``), labels int ``[B]`` -> ``(logits [B, K], cams [B, h, w])``
+    numpy float32, the raw CAM of each image's label.
+    """
+
+    def __init__(self, saved_model):
+        from keras_has.export import CAM_FEATURES
+
+        where = saved_model
+        if isinstance(saved_model, (str, os.PathLike)):
+            if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
+                raise ValueError(f"saved_model: {saved_model} is not a SavedModel directory "
+                                 "(no saved_model.pb)")
+            saved_model = tf.saved_model.load(os.fspath(saved_model))
+        signatures = getattr(saved_model, "signatures", {})
+        if CAM_FEATURES not in signatures:
+            raise ValueError(f"saved_model {where}: expected a '{CAM_FEATURES}' signature, "
+                             f"it has {sorted(signatures)}; re-export with "
+                             "export_saved_model(..., cam_signature=True)")
+        self._function = signatures[CAM_FEATURES]
+        self._saved_model = saved_model  # keeps the variables alive
+        spec = self._function.structured_input_signature[1]["images"]
+        self.image_size = tuple(spec.shape.as_list()[1:3])
+        self.num_classes = int(self._function.structured_outputs["logits"].shape[-1])
+
+    def forward(self, images, labels):
+        images = tf.convert_to_tensor(images, tf.float32)
+        if tuple(images.shape[1:]) != (*self.image_size, 3):
+            raise ValueError(f"images: expected [B, {self.image_size[0]}, "
+                             f"{self.image_size[1]}, 3] (the export's image size), "
+                             f"received shape {tuple(images.shape)}")
+        labels = np.asarray(labels).astype(np.int64)
+        bad = labels[(labels < 0) | (labels >= self.num_classes)]
+        if bad.size:
+            raise ValueError(f"labels: expected values in [0, {self.num_classes}), "
+                             f"received {bad[:5].tolist()}")
+        out = self._function(images=images)
+        cams = out["class_cams"].numpy()
+        picked = np.take_along_axis(cams, labels[:, None, None, None], axis=3)[..., 0]
+        return out["logits"].numpy(), picked
+
+
 def run_localization(model, dataset, cam_threshold=0.2, cam_curve_interval=0.01,
                      iou_thresholds=(30, 50, 70), box_rule="tight", num_examples=0,
                      verbose=1, max_batches=None):
@@ -47,7 +126,10 @@ def run_localization(model, dataset, cam_threshold=0.2, cam_curve_interval=0.01,
     and accumulated with the boxes (and masks when present).
 
     Args:
-        model: a keras_has model (layers ``cam_features`` and ``classifier``).
+        model: a keras_has model (layers ``cam_features`` and ``classifier``), or a
+            CAM source: any object with ``forward(images, labels) -> (logits, cams)``
+            (images float32 ``[B, S, S, 3]``, labels int32 ``[B]``; logits ``[B, K]``,
+            raw CAMs of ``labels`` ``[B, h, w]``), e.g. :class:`SavedModelCamSource`.
         dataset: iterable of dict batches (``image``, ``label``, ``boxes``,
             ``num_boxes``, optional ``mask`` / ``ignore``).
         num_examples: how many first images to keep for a gallery.
@@ -60,13 +142,7 @@ def run_localization(model, dataset, cam_threshold=0.2, cam_curve_interval=0.01,
     evaluator = LocalizationEvaluator(cam_threshold=cam_threshold,
                                       cam_curve_interval=cam_curve_interval,
                                       iou_thresholds=iou_thresholds, box_rule=box_rule)
-    cam_model = cam_lib.make_cam_model(model)
-    kernel = model.get_layer(cam_lib.CLASSIFIER_LAYER).kernel
-
-    @tf.function(reduce_retracing=True)
-    def forward(images, labels):
-        logits, features = cam_model(images, training=False)
-        return logits, cam_lib.cams_from_features(features, kernel, labels)
+    forward = _forward_of(model)
 
     total = None
     try:
@@ -87,12 +163,13 @@ def run_localization(model, dataset, cam_threshold=0.2, cam_curve_interval=0.01,
         images = tf.convert_to_tensor(batch["image"], tf.float32)
         labels = np.asarray(batch["label"]).astype(np.int32)
         logits, cams = forward(images, tf.constant(labels))
+        logits, cams = np.asarray(logits), np.asarray(cams)
         size = tuple(images.shape[1:3])
-        cams = loc.normalize_cams(loc.resize_cams(cams.numpy(), size))
+        cams = loc.normalize_cams(loc.resize_cams(cams, size))
         masks = batch.get("mask")
         ignore = batch.get("ignore")
         evaluator.accumulate(cams, np.asarray(batch["boxes"]), np.asarray(batch["num_boxes"]),
-                             labels, logits=logits.numpy(),
+                             labels, logits=logits,
                              masks=None if masks is None else np.asarray(masks),
                              ignore=None if ignore is None or masks is None
                              else np.asarray(ignore))
@@ -105,7 +182,7 @@ def run_localization(model, dataset, cam_threshold=0.2, cam_curve_interval=0.01,
             examples["pred_box"].append(loc.boxes_from_cams(cams[:take], cam_threshold,
                                                             box_rule=box_rule))
             examples["label"].append(labels[:take])
-            examples["prediction"].append(np.argmax(logits.numpy()[:take], axis=1))
+            examples["prediction"].append(np.argmax(logits[:take], axis=1))
             kept += take
         if bar is not None:
             bar.update(step + 1)
@@ -125,3 +202,82 @@ def evaluate_localization(model, dataset, cam_threshold=0.2, cam_curve_interval=
     """Like :func:`run_localization`, returning only the metrics dict (percentages)."""
     return run_localization(model, dataset, cam_threshold, cam_curve_interval,
                             iou_thresholds, box_rule, 0, verbose, max_batches).metrics
+
+
+def write_evaluation(result, out_dir, mean=None, std=None):
+    """Writes ``metrics.json`` and, if ``result`` has examples, ``gallery.png``, atomically.
+
+    Args:
+        result: a :class:`LocalizationResult`.
+        out_dir: directory (created if missing).
+        mean, std: the normalisation of the examples' images, to show them (required
+            when there are examples).
+
+    Returns:
+        The list of paths written.
+    """
+    from keras_has import visualize
+    from keras_has.callbacks import _atomic_write_json
+
+    os.makedirs(out_dir, exist_ok=True)
+    written = [os.path.join(out_dir, "metrics.json")]
+    _atomic_write_json(written[0], result.metrics)
+    if result.examples is not None:
+        if mean is None or std is None:
+            raise ValueError("mean, std: required to draw the gallery of examples")
+        ex = result.examples
+        grid = visualize.gallery(visualize.denormalize_images(ex["image"], mean, std),
+                                 ex["cam"], ex["boxes"], ex["num_boxes"], ex["pred_box"])
+        written.append(os.path.join(out_dir, "gallery.png"))
+        visualize.save_png(written[1], grid)
+    return written
+
+
+def load_for_evaluation(path, model_name=None, num_classes=None, image_size=None):
+    """Loads what :func:`run_localization` evaluates from a file or an export.
+
+    Args:
+        path: a ``.keras`` file, a ``.weights.h5`` checkpoint (needs ``model_name`` and
+            ``num_classes``) or a SavedModel directory exported with the
+            ``cam_features`` signature.
+        image_size: the input size; None takes the export's (SavedModel), the model's
+            input (``.keras``) or 224 (checkpoint).
+
+    Returns:
+        ``(model, settings)``: a ``keras.Model`` or :class:`SavedModelCamSource`, and a
+        dict with ``image_size`` (int) and ``mean`` / ``std`` (the export's, else None).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model_path: {path} does not exist")
+    settings = {"image_size": image_size, "mean": None, "std": None}
+    if os.path.isdir(path):
+        from keras_has.export import read_preprocessing
+
+        source = SavedModelCamSource(path)
+        prep = read_preprocessing(path)
+        height, width = source.image_size
+        if height != width:
+            raise ValueError(f"{path}: expected a square export, image_size is {height}x{width}")
+        if image_size is not None and image_size != height:
+            raise ValueError(f"image_size: the export {path} takes {height} px images, "
+                             f"received {image_size}")
+        settings.update(image_size=height, mean=tuple(prep["mean"]), std=tuple(prep["std"]))
+        return source, settings
+    if path.endswith(".keras"):
+        model = keras.saving.load_model(path, compile=False)
+        if image_size is None:
+            settings["image_size"] = model.input_shape[1] or 224
+        return model, settings
+    if path.endswith(".weights.h5"):
+        if not model_name or not num_classes:
+            raise ValueError("model_name and num_classes are required for a weights checkpoint")
+        from keras_has import models
+
+        size = image_size or 224
+        model = models.get_model(model_name, num_classes, input_shape=(size, size, 3))
+        model.load_weights(path)
+        settings["image_size"] = size
+        return model, settings
+    raise ValueError(f"model_path: expected a .keras file, a .weights.h5 checkpoint or a "
+                     f"SavedModel directory, received {path}")

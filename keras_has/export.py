@@ -30,6 +30,18 @@ order comes first) gives the tight inclusive box; no foreground gives `(0, 0, 0,
 In the input image's frame, model pixel column `x` covers input columns
 `[x * W0 / W, (x + 1) * W0 / W)`, so a box maps to
 `x0' = floor(x0 * W0 / W)`, `x1' = ceil((x1 + 1) * W0 / W) - 1` (and likewise for y).
+
+Evaluation signature (opt-in, `export_saved_model(..., cam_signature=True)`):
+
+- `cam_features(images)`: float32 `[N, S, S, 3]`, images already resized to the model
+  size and normalised with `mean` / `std` (what `keras_has.data.make_eval_dataset`
+  yields). Returns `logits` float32 `[N, K]` and `class_cams` float32 `[N, h, w, K]`:
+  the raw CAM of every class at feature resolution, `features @ kernel` with the
+  classifier bias excluded (`keras_has.cam` semantics for all classes at once). It lets
+  `keras_has.evaluation.SavedModelCamSource` score ground-truth-class CAMs of an export.
+  All class maps rather than `features` plus the kernel: one self-contained output with
+  no batch-less constant, and smaller whenever `K <= C` (every model here). It is
+  opt-in so that the serving surface stays the two signatures above by default.
 """
 from __future__ import annotations
 
@@ -46,6 +58,8 @@ import tensorflow as tf
 
 SERVING_DEFAULT = "serving_default"
 SERVING_IMAGES = "serving_images"
+CAM_FEATURES = "cam_features"
+CAM_FEATURES_KEYS = ("logits", "class_cams")
 OUTPUT_KEYS = (
     "classes",
     "scores",
@@ -536,6 +550,8 @@ class ServingFunctions:
     Attributes:
         serving_default: tf.function, `images_bytes` string `[N]` -> outputs dict.
         serving_images: tf.function, `images` uint8 `[N, H, W, 3]` -> outputs dict.
+        cam_features: tf.function, normalised `images` float32 `[N, S, S, 3]` ->
+            `{"logits": [N, K], "class_cams": [N, h, w, K]}` (float32).
         cam_model: the `(logits, features)` model the functions call.
     """
 
@@ -615,6 +631,17 @@ class ServingFunctions:
             autograph=False,
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
         )
+        self.cam_features = tf.function(
+            self._class_cams,
+            autograph=False,
+            input_signature=[tf.TensorSpec([None, size[0], size[1], 3], tf.float32, name="images")],
+        )
+
+    def _class_cams(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits, features = self.cam_model(images, training=False)
+        kernel = tf.cast(self._kernel, tf.float32)
+        class_cams = tf.einsum("bhwc,ck->bhwk", tf.cast(features, tf.float32), kernel)
+        return {"logits": tf.cast(logits, tf.float32), "class_cams": class_cams}
 
     def _predict(self, resized: tf.Tensor, image_sizes: tf.Tensor) -> dict[str, tf.Tensor]:
         config = self.config
@@ -680,6 +707,23 @@ def read_class_names(path) -> tuple[str, ...]:
             f"received {'no names' if not lines else f'empty line(s) {empty[:5]}'}"
         )
     return tuple(line.strip() for line in lines)
+
+
+def read_preprocessing(export_dir) -> dict:
+    """An export's `assets/preprocessing.json` (image_size, mean, std, cam_threshold...).
+
+    Raises:
+        ValueError naming the file when it is missing, not JSON or lacks a key.
+    """
+    path = pathlib.Path(export_dir) / "assets" / "preprocessing.json"
+    try:
+        prep = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read the export's preprocessing JSON: {error}") from None
+    missing = [k for k in ("image_size", "mean", "std") if k not in prep]
+    if missing:
+        raise ValueError(f"{path}: expected keys image_size, mean, std; missing {missing}")
+    return prep
 
 
 def resolve_serving_settings(
@@ -786,6 +830,7 @@ def export_saved_model(
     config: Any = None,
     overwrite: bool = False,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    cam_signature: bool = False,
 ) -> pathlib.Path:
     """Exports `model` as a SavedModel localizer with serving signatures, atomically.
 
@@ -807,6 +852,8 @@ def export_saved_model(
         config: training config (dict or dataclass) saved as JSON; optional.
         overwrite: replace an existing `export_dir`; otherwise that is an error.
         max_image_pixels: `serving_default` rejects larger images before decoding.
+        cam_signature: also add the `cam_features` evaluation signature (module
+            docstring), which `scripts/evaluate.py` needs to evaluate the export.
 
     Returns:
         The export directory as a `pathlib.Path`.
@@ -838,10 +885,13 @@ def export_saved_model(
         saved = staging / "saved_model"
         archive = keras.export.ExportArchive()
         archive.track(functions.cam_model)
-        for name, function in (
+        endpoints = [
             (SERVING_DEFAULT, functions.serving_default),
             (SERVING_IMAGES, functions.serving_images),
-        ):
+        ]
+        if cam_signature:
+            endpoints.append((CAM_FEATURES, functions.cam_features))
+        for name, function in endpoints:
             function.get_concrete_function()  # traced once, from its input_signature
             archive.add_endpoint(name, function)
         archive.write_out(str(saved), verbose=False)

@@ -2,8 +2,13 @@
 
     python scripts/evaluate.py --model_path=run/model.keras --source=synthetic \
         --image_size=224 --out_dir=run/eval
+    python scripts/evaluate.py --model_path=run/export --source=synthetic
     python scripts/evaluate.py --model_path=run/ckpt.weights.h5 --model=tiny_gap \
         --num_classes=3 --source=/path/to/wsol_root --split=test
+
+A SavedModel directory must carry the `cam_features` signature
+(keras_has.export.export_saved_model(..., cam_signature=True)); its image size, mean and
+std come from its assets/preprocessing.json unless flags override them.
 
 All logic lives in keras_has.evaluation / metrics / visualize; this file parses flags.
 """
@@ -13,12 +18,16 @@ import os
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_path", None, "a .keras file or a .weights.h5 checkpoint")
+flags.DEFINE_string("model_path", None, "a .keras file, a .weights.h5 checkpoint or a SavedModel directory")
 flags.DEFINE_string("model", None, "model name (keras_has.models) for a weights checkpoint")
 flags.DEFINE_integer("num_classes", None, "number of classes for a weights checkpoint")
 flags.DEFINE_string("source", "synthetic", "source name, WSOL folder or TFDS name")
 flags.DEFINE_string("split", "test", "split to evaluate")
-flags.DEFINE_integer("image_size", 224, "evaluation image size")
+flags.DEFINE_integer("image_size", None, "evaluation image size (default: the export's, "
+                     "the .keras model's input, or 224)")
+flags.DEFINE_list("mean", None, "3 per-channel means, pixel scale (default: the export's, "
+                  "else the source's training statistics)")
+flags.DEFINE_list("std", None, "3 per-channel stds (default: as --mean)")
 flags.DEFINE_integer("batch_size", 32, "batch size")
 flags.DEFINE_float("cam_threshold", 0.2, "fixed CAM threshold (fraction of max)")
 flags.DEFINE_float("cam_curve_interval", 0.001, "threshold sweep step")
@@ -30,29 +39,17 @@ flags.mark_flag_as_required("model_path")
 
 
 def main(_):
-    import keras
-    from keras_has import data, evaluation, visualize
-    from keras_has.callbacks import _atomic_write_json
+    from keras_has import data, evaluation
 
-    path = FLAGS.model_path
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"--model_path: {path} does not exist")
-    if path.endswith(".keras"):
-        model = keras.saving.load_model(path, compile=False)
-    elif path.endswith(".weights.h5"):
-        if not FLAGS.model or not FLAGS.num_classes:
-            raise ValueError("--model and --num_classes are required for a weights checkpoint")
-        from keras_has import models
-        model = models.get_model(FLAGS.model, FLAGS.num_classes,
-                                 input_shape=(FLAGS.image_size, FLAGS.image_size, 3))
-        model.load_weights(path)
-    else:
-        raise ValueError(f"--model_path: expected a .keras file or a .weights.h5 "
-                         f"checkpoint, received {path}")
+    model, settings = evaluation.load_for_evaluation(
+        FLAGS.model_path, FLAGS.model, FLAGS.num_classes, FLAGS.image_size)
     source = data.get_source(FLAGS.source)
-    mean, std = data.get_normalization(source)
-    ds = data.make_eval_dataset(source, FLAGS.image_size, FLAGS.batch_size, split=FLAGS.split,
-                                mean=mean, std=std)
+    mean = [float(v) for v in FLAGS.mean] if FLAGS.mean else settings["mean"]
+    std = [float(v) for v in FLAGS.std] if FLAGS.std else settings["std"]
+    if mean is None or std is None:
+        mean, std = data.get_normalization(source)
+    ds = data.make_eval_dataset(source, settings["image_size"], FLAGS.batch_size,
+                                split=FLAGS.split, mean=mean, std=std)
     result = evaluation.run_localization(
         model, ds, cam_threshold=FLAGS.cam_threshold,
         cam_curve_interval=FLAGS.cam_curve_interval, box_rule=FLAGS.box_rule,
@@ -61,14 +58,8 @@ def main(_):
     for k, v in result.metrics.items():
         print(f"{k:36s} {v:10.3f}" if isinstance(v, float) else f"{k:36s} {v:>10}")
     if FLAGS.out_dir:
-        os.makedirs(FLAGS.out_dir, exist_ok=True)
-        _atomic_write_json(os.path.join(FLAGS.out_dir, "metrics.json"), result.metrics)
-        if result.examples is not None:
-            ex = result.examples
-            grid = visualize.gallery(visualize.denormalize_images(ex["image"], mean, std),
-                                     ex["cam"], ex["boxes"], ex["num_boxes"], ex["pred_box"])
-            visualize.save_png(os.path.join(FLAGS.out_dir, "gallery.png"), grid)
-        print(f"wrote {FLAGS.out_dir}/metrics.json and gallery.png")
+        written = evaluation.write_evaluation(result, FLAGS.out_dir, mean, std)
+        print("wrote " + ", ".join(written))
 
 
 if __name__ == "__main__":
