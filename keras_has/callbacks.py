@@ -1,7 +1,6 @@
 """Keras callback that scores CAM localization during ``fit``."""
 from __future__ import annotations
 
-import json
 import os
 
 import keras
@@ -10,6 +9,8 @@ import tensorflow as tf
 
 from keras_has import evaluation
 from keras_has import visualize
+from keras_has.io_utils import atomic_write_json
+
 
 LOG_KEYS = ("top1_cls", "top5_cls", "gt_known_loc", "top1_loc", "max_box_acc",
             "max_box_acc_v2", "top1_loc_max")
@@ -36,12 +37,6 @@ def write_image(tag, image, step):
     tf.summary.write(tag, tf.stack([tf.constant(str(w)), tf.constant(str(h)), png]),
                      step=step, metadata=_metadata("images"))
 
-
-def _atomic_write_json(path, data):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 class LocalizationCallback(keras.callbacks.Callback):
@@ -123,7 +118,7 @@ class LocalizationCallback(keras.callbacks.Callback):
                                              ex["pred_box"])
                     write_image("localization/cam_overlays", grid, int(epoch) + 1)
             writer.flush()
-            _atomic_write_json(os.path.join(self.log_dir, "localization",
+            atomic_write_json(os.path.join(self.log_dir, "localization",
                                             f"metrics_epoch{int(epoch) + 1:04d}.json"),
                                metrics)
         return metrics

@@ -217,11 +217,11 @@ def write_evaluation(result, out_dir, mean=None, std=None):
         The list of paths written.
     """
     from keras_has import visualize
-    from keras_has.callbacks import _atomic_write_json
+    from keras_has.io_utils import atomic_write_json
 
     os.makedirs(out_dir, exist_ok=True)
     written = [os.path.join(out_dir, "metrics.json")]
-    _atomic_write_json(written[0], result.metrics)
+    atomic_write_json(written[0], result.metrics)
     if result.examples is not None:
         if mean is None or std is None:
             raise ValueError("mean, std: required to draw the gallery of examples")

@@ -31,7 +31,7 @@ In the input image's frame, model pixel column `x` covers input columns
 `[x * W0 / W, (x + 1) * W0 / W)`, so a box maps to
 `x0' = floor(x0 * W0 / W)`, `x1' = ceil((x1 + 1) * W0 / W) - 1` (and likewise for y).
 
-Evaluation signature (opt-in, `export_saved_model(..., cam_signature=True)`):
+Evaluation signature (on by default; `export_saved_model(..., cam_signature=False)` leaves it out):
 
 - `cam_features(images)`: float32 `[N, S, S, 3]`, images already resized to the model
   size and normalised with `mean` / `std` (what `keras_has.data.make_eval_dataset`
@@ -40,8 +40,9 @@ Evaluation signature (opt-in, `export_saved_model(..., cam_signature=True)`):
   classifier bias excluded (`keras_has.cam` semantics for all classes at once). It lets
   `keras_has.evaluation.SavedModelCamSource` score ground-truth-class CAMs of an export.
   All class maps rather than `features` plus the kernel: one self-contained output with
-  no batch-less constant, and smaller whenever `K <= C` (every model here). It is
-  opt-in so that the serving surface stays the two signatures above by default.
+  no batch-less constant, and smaller whenever `K <= C` (every model here). On by
+  default so that every export can be evaluated (`scripts/evaluate.py`); serving
+  clients use `serving_default` and never see it unless they ask for it.
 """
 from __future__ import annotations
 
@@ -830,7 +831,7 @@ def export_saved_model(
     config: Any = None,
     overwrite: bool = False,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    cam_signature: bool = False,
+    cam_signature: bool = True,
 ) -> pathlib.Path:
     """Exports `model` as a SavedModel localizer with serving signatures, atomically.
 
@@ -852,7 +853,7 @@ def export_saved_model(
         config: training config (dict or dataclass) saved as JSON; optional.
         overwrite: replace an existing `export_dir`; otherwise that is an error.
         max_image_pixels: `serving_default` rejects larger images before decoding.
-        cam_signature: also add the `cam_features` evaluation signature (module
+        cam_signature: add the `cam_features` evaluation signature (module
             docstring), which `scripts/evaluate.py` needs to evaluate the export.
 
     Returns:

@@ -37,12 +37,11 @@ import csv
 import dataclasses
 import json
 import os
-import tempfile
-from typing import Any
 
 import keras
 import tensorflow as tf
 
+from keras_has.io_utils import atomic_write_json as write_json_atomic
 from keras_has.config import TrainConfig
 
 __all__ = [
@@ -237,22 +236,6 @@ def resolve_mixed_precision(policy: str, strategy_name: str) -> str | None:
 
 
 # ------------------------------------------------------------------------- helpers
-def write_json_atomic(path: str, payload: Any) -> None:
-    """Writes JSON to `path` through a temporary file in the same folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _save_model_atomic(model, path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")

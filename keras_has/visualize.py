@@ -8,6 +8,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from keras_has.io_utils import atomic_write_bytes
+
 GT_COLOR = (0, 255, 0)
 PRED_COLOR = (255, 0, 0)
 
@@ -86,10 +88,9 @@ def gallery(images, cams, gt_boxes, num_boxes, pred_boxes, cols=4):
 
 
 def save_png(path, image):
-    """Writes an RGB uint8 image atomically (temporary file, then rename)."""
-    import os
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    if not cv2.imwrite(tmp, cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {tmp}")
-    os.replace(tmp, path)
+    """Writes an RGB uint8 image as a PNG atomically (temporary file, then rename)."""
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"OpenCV could not encode an image of shape {np.shape(image)} as PNG "
+                      f"for {path}")
+    atomic_write_bytes(path, encoded.tobytes())

@@ -66,7 +66,6 @@ def numpy_hide_loop(batch, grid_sizes, hide_prob, fill, rng):
 
 def make_methods(images, grid_sizes, hide_prob):
     """Returns {name: zero-argument callable} for one dtype and grid setting."""
-    dtype = images.dtype
 
     @tf.function
     def hide(x):

@@ -11,7 +11,6 @@ Usage:
 """
 import os
 import pathlib
-import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -98,24 +97,6 @@ def hidden_grid(images, grid_sizes, hide_prob, seed):
     return np.concatenate(rows[:-1], axis=0)
 
 
-def write_png_atomic(path, rgb):
-    """Encodes `rgb` as PNG and moves it into place atomically."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode the grid as PNG for {path}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def main(argv):
     del argv
     try:
@@ -129,7 +110,9 @@ def main(argv):
     else:
         images = synthetic_images(FLAGS.num_images, FLAGS.size, FLAGS.seed)
     grid = hidden_grid(images, grid_sizes, FLAGS.hide_prob, FLAGS.seed)
-    write_png_atomic(FLAGS.output, grid)
+    from keras_has.visualize import save_png
+
+    save_png(FLAGS.output, grid)
     sizes = ", ".join(map(str, grid_sizes))
     print(f"wrote {FLAGS.output}: {images.shape[0]} images x (original, S={sizes}, mixed), "
           f"{grid.shape[1]}x{grid.shape[0]}")

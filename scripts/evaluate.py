@@ -6,14 +6,12 @@
     python scripts/evaluate.py --model_path=run/ckpt.weights.h5 --model=tiny_gap \
         --num_classes=3 --source=/path/to/wsol_root --split=test
 
-A SavedModel directory must carry the `cam_features` signature
-(keras_has.export.export_saved_model(..., cam_signature=True)); its image size, mean and
+A SavedModel directory must carry the `cam_features` signature (exports have it unless
+made with cam_signature=False); its image size, mean and
 std come from its assets/preprocessing.json unless flags override them.
 
 All logic lives in keras_has.evaluation / metrics / visualize; this file parses flags.
 """
-import json
-import os
 
 from absl import app, flags
 

@@ -40,6 +40,8 @@ def define_flags():
     flags.DEFINE_integer("max_image_pixels", 50_000_000,
                          "Largest height * width accepted from bytes.")
     flags.DEFINE_bool("overwrite", False, "Replace an existing --output_dir.")
+    flags.DEFINE_bool("cam_signature", True, "Add the cam_features signature that "
+                      "scripts/evaluate.py uses to evaluate the export.")
     flags.mark_flags_as_required(["model", "output_dir"])
 
 
@@ -71,7 +73,7 @@ def main(argv):
             model, FLAGS.output_dir, image_size=settings["image_size"], mean=settings["mean"],
             std=settings["std"], class_names=settings["class_names"],
             cam_threshold=FLAGS.cam_threshold, top_k=FLAGS.top_k, config=settings["config"],
-            overwrite=FLAGS.overwrite,
+            overwrite=FLAGS.overwrite, cam_signature=FLAGS.cam_signature,
             max_image_pixels=FLAGS.max_image_pixels)
     except (ValueError, FileExistsError) as error:
         print(f"export.py: {error}", file=sys.stderr)

@@ -20,7 +20,6 @@ import json
 import os
 import pathlib
 import sys
-import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -29,6 +28,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+from keras_has.io_utils import atomic_write_bytes  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -139,19 +140,6 @@ def draw_overlay(image, cam, box, label):
     return out
 
 
-def _write_atomic(path, data):
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def predict_files(predictor, files, output_dir, batch_size=16, overlays=True, report=None):
     """Runs `predictor` over `files` in batches; writes predictions.jsonl and overlays.
 
@@ -189,7 +177,7 @@ def predict_files(predictor, files, output_dir, batch_size=16, overlays=True, re
             drawn = draw_overlay(image, out["cams"][i], record["box"], label)
             png = cv2.imencode(".png", drawn)[1].tobytes()
             path = overlay_dir / f"{name}.png"
-            _write_atomic(str(path), png)
+            atomic_write_bytes(path, png)
             record["overlay"] = str(path)
         records.append(record)
 
@@ -216,7 +204,7 @@ def predict_files(predictor, files, output_dir, batch_size=16, overlays=True, re
                     continue
                 emit(file, data, out, 0)
     lines = "".join(json.dumps(record) + "\n" for record in records)
-    _write_atomic(str(output_dir / "predictions.jsonl"), lines.encode("utf-8"))
+    atomic_write_bytes(output_dir / "predictions.jsonl", lines.encode("utf-8"))
     return records, skipped
 
 

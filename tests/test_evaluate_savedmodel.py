@@ -67,9 +67,10 @@ def test_cam_features_signature_gives_every_class_cam(model, export_dir):
     np.testing.assert_allclose(cams, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_default_export_has_no_cam_signature_and_source_says_so(model, tmp_path):
+def test_export_without_cam_signature_is_refused_with_the_fix(model, tmp_path):
     path = tmp_path / "plain"
-    export.export_saved_model(model, path, image_size=SIZE, mean=MEAN, std=STD)
+    export.export_saved_model(model, path, image_size=SIZE, mean=MEAN, std=STD,
+                              cam_signature=False)
     assert set(tf.saved_model.load(str(path)).signatures) == {"serving_default",
                                                               "serving_images"}
     with pytest.raises(ValueError, match="cam_signature=True"):

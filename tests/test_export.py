@@ -310,7 +310,7 @@ def to_input_frame(box, height, width):
 
 
 def test_signatures_and_names(loaded):
-    assert set(loaded.signatures) == {"serving_default", "serving_images"}
+    assert set(loaded.signatures) == {"serving_default", "serving_images", "cam_features"}
     default = loaded.signatures["serving_default"]
     assert set(default.structured_input_signature[1]) == {"images_bytes"}
     assert default.structured_input_signature[1]["images_bytes"].dtype == tf.string

@@ -12,9 +12,10 @@ import json
 import logging
 import math
 import os
-import tempfile
 
 import tensorflow as tf
+
+from keras_has.io_utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -47,20 +48,6 @@ def compute_normalization(dataset: tf.data.Dataset) -> tuple:
         raise ValueError(f"compute_normalization: a channel is constant (std {std}); cannot "
                          "normalise by it.")
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
-
-
-def _write_json_atomic(path: str, payload: dict) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def cache_path(source, split: str, cache_dir=None) -> str | None:
@@ -107,7 +94,7 @@ def get_normalization(source, split: str = "train", cache_dir=None, recompute: b
         logger.warning("normalisation statistics of %r split %r not cached (data folder not "
                        "writable; pass cache_dir).", source.name, split)
     else:
-        _write_json_atomic(path, {"version": _CACHE_VERSION, "source": str(source.name),
+        atomic_write_json(path, {"version": _CACHE_VERSION, "source": str(source.name),
                                   "split": split, "fingerprint": fingerprint,
                                   "mean": list(mean), "std": list(std)})
     return mean, std

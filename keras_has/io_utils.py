@@ -1,0 +1,37 @@
+"""Atomic file writes: a reader never sees a half-written file.
+
+Every file keras-has writes (configs, metrics, logs, PNGs, predictions) goes through a
+temporary file in the destination folder, then `os.replace` (atomic on POSIX and
+Windows); on any error the temporary file is removed and the error propagates.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+__all__ = ["atomic_write_bytes", "atomic_write_json"]
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Writes `data` to `path` atomically, creating the parent folder if needed."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                               dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_json(path, payload: Any) -> None:
+    """Writes `payload` as indented, key-sorted JSON (and a final newline) atomically."""
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,25 @@
+"""Atomic writes: complete file or the previous one, never a partial one."""
+import json
+import os
+
+import pytest
+
+from keras_has.io_utils import atomic_write_bytes, atomic_write_json
+
+
+def test_writes_creates_folders_and_replaces(tmp_path):
+    path = tmp_path / "a" / "b" / "x.json"
+    atomic_write_json(path, {"b": 1, "a": [1, 2]})
+    assert json.loads(path.read_text()) == {"a": [1, 2], "b": 1}
+    atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"new"
+    assert os.listdir(path.parent) == ["x.json"]  # no temporary file left
+
+
+def test_failed_write_keeps_the_old_file_and_raises(tmp_path):
+    path = tmp_path / "x.json"
+    atomic_write_json(path, {"ok": True})
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"bad": object()})  # not JSON-serialisable
+    assert json.loads(path.read_text()) == {"ok": True}
+    assert os.listdir(tmp_path) == ["x.json"]
