@@ -132,14 +132,15 @@ def test_evaluate_script_on_saved_model_writes_metrics(export_dir, tmp_path, mon
     monkeypatch.setattr(data, "get_source", lambda name: name)
     monkeypatch.setattr(data, "make_eval_dataset", fake_eval_dataset)
     out_dir = tmp_path / "eval"
-    script.FLAGS([
+    from absl import flags
+
+    fv = flags.FlagValues()
+    script.define_flags(fv)
+    fv([
         "evaluate.py", f"--model_path={export_dir}", f"--out_dir={out_dir}",
         "--num_examples=2", "--cam_curve_interval=0.05",
     ])
-    try:
-        script.main([])
-    finally:
-        script.FLAGS.unparse_flags()
+    script.run(fv)
     assert seen == {"image_size": SIZE, "mean": MEAN, "std": STD}  # from the export
     metrics = json.loads((out_dir / "metrics.json").read_text())
     expected = evaluation.run_localization(model, eval_batches(seed=2), verbose=0,
