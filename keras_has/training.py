@@ -400,9 +400,10 @@ def train(config: TrainConfig) -> TrainResult:
     train_ds = data.make_train_dataset(
         source, config.data.image_size, global_batch,
         hiding=config.hiding.as_pipeline_arg(), seed=config.seed,
-        split=config.data.train_split, mean=mean, std=std)
-    # Every training batch is a full global batch, so every replica gets `per_replica`.
-    train_ds = train_ds.rebatch(global_batch, drop_remainder=True)
+        split=config.data.train_split, mean=mean, std=std,
+        # Every training batch is a full global batch, so every replica gets
+        # `per_replica` and the step function sees one static shape.
+        drop_remainder=True)
     steps = config.steps_per_epoch
     if steps is not None:
         train_ds = train_ds.repeat()

@@ -300,3 +300,21 @@ def test_resume_after_sigkill(wsol, tmp_path):
     assert int(model.optimizer.iterations.numpy()) == epochs * steps  # momentum/steps kept
     assert sorted(os.listdir(out / "checkpoints")) == [
         f"epoch_{e:03d}.weights.h5" for e in range(1, epochs + 1)]
+
+
+def test_train_split_not_divisible_by_the_batch(tmp_path):
+    """One pass over 10 images at batch 4: two full steps, the last 2 images dropped."""
+    from keras_has import config as cfg
+    from keras_has.training import train
+
+    root = make_wsol_folder(str(tmp_path / "odd"), n_train=10, n_test=3, size=32)
+    config = cfg.TrainConfig(
+        model="tiny_gap", output_dir=str(tmp_path / "run"),
+        data=cfg.DataConfig(source=root, image_size=32, batch_size=4, eval_split="test"),
+        hiding=cfg.HidingConfig(grid_sizes=(8,), hide_prob=0.5),
+        epochs=1, strategy="one_device", eval_every=0, verbose=0,
+        model_kwargs={"widths": (8, 16)})
+    result = train(config)
+    assert result.epochs_run == [0]
+    assert result.global_batch_size == 4
+    assert os.path.exists(result.model_path)
