@@ -28,7 +28,7 @@ import os
 import numpy as np
 
 from keras_has import config as config_lib
-from keras_has.training import write_json_atomic
+from keras_has.io_utils import atomic_write_json
 
 __all__ = ["ARMS", "ComparisonResult", "run_comparison", "format_table", "summarize"]
 
@@ -77,19 +77,13 @@ def _part_target(base: config_lib.TrainConfig, part_split: str | None):
     `<eval_split>_head` when the folder has it; "" or None: none; else a split name of
     the training source.
     """
-    from keras_has import data
-    from keras_has.training import _get_source
+    from keras_has.training import source_from_config
 
     if not part_split or base.data.eval_split is None:
         return None
     if base.data.source == "synthetic":
-        kwargs = {"boxes": "part"}
-        if base.data.data_dir is not None:
-            kwargs["data_dir"] = base.data.data_dir
-        if base.data.source_config is not None:
-            kwargs["config"] = base.data.source_config
-        return data.get_source("synthetic", **kwargs), base.data.eval_split
-    source = _get_source(base)
+        return source_from_config(base, boxes="part"), base.data.eval_split
+    source = source_from_config(base)
     split = f"{base.data.eval_split}_head" if part_split == "auto" else part_split
     if split in tuple(source.splits):
         return source, split
@@ -197,7 +191,7 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
     """
     from keras_has import data
     from keras_has.evaluation import run_localization
-    from keras_has.training import _get_source, train
+    from keras_has.training import source_from_config, train
 
     seeds = tuple(int(s) for s in seeds)
     if not seeds:
@@ -216,7 +210,7 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
     output_dir = os.path.abspath(os.path.expanduser(output_dir))
     part = _part_target(base, part_split)
 
-    source = _get_source(base)
+    source = source_from_config(base)
     mean, std = data.get_normalization(source, split=base.data.train_split)
     size = base.data.image_size
     eval_batch = base.data.eval_batch_size or base.data.batch_size
@@ -262,7 +256,7 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
         gallery_path = os.path.join(output_dir, "gallery.png")
         _gallery(examples, mean, std, gallery_path)
     results_path = os.path.join(output_dir, "results.json")
-    write_json_atomic(results_path, _jsonable({
+    atomic_write_json(results_path, _jsonable({
         "seeds": list(seeds), "cam_threshold": cam_threshold,
         "eval_split": base.data.eval_split,
         "part_boxes": None if part is None else {"split": part[1]},

@@ -47,6 +47,7 @@ from keras_has.config import TrainConfig
 __all__ = [
     "TrainResult",
     "train",
+    "source_from_config",
     "scaled_boundary",
     "scaled_boundaries",
     "learning_rate_at",
@@ -301,10 +302,12 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- train
-def _get_source(config: TrainConfig):
+def source_from_config(config: TrainConfig, **extra):
+    """The `keras_has.data` source that `config.data` names (`extra`: more source options,
+    e.g. `boxes="part"` for the built-in dataset's part boxes)."""
     from keras_has import data
 
-    kwargs = {}
+    kwargs = dict(extra)
     if config.data.data_dir is not None:  # TFDS sources only (config checks this)
         kwargs["data_dir"] = config.data.data_dir
     if config.data.source_config is not None:
@@ -372,7 +375,7 @@ def train(config: TrainConfig) -> TrainResult:
     policy = resolve_mixed_precision(config.mixed_precision, config.strategy)
     replicas = strategy.num_replicas_in_sync
     per_replica, global_batch = config.per_replica_batch(replicas)
-    source = _get_source(config)
+    source = source_from_config(config)
     _check_splits(config, source)
     is_chief, task_id = _worker_identity(strategy)
 

@@ -1,0 +1,83 @@
+"""GAP vs Hide-and-Seek comparison: summary arithmetic, table, and a tiny end-to-end run."""
+import json
+import math
+import os
+import shutil
+
+import pytest
+
+from keras_has import comparison
+from keras_has import config as cfg
+from test_train_script import make_wsol_folder
+
+
+def test_summarize_mean_and_population_std_per_arm_and_target():
+    runs = {
+        "gap": {0: {"object": {"gt_known_loc": 4.0, "top1_cls": 100.0}, "part": None},
+                1: {"object": {"gt_known_loc": 6.0, "top1_cls": 98.0}, "part": None}},
+        "has": {0: {"object": {"gt_known_loc": 10.0, "top1_cls": 99.0},
+                    "part": {"gt_known_loc": 1.0}},
+                1: {"object": {"gt_known_loc": 13.0, "top1_cls": 99.0},
+                    "part": {"gt_known_loc": 3.0}}},
+    }
+    s = comparison.summarize(runs)
+    assert s["gap"]["object"]["gt_known_loc"] == (5.0, 1.0)
+    assert s["gap"]["object"]["top1_cls"] == (99.0, 1.0)
+    assert s["gap"]["part"] is None
+    assert s["has"]["object"]["gt_known_loc"] == (11.5, 1.5)
+    assert s["has"]["part"]["gt_known_loc"] == (2.0, 1.0)
+    table = comparison.format_table(s, num_seeds=2)
+    rows = table.splitlines()
+    assert rows[0].split(" | ")[0].strip() == "Method"
+    assert "GT-known Loc vs part" in rows[0]
+    assert rows[2].startswith("GAP (baseline)") and " 5.00 ± 1.00" in rows[2]
+    assert rows[3].startswith("Hide-and-Seek") and "11.50 ± 1.50" in rows[3]
+    assert "over 2 seeds" in rows[-1]
+
+
+def _base(root, out, grid_sizes=(8,), hide_prob=0.5):
+    return cfg.TrainConfig(
+        model="tiny_gap", output_dir=str(out),
+        data=cfg.DataConfig(source=root, image_size=32, batch_size=4, eval_split="test"),
+        hiding=cfg.HidingConfig(grid_sizes=grid_sizes, hide_prob=hide_prob),
+        epochs=1, steps_per_epoch=2, strategy="one_device", eval_every=0, verbose=0,
+        model_kwargs={"widths": (8, 16)})
+
+
+def test_rejects_a_config_that_hides_nothing(tmp_path):
+    root = make_wsol_folder(str(tmp_path / "d"), n_train=4, n_test=2)
+    with pytest.raises(ValueError, match="hiding"):
+        comparison.run_comparison(_base(root, tmp_path, grid_sizes=(0,)),
+                                  output_dir=str(tmp_path / "o"))
+    with pytest.raises(ValueError, match="seeds"):
+        comparison.run_comparison(_base(root, tmp_path), output_dir=str(tmp_path / "o"),
+                                  seeds=(1, 1))
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_tiny_comparison_writes_results_gallery_and_export(tmp_path):
+    root = make_wsol_folder(str(tmp_path / "d"), n_train=8, n_test=4)
+    # A head-box split beside the test split, as in pets3 (`test_head`).
+    shutil.copytree(os.path.join(root, "metadata", "test"),
+                    os.path.join(root, "metadata", "test_head"))
+    out = tmp_path / "cmp"
+    result = comparison.run_comparison(_base(root, tmp_path / "ignored"), output_dir=str(out),
+                                       seeds=(0,), gallery_size=2, verbose=0)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["part_boxes"] == {"split": "test_head"}
+    for arm in ("gap", "has"):
+        metrics = saved["runs"][arm]["0"]["object"]
+        assert metrics["num_images"] == 4
+        assert 0.0 <= metrics["gt_known_loc"] <= 100.0
+        # The head split is a copy of the test split here: same localization numbers.
+        assert saved["runs"][arm]["0"]["part"]["gt_known_loc"] == metrics["gt_known_loc"]
+        assert os.path.exists(out / f"{arm}_seed0" / "model.keras")
+    # The baseline arm trained without hiding, the other with the config's hiding.
+    gap_cfg = json.loads((out / "gap_seed0" / "config.json").read_text())
+    has_cfg = json.loads((out / "has_seed0" / "config.json").read_text())
+    assert gap_cfg["hiding"]["hide_prob"] == 0.0 and has_cfg["hiding"]["grid_sizes"] == [8]
+    assert (out / "gallery.png").stat().st_size > 0
+    assert (out / "saved_model" / "saved_model.pb").exists()
+    mean, std = saved["summary"]["gap"]["object"]["top1_cls"]
+    assert std == 0.0 and math.isclose(mean, saved["runs"]["gap"]["0"]["object"]["top1_cls"])
+    assert result.table.splitlines()[2].startswith("GAP (baseline)")
