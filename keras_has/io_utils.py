@@ -6,29 +6,44 @@ Windows); on any error the temporary file is removed and the error propagates.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json"]
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Writes `data` to `path` atomically, creating the parent folder if needed."""
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path`; on success renames it onto `path`.
+
+    For writers that take a file name (e.g. `keras.Model.save`). On any error the
+    temporary file is removed and the error propagates; `path` is left untouched.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+    base = os.path.basename(path)
+    # Keep the extension last: some writers (Keras) pick the format from it.
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{base}.", suffix=os.path.splitext(base)[1],
                                dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Writes `data` to `path` atomically, creating the parent folder if needed."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
 def atomic_write_json(path, payload: Any) -> None:

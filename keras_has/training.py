@@ -41,6 +41,7 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_has.io_utils import atomic_path
 from keras_has.io_utils import atomic_write_json as write_json_atomic
 from keras_has.config import TrainConfig
 
@@ -238,15 +239,8 @@ def resolve_mixed_precision(policy: str, strategy_name: str) -> str | None:
 
 # ------------------------------------------------------------------------- helpers
 def _save_model_atomic(model, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def read_csv_log(path: str) -> dict[str, list]:

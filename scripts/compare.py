@@ -37,20 +37,12 @@ flags.DEFINE_bool("export", True, "Export the first seed's Hide-and-Seek model."
 FLAGS = flags.FLAGS
 
 
-def _seeds(values) -> tuple:
-    try:
-        return tuple(int(v) for v in values if str(v).strip() != "")
-    except ValueError:
-        raise ValueError(f"seeds: expected a comma-separated list of integers, received "
-                         f"{','.join(values)!r}") from None
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         config = train_flags.config_from_flags(FLAGS)
-        seeds = _seeds(FLAGS.seeds)
+        seeds = train_flags.parse_list("seeds", FLAGS.seeds)
         if not 0.0 <= FLAGS.cam_threshold <= 1.0:
             raise ValueError(f"cam_threshold: expected a value in [0, 1], received "
                              f"{FLAGS.cam_threshold}")

@@ -73,19 +73,13 @@ flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epo
 FLAGS = flags.FLAGS
 
 
-def _ints(name: str, values) -> tuple:
+def parse_list(name: str, values, kind=int) -> tuple:
+    """A comma-separated list flag as a tuple of `kind` (int or float); blanks skipped."""
     try:
-        return tuple(int(v) for v in values if str(v).strip() != "")
+        return tuple(kind(v) for v in values if str(v).strip() != "")
     except ValueError:
-        raise ValueError(f"{name}: expected a comma-separated list of integers, "
-                         f"received {','.join(values)!r}") from None
-
-
-def _floats(name: str, values) -> tuple:
-    try:
-        return tuple(float(v) for v in values if str(v).strip() != "")
-    except ValueError:
-        raise ValueError(f"{name}: expected a comma-separated list of numbers, "
+        expected = "integers" if kind is int else "numbers"
+        raise ValueError(f"{name}: expected a comma-separated list of {expected}, "
                          f"received {','.join(values)!r}") from None
 
 
@@ -116,12 +110,12 @@ def config_from_flags(flag_values=FLAGS):
         image_size=f.image_size, batch_size=f.batch_size,
         global_batch_size=f.global_batch_size or None, train_split=f.train_split,
         eval_split=f.eval_split or None, eval_batch_size=f.eval_batch_size or None)
-    hiding = cfg.HidingConfig(grid_sizes=_ints("grid_sizes", f.grid_sizes),
+    hiding = cfg.HidingConfig(grid_sizes=parse_list("grid_sizes", f.grid_sizes),
                               hide_prob=f.hide_prob)
     optim = cfg.OptimConfig(
         momentum=f.momentum, nesterov=f.nesterov,
-        lr_values=_floats("lr_values", f.lr_values),
-        lr_boundaries=_ints("lr_boundaries", f.lr_boundaries),
+        lr_values=parse_list("lr_values", f.lr_values, float),
+        lr_boundaries=parse_list("lr_boundaries", f.lr_boundaries),
         schedule_reference_epochs=f.schedule_reference_epochs or None,
         weight_decay=f.weight_decay,
         weight_decay_until_epoch=(None if f.weight_decay_until_epoch == -1

@@ -23,3 +23,22 @@ def test_failed_write_keeps_the_old_file_and_raises(tmp_path):
         atomic_write_json(path, {"bad": object()})  # not JSON-serialisable
     assert json.loads(path.read_text()) == {"ok": True}
     assert os.listdir(tmp_path) == ["x.json"]
+
+
+def test_atomic_path_keeps_extension_and_old_file_on_error(tmp_path):
+    from keras_has.io_utils import atomic_path
+
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"old")
+    with atomic_path(path) as tmp:
+        assert tmp.endswith(".keras") and os.path.dirname(tmp) == str(tmp_path)
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+    assert path.read_bytes() == b"new"
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"partial")
+            raise RuntimeError("writer failed")
+    assert path.read_bytes() == b"new"
+    assert os.listdir(tmp_path) == ["model.keras"]
