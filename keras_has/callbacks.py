@@ -1,7 +1,10 @@
-"""Keras callback that scores CAM localization during ``fit``."""
+"""Keras callbacks: CAM localization scored during ``fit``, and one printed line per epoch."""
 from __future__ import annotations
 
+import math
 import os
+import sys
+import time
 
 import keras
 import numpy as np
@@ -146,3 +149,54 @@ class LocalizationCallback(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _format_value(key: str, value: float) -> str:
+    if "loc" in key or "acc" in key or "pxap" in key or "top" in key:
+        return f"{value:.4f}" if value <= 1.0 else f"{value:.2f}"
+    return f"{value:.4g}"
+
+
+class EpochLine(keras.callbacks.Callback):
+    """Prints one line per epoch: `epoch 3/10  loss 0.512  accuracy 0.871 ... 21.4 s`.
+
+    Args:
+      epochs: total epochs of the run (shown as `k/epochs`).
+      keys: log keys to show, in order, when present; None shows `DEFAULT_KEYS`.
+      stream: where to write (default: sys.stdout at print time).
+      prefix: text before each line (e.g. "  ").
+    """
+
+    DEFAULT_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_loc_gt_known_loc",
+                    "val_loc_max_box_acc_v2", "learning_rate")
+
+    def __init__(self, epochs: int, keys=None, stream=None, prefix: str = "  "):
+        super().__init__()
+        self.epochs = int(epochs)
+        self.keys = tuple(self.DEFAULT_KEYS if keys is None else keys)
+        self.stream = stream
+        self.prefix = prefix
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def format_line(self, epoch: int, logs: dict, seconds: float) -> str:
+        """The line for 0-based `epoch` with `logs`, which took `seconds`."""
+        width = len(str(self.epochs))
+        parts = [f"epoch {epoch + 1:>{width}}/{self.epochs}"]
+        for key in self.keys:
+            try:
+                value = float((logs or {})[key])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if not math.isfinite(value):  # e.g. a localization metric not run this epoch
+                continue
+            parts.append(f"{key.replace('val_loc_', 'val_')} {_format_value(key, value)}")
+        parts.append(f"{seconds:.1f} s")
+        return self.prefix + "  ".join(parts)
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - (self._start or time.perf_counter())
+        stream = self.stream if self.stream is not None else sys.stdout
+        print(self.format_line(epoch, dict(logs or {}), seconds), file=stream, flush=True)

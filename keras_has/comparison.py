@@ -8,8 +8,11 @@ split with `keras_has.evaluation.run_localization`, and writes under `output_dir
 
 - `gap_seed<k>/`, `has_seed<k>/`: the training runs (checkpoints, logs, `model.keras`);
 - `results.json`: every run's metrics plus the mean and standard deviation over seeds;
-- `gallery.png`: the same test images with the baseline's CAM (left) and Hide-and-Seek's
-  (right), ground-truth boxes green and predicted boxes red (the paper's Figure 3);
+- `gallery.png`: the same test images (the first `gallery_size` of the evaluation
+  split) under the baseline (left, "GAP") and Hide-and-Seek (right), each tile the
+  true class's CAM with the object's box (green), the part's box (blue, when known) and
+  the predicted box (red), captioned with its IoU (the paper's Figure 3);
+- `iou.png`: every test image's IoU under both arms (scatter and histograms);
 - `saved_model/`: the Hide-and-Seek model of the first seed, exported for serving.
 
 Where the data also has boxes of the most discriminative part (the built-in synthetic
@@ -20,8 +23,6 @@ low on the whole object.
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import math
 import os
 
@@ -52,7 +53,8 @@ class ComparisonResult:
       runs: `{arm: {seed: {"object": metrics, "part": metrics or None}}}`.
       summary: `{arm: {"object": {key: (mean, std)}, "part": ...}}` over seeds.
       table: the printed table (str).
-      results_path, gallery_path, export_dir: what was written (None if not written).
+      results_path, gallery_path, iou_path, export_dir: what was written (None if not
+        written).
     """
 
     runs: dict
@@ -60,6 +62,7 @@ class ComparisonResult:
     table: str
     results_path: str
     gallery_path: str | None
+    iou_path: str | None
     export_dir: str | None
 
 
@@ -111,17 +114,18 @@ def summarize(runs: dict) -> dict:
     return out
 
 
-def _cell(stat) -> str:
+def _cell(stat, with_std: bool = True) -> str:
     if stat is None:
         return "-"
     mean, std = stat
     if not math.isfinite(mean):
         return "nan"
-    return f"{mean:6.2f} ± {std:4.2f}"
+    return f"{mean:6.2f} ± {std:4.2f}" if with_std else f"{mean:6.2f}"
 
 
 def format_table(summary: dict, num_seeds: int) -> str:
-    """The paper's Table 1 layout (percentages, mean ± std over seeds)."""
+    """The paper's Table 1 layout (percentages; mean ± std over seeds, or the single
+    seed's value without a spread)."""
     columns = [(("object", k), title) for k, title in TABLE_COLUMNS]
     if any(summary[arm].get("part") for arm in summary):
         columns += [(("part", k), title) for k, title in PART_COLUMNS]
@@ -133,29 +137,40 @@ def format_table(summary: dict, num_seeds: int) -> str:
         row = [ARM_TITLES[arm]]
         for (target, key), _ in columns:
             stats = summary[arm].get(target)
-            row.append(_cell(None if stats is None else stats.get(key)))
+            row.append(_cell(None if stats is None else stats.get(key), num_seeds > 1))
         rows.append(row)
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     line = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
     sep = "-+-".join("-" * w for w in widths)
-    note = (f"(percent; mean ± std over {num_seeds} seed{'s' if num_seeds > 1 else ''}; "
-            "Loc at IoU >= 0.5)")
+    spread = (f"mean ± std over {num_seeds} seeds" if num_seeds > 1
+              else "1 seed: no spread measured, run --seeds=0,1,2 for one")
+    note = f"(percent; {spread}; Loc at IoU >= 0.5)"
     return "\n".join([line(head), sep] + [line(r) for r in rows] + [note])
 
 
-def _gallery(examples: dict, mean, std, path: str, cols_pairs: int = 4) -> None:
-    """Side-by-side tiles: baseline overlay, then Hide-and-Seek overlay, per image."""
+def _figures(examples: dict, ious: dict, mean, std, output_dir: str,
+             images_per_row: int = 2) -> tuple[str, str]:
+    """`gallery.png` (the same test images under both arms, labelled, with part boxes
+    when known) and `iou.png` (per-image IoU of both arms); returns both paths."""
     from keras_has import visualize
 
-    base, has = examples["gap"], examples["has"]
+    base = examples["gap"]
+    if list(base["image_id"]) != list(examples["has"]["image_id"]):
+        raise RuntimeError("gallery: the arms' example images differ: "
+                           f"{list(base['image_id'])} vs {list(examples['has']['image_id'])}")
     images = visualize.denormalize_images(base["image"], mean, std)
-    tiles = []
-    for i in range(len(images)):
-        gt = np.asarray(base["boxes"][i])[:int(base["num_boxes"][i])]
-        for ex in (base, has):
-            tiles.append(visualize.overlay_cam(images[i], ex["cam"][i], gt,
-                                               np.asarray(ex["pred_box"][i]).reshape(-1, 4)))
-    visualize.save_png(path, visualize.make_grid(np.stack(tiles), cols=2 * cols_pairs))
+    n = len(images)
+    arms = [(ARM_TITLES[arm].split(" (")[0], examples[arm]["cam"], examples[arm]["pred_box"],
+             ious[arm][:n]) for arm in ARMS]
+    gallery = visualize.comparison_gallery(
+        images, arms, base["boxes"], base["num_boxes"],
+        part_boxes=examples.get("part_boxes"), images_per_row=images_per_row)
+    gallery_path = os.path.join(output_dir, "gallery.png")
+    visualize.save_png(gallery_path, gallery)
+    iou_path = os.path.join(output_dir, "iou.png")
+    visualize.save_png(iou_path, visualize.iou_figure(
+        [(arms[0][0], ious["gap"]), (arms[1][0], ious["has"])]))
+    return gallery_path, iou_path
 
 
 def _jsonable(value):
@@ -185,6 +200,8 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
       part_split: where part boxes come from ("auto", "" for none, or a split name).
       gallery_size: test images in `gallery.png` (0: no gallery).
       export: export the first seed's Hide-and-Seek model as `output_dir/saved_model`.
+      verbose: 0 silent; 1 progress bars; 2 one line per epoch. With 1 or 2, a header
+        per training run and a line of test figures after it.
 
     Returns:
       `ComparisonResult`.
@@ -222,52 +239,60 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
                                          mean=mean, std=std)
 
     runs = {arm: {} for arm in ARMS}
-    examples = {}
+    examples, ious = {}, {}
     export_dir = None
-    for seed in seeds:
-        for arm in ARMS:
-            cfg = _arm_config(base, arm, seed, output_dir)
-            logging.info("compare: training %s (seed %d) in %s", arm, seed, cfg.output_dir)
-            result = train(cfg)
-            keep = gallery_size if seed == seeds[0] else 0
-            obj = run_localization(result.model, eval_ds, cam_threshold=cam_threshold,
-                                   num_examples=keep, verbose=verbose)
-            part_metrics = None
-            if part_ds is not None:
-                part_metrics = run_localization(result.model, part_ds,
-                                                cam_threshold=cam_threshold,
-                                                verbose=verbose).metrics
-            runs[arm][seed] = {"object": obj.metrics, "part": part_metrics}
-            if keep and obj.examples is not None:
-                examples[arm] = obj.examples
-            if export and arm == "has" and seed == seeds[0]:
-                from keras_has.export import export_saved_model
+    eval_verbose = 1 if verbose == 1 else 0
+    total = len(seeds) * len(ARMS)
+    for k, (seed, arm) in enumerate((s, a) for s in seeds for a in ARMS):
+        cfg = _arm_config(base, arm, seed, output_dir)
+        if verbose:
+            print(f"training {ARM_TITLES[arm]}, seed {seed}: {k + 1}/{total} "
+                  f"({cfg.epochs} epochs, {cfg.output_dir})", flush=True)
+        result = train(dataclasses.replace(cfg, verbose=verbose))
+        keep = gallery_size if seed == seeds[0] else 0
+        obj = run_localization(result.model, eval_ds, cam_threshold=cam_threshold,
+                               num_examples=keep, verbose=eval_verbose)
+        part_metrics = None
+        if part_ds is not None:
+            part_result = run_localization(result.model, part_ds, cam_threshold=cam_threshold,
+                                           num_examples=keep, verbose=eval_verbose)
+            part_metrics = part_result.metrics
+            if keep and part_result.examples is not None:
+                examples["part_boxes"] = part_result.examples["boxes"]
+        runs[arm][seed] = {"object": obj.metrics, "part": part_metrics}
+        if verbose:
+            line = (f"  test: Top-1 Clas {obj.metrics['top1_cls']:.2f}, GT-known Loc "
+                    f"{obj.metrics['gt_known_loc']:.2f}, MaxBoxAccV2 "
+                    f"{obj.metrics['max_box_acc_v2']:.2f}")
+            if part_metrics is not None:
+                line += f", GT-known Loc vs part {part_metrics['gt_known_loc']:.2f}"
+            print(line, flush=True)
+        if keep and obj.examples is not None:
+            examples[arm] = obj.examples
+            ious[arm] = obj.ious
+        if export and arm == "has" and seed == seeds[0]:
+            from keras_has.export import export_saved_model
 
-                export_dir = os.path.join(output_dir, "saved_model")
-                export_saved_model(result.model, export_dir, image_size=size, mean=mean,
-                                   std=std, class_names=list(source.class_names),
-                                   cam_threshold=cam_threshold, config=cfg.to_dict(),
-                                   overwrite=True)
+            export_dir = os.path.join(output_dir, "saved_model")
+            export_saved_model(result.model, export_dir, image_size=size, mean=mean,
+                               std=std, class_names=list(source.class_names),
+                               cam_threshold=cam_threshold, config=cfg.to_dict(),
+                               overwrite=True)
 
     summary = summarize(runs)
     table = format_table(summary, len(seeds))
-    gallery_path = None
-    if set(examples) == set(ARMS):
-        gallery_path = os.path.join(output_dir, "gallery.png")
-        _gallery(examples, mean, std, gallery_path)
+    gallery_path = iou_path = None
+    if set(ARMS) <= set(examples):
+        gallery_path, iou_path = _figures(examples, ious, mean, std, output_dir)
     results_path = os.path.join(output_dir, "results.json")
     atomic_write_json(results_path, _jsonable({
         "seeds": list(seeds), "cam_threshold": cam_threshold,
         "eval_split": base.data.eval_split,
         "part_boxes": None if part is None else {"split": part[1]},
+        "gallery_image_ids": (list(examples["gap"]["image_id"]) if gallery_path else []),
         "config": base.to_dict(), "runs": runs, "summary": summary, "table": table,
     }))
     return ComparisonResult(runs=runs, summary=summary, table=table,
                             results_path=results_path, gallery_path=gallery_path,
-                            export_dir=export_dir)
+                            iou_path=iou_path, export_dir=export_dir)
 
-
-def load_results(path: str) -> dict:
-    """Reads a `results.json` written by `run_comparison`."""
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)

@@ -32,10 +32,14 @@ __all__ = [
     "TrainConfig",
     "STRATEGIES",
     "MIXED_PRECISION_POLICIES",
+    "OPTIMIZERS",
+    "LR_SCHEDULES",
     "looks_like_path",
 ]
 
 STRATEGIES = ("mirrored", "multi_worker", "tpu", "one_device")
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("step", "cosine")
 MIXED_PRECISION_POLICIES = ("none", "auto", "mixed_bfloat16", "mixed_float16")
 BEST_MODES = ("auto", "min", "max")
 CONFIG_VERSION = 1
@@ -193,10 +197,15 @@ class HidingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """SGD with momentum, a piecewise-constant learning rate and coupled L2 decay.
+    """The optimizer, its learning-rate schedule and coupled L2 decay.
 
     Args:
-      momentum: SGD momentum in [0, 1).
+      optimizer: `sgd` (momentum SGD, the authors') or `adam` (Adam; `momentum` is its
+        beta_1).
+      lr_schedule: `step` (piecewise constant: `lr_values` at `lr_boundaries`) or `cosine`
+        (from `lr_values[0]` down to 0 over the run, updated every step; needs exactly
+        one value and no boundaries).
+      momentum: SGD momentum (Adam's beta_1) in [0, 1).
       nesterov: Nesterov momentum.
       lr_values: learning rates, one more than `lr_boundaries`.
       lr_boundaries: strictly increasing numbers of completed epochs at which the rate
@@ -211,6 +220,8 @@ class OptimConfig:
         decay is switched off (29: off from the 1-based epoch 30); None keeps it on.
     """
 
+    optimizer: str = "sgd"
+    lr_schedule: str = "step"
     momentum: float = 0.9
     nesterov: bool = False
     lr_values: tuple[float, ...] = (1e-2, 5e-3, 1e-3, 5e-4, 1e-4)
@@ -220,6 +231,12 @@ class OptimConfig:
     weight_decay_until_epoch: int | None = 29
 
     def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            _fail("optimizer", self.optimizer, f"one of {list(OPTIMIZERS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            _fail("lr_schedule", self.lr_schedule, f"one of {list(LR_SCHEDULES)}")
+        if self.nesterov and self.optimizer != "sgd":
+            _fail("nesterov", self.nesterov, "False unless optimizer is 'sgd'")
         if not _is_number(self.momentum) or not 0.0 <= self.momentum < 1.0:
             _fail("momentum", self.momentum, "a number in [0, 1)")
         if not isinstance(self.nesterov, bool):
@@ -236,6 +253,9 @@ class OptimConfig:
             _fail("lr_values", list(values),
                   f"len(lr_boundaries) + 1 = {len(boundaries) + 1} values "
                   f"for lr_boundaries={list(boundaries)}")
+        if self.lr_schedule == "cosine" and (len(values) != 1 or boundaries):
+            _fail("lr_values", list(values), "one initial rate and no lr_boundaries for "
+                  f"lr_schedule 'cosine' (lr_boundaries={list(boundaries)})")
         object.__setattr__(self, "lr_values", tuple(float(v) for v in values))
         object.__setattr__(self, "lr_boundaries", boundaries)
         if self.schedule_reference_epochs == 0:

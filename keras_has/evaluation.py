@@ -22,10 +22,13 @@ class LocalizationResult:
     ``examples`` holds numpy arrays: ``image`` (model input, normalised) ``[N, S, S, 3]``,
     ``cam`` (GT-class CAM, normalised, image size) ``[N, S, S]``, ``boxes`` ``[N, M, 4]``,
     ``num_boxes`` ``[N]``, ``pred_box`` ``[N, 4]`` (at ``cam_threshold``), ``label``,
-    ``prediction`` ``[N]``.
+    ``prediction`` ``[N]``, ``image_id`` ``[N]`` str (the dataset's ids, or the
+    images' positions when it has none). ``ious`` ``[num_images]``: each image's IoU at
+    ``cam_threshold``, in dataset order (the per-image values behind GT-known Loc).
     """
     metrics: dict
     examples: dict | None = None
+    ious: np.ndarray | None = None
 
 
 def _check_batch(batch):
@@ -154,7 +157,7 @@ def run_localization(model, dataset, cam_threshold=0.2, cam_curve_interval=0.01,
         total = min(total, max_batches) if total is not None else max_batches
     bar = keras.utils.Progbar(total, unit_name="batch") if verbose else None
     examples = {k: [] for k in ("image", "cam", "boxes", "num_boxes", "pred_box", "label",
-                                "prediction")}
+                                "prediction", "image_id")}
     kept = 0
     for step, batch in enumerate(dataset):
         if max_batches is not None and step >= max_batches:
@@ -183,6 +186,11 @@ def run_localization(model, dataset, cam_threshold=0.2, cam_curve_interval=0.01,
                                                             box_rule=box_rule))
             examples["label"].append(labels[:take])
             examples["prediction"].append(np.argmax(logits[:take], axis=1))
+            ids = batch.get("image_id")
+            examples["image_id"].append(
+                np.array([str(i) for i in range(kept, kept + take)]) if ids is None else
+                np.array([v.decode() if isinstance(v, bytes) else str(v)
+                          for v in np.asarray(ids)[:take]]))
             kept += take
         if bar is not None:
             bar.update(step + 1)
@@ -193,7 +201,7 @@ def run_localization(model, dataset, cam_threshold=0.2, cam_curve_interval=0.01,
         examples["boxes"] = [np.pad(a, ((0, 0), (0, m - a.shape[1]), (0, 0)),
                                     constant_values=-1) for a in examples["boxes"]]
         ex = {k: np.concatenate(v) for k, v in examples.items()}
-    return LocalizationResult(metrics, ex)
+    return LocalizationResult(metrics, ex, np.asarray(evaluator.image_ious, np.float64))
 
 
 def evaluate_localization(model, dataset, cam_threshold=0.2, cam_curve_interval=0.01,

@@ -47,6 +47,9 @@ class LocalizationEvaluator:
         * ``masks`` / ``ignore``: optional ``[B, H, W]`` foreground masks in {0, 1}
           and bool ignore masks, for PxAP (pass them for every batch or never).
 
+        After each call, ``image_ious`` lists every image's IoU (with its best-matching
+        ground-truth box) of the box read at ``cam_threshold``, in accumulation order.
+
         Top-1 Loc counts an image when its top-1 prediction is the label *and* the box
         of the label's CAM is correct: for those images the predicted class's CAM is
         the ground-truth class's CAM, so no second map is needed.
@@ -84,6 +87,7 @@ class LocalizationEvaluator:
         self.top5 = 0
         self.gt_known = 0
         self.top1_loc = 0
+        self.image_ious = []  # per image, in order: IoU of the box at cam_threshold
         self.v1_correct = {i: np.zeros(n, np.int64) for i in self._all_ious}
         self.v2_correct = {i: np.zeros(n, np.int64) for i in self._all_ious}
         self.top1_sweep = np.zeros(n, np.int64)
@@ -165,7 +169,8 @@ class LocalizationEvaluator:
             for t in self._all_ious:
                 self.v1_correct[t] += s1 >= t / 100
                 self.v2_correct[t] += s2 >= t / 100
-            ok = v1_iou[min(fixed, 256)] >= self.loc_iou / 100
+            self.image_ious.append(float(v1_iou[min(fixed, 256)]))
+            ok = self.image_ious[-1] >= self.loc_iou / 100
             self.gt_known += int(ok)
             self.top1_loc += int(ok and top1[i])
             if top1[i]:

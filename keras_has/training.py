@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 
 import keras
@@ -54,6 +55,8 @@ __all__ = [
     "learning_rate_at",
     "weight_decay_at",
     "L2SGD",
+    "L2Adam",
+    "make_optimizer",
     "EpochSchedule",
     "AtomicBackupAndRestore",
     "make_strategy",
@@ -80,8 +83,12 @@ def scaled_boundaries(boundaries, epochs: int, reference_epochs: int | None) -> 
     return tuple(scaled_boundary(b, epochs, reference_epochs) for b in boundaries)
 
 
-def learning_rate_at(epoch: int, optim, epochs: int) -> float:
-    """Learning rate of the 0-based `epoch` (= number of completed epochs)."""
+def learning_rate_at(epoch: float, optim, epochs: int) -> float:
+    """Learning rate at the 0-based `epoch` (= number of completed epochs; for the
+    cosine schedule a fraction such as 2.5, half-way through the third epoch)."""
+    if optim.lr_schedule == "cosine":
+        progress = min(max(float(epoch) / epochs, 0.0), 1.0)
+        return float(optim.lr_values[0] * 0.5 * (1.0 + math.cos(math.pi * progress)))
     bounds = scaled_boundaries(optim.lr_boundaries, epochs, optim.schedule_reference_epochs)
     index = sum(1 for b in bounds if epoch >= b)
     return float(optim.lr_values[index])
@@ -99,17 +106,12 @@ def weight_decay_at(epoch: int, optim, epochs: int) -> float:
 
 
 # -------------------------------------------------------------------------- optimizer
-@keras.saving.register_keras_serializable(package="keras_has")
-class L2SGD(keras.optimizers.SGD):
-    """SGD whose kernels (rank >= 2 variables) get a coupled L2 term `l2 * w`.
+class _CoupledL2:
+    """Mixin for a Keras optimizer: kernels (rank >= 2 variables) get `g + l2 * w`.
 
-    The update is Caffe's: `g' = g + l2 * w`, then momentum SGD on `g'`. Biases and
-    normalisation parameters (rank 1) are not decayed. `l2` is a non-trainable
-    variable (`self.l2`) so a callback can change it between epochs without
-    retracing. All other arguments are `keras.optimizers.SGD`'s.
-
-    Args:
-      l2: initial L2 coefficient (>= 0).
+    Biases and normalisation parameters (rank 1) are not decayed. `l2` is a
+    non-trainable variable (`self.l2`) so a callback can change it between epochs
+    without retracing.
     """
 
     def __init__(self, l2=0.0, **kwargs):
@@ -131,27 +133,69 @@ class L2SGD(keras.optimizers.SGD):
         return config
 
 
+@keras.saving.register_keras_serializable(package="keras_has")
+class L2SGD(_CoupledL2, keras.optimizers.SGD):
+    """SGD whose kernels (rank >= 2 variables) get a coupled L2 term `l2 * w`.
+
+    The update is Caffe's: `g' = g + l2 * w`, then momentum SGD on `g'`. Biases and
+    normalisation parameters (rank 1) are not decayed. All other arguments are
+    `keras.optimizers.SGD`'s.
+
+    Args:
+      l2: initial L2 coefficient (>= 0).
+    """
+
+
+@keras.saving.register_keras_serializable(package="keras_has")
+class L2Adam(_CoupledL2, keras.optimizers.Adam):
+    """Adam with the same coupled L2 term on kernels as `L2SGD` (`g' = g + l2 * w`
+    before the moment estimates). All other arguments are `keras.optimizers.Adam`'s.
+
+    Args:
+      l2: initial L2 coefficient (>= 0).
+    """
+
+
+def make_optimizer(optim, epochs: int):
+    """The optimizer that `optim` (an `OptimConfig`) names, at its epoch-0 values."""
+    common = dict(l2=weight_decay_at(0, optim, epochs),
+                  learning_rate=learning_rate_at(0, optim, epochs))
+    if optim.optimizer == "adam":
+        return L2Adam(beta_1=optim.momentum, **common)
+    return L2SGD(momentum=optim.momentum, nesterov=optim.nesterov, **common)
+
+
 def _inner_optimizer(optimizer):
     return getattr(optimizer, "inner_optimizer", optimizer)
 
 
 class EpochSchedule(keras.callbacks.Callback):
-    """Sets the learning rate and the L2 coefficient at the start of every epoch.
+    """Sets the learning rate and the L2 coefficient at the start of every epoch (and,
+    for the cosine schedule, the rate before every step).
 
-    Both are pure functions of the epoch index (`learning_rate_at`, `weight_decay_at`),
-    so a resumed run gets the right values. Adds `learning_rate` and `weight_decay`
-    to the epoch logs (CSV and TensorBoard).
+    Both are pure functions of the (fractional) epoch (`learning_rate_at`,
+    `weight_decay_at`), so a resumed run gets the right values. Adds `learning_rate`
+    (the epoch's first) and `weight_decay` to the epoch logs (CSV and TensorBoard).
     """
 
     def __init__(self, optim, epochs: int):
         super().__init__()
         self.optim = optim
         self.epochs = epochs
+        self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
         optimizer = _inner_optimizer(self.model.optimizer)
         optimizer.learning_rate = learning_rate_at(epoch, self.optim, self.epochs)
         optimizer.l2.assign(weight_decay_at(epoch, self.optim, self.epochs))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        steps = (self.params or {}).get("steps")
+        if self.optim.lr_schedule != "cosine" or not steps:
+            return
+        _inner_optimizer(self.model.optimizer).learning_rate = learning_rate_at(
+            self._epoch + batch / steps, self.optim, self.epochs)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -348,7 +392,7 @@ def _localization_callback(config: TrainConfig, eval_dataset, tensorboard_dir,
 
     return LocalizationCallback(eval_dataset, every_n_epochs=config.eval_every,
                                 log_dir=tensorboard_dir, mean=mean, std=std,
-                                verbose=min(config.verbose, 1))
+                                verbose=1 if config.verbose == 1 else 0)
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -422,10 +466,7 @@ def train(config: TrainConfig) -> TrainResult:
     # The dtype policy goes to the model builder: Keras' global policy is never touched.
     with strategy.scope():
         model = _build_model(config, source.num_classes, policy)
-        optimizer = L2SGD(
-            l2=weight_decay_at(0, config.optim, config.epochs),
-            learning_rate=learning_rate_at(0, config.optim, config.epochs),
-            momentum=config.optim.momentum, nesterov=config.optim.nesterov)
+        optimizer = make_optimizer(config.optim, config.epochs)
         if policy == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
@@ -447,6 +488,10 @@ def train(config: TrainConfig) -> TrainResult:
     loc_cb = _localization_callback(config, eval_ds, paths["tensorboard"], mean, std)
     if loc_cb is not None:
         callbacks.append(loc_cb)
+    if config.verbose == 2:
+        from keras_has.callbacks import EpochLine
+
+        callbacks.append(EpochLine(config.epochs))
     callbacks += [
         keras.callbacks.ModelCheckpoint(
             os.path.join(paths["checkpoints"], "epoch_{epoch:03d}.weights.h5"),
@@ -467,7 +512,7 @@ def train(config: TrainConfig) -> TrainResult:
     with strategy.scope():
         model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
                   validation_data=val_ds, callbacks=callbacks, shuffle=False,
-                  verbose=config.verbose)
+                  verbose=1 if config.verbose == 1 else 0)
     _save_model_atomic(model, paths["model"])
     write_json_atomic(paths["config"], config.to_dict())
 

@@ -31,7 +31,8 @@ flags.DEFINE_float("cam_threshold", 0.2, "CAM threshold (fraction of max) for GT
 flags.DEFINE_string("part_split", "auto", "Where boxes of the most discriminative part come "
                     "from: 'auto' (the synthetic data's part boxes, or the WSOL split "
                     "<eval_split>_head when present), '' for none, or a split name.")
-flags.DEFINE_integer("gallery_size", 8, "Test images in gallery.png (0: none).")
+flags.DEFINE_integer("gallery_size", 8, "Test images in gallery.png, the first ones of "
+                     "--eval_split (0: neither gallery.png nor iou.png).")
 flags.DEFINE_bool("export", True, "Export the first seed's Hide-and-Seek model.")
 
 FLAGS = flags.FLAGS
@@ -40,6 +41,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    train_flags.quiet_unless_verbosity(FLAGS)
     try:
         config = train_flags.config_from_flags(FLAGS)
         seeds = train_flags.parse_list("seeds", FLAGS.seeds)
@@ -60,12 +62,13 @@ def main(argv):
     result = run_comparison(config, output_dir=FLAGS.output_dir, seeds=seeds,
                             cam_threshold=FLAGS.cam_threshold, part_split=FLAGS.part_split,
                             gallery_size=FLAGS.gallery_size, export=FLAGS.export,
-                            verbose=min(FLAGS.verbose, 1))
+                            verbose=config.verbose)
     print()
     print(result.table)
     print(f"\ncompare.py: results {result.results_path}")
     if result.gallery_path:
         print(f"compare.py: gallery {result.gallery_path}")
+        print(f"compare.py: per-image IoU {result.iou_path}")
     if result.export_dir:
         print(f"compare.py: SavedModel {result.export_dir}")
     return 0

@@ -22,6 +22,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from absl import app, flags  # noqa: E402
 
+from keras_has import console  # noqa: E402  (imports no TensorFlow)
+
 _DEFAULTS_OPTIM = dict(lr_values=["0.01", "0.005", "0.001", "0.0005", "0.0001"],
                        lr_boundaries=["18", "29", "43", "52"])
 
@@ -47,7 +49,12 @@ flags.DEFINE_float("hide_prob", 0.5, "Probability of hiding each patch (0 = base
 # -- optimisation
 flags.DEFINE_integer("epochs", 55, "Number of epochs.")
 flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch (0: one pass over the split).")
-flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Optimizer: momentum SGD (the "
+                  "authors') or Adam (--momentum is then its beta_1).")
+flags.DEFINE_enum("lr_schedule", "step", ["step", "cosine"], "Learning-rate schedule: "
+                  "piecewise constant (--lr_values at --lr_boundaries) or cosine decay from "
+                  "the single --lr_values entry to 0, updated every step.")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum (Adam's beta_1).")
 flags.DEFINE_bool("nesterov", False, "Nesterov momentum.")
 flags.DEFINE_list("lr_values", _DEFAULTS_OPTIM["lr_values"], "Piecewise-constant learning rates.")
 flags.DEFINE_list("lr_boundaries", _DEFAULTS_OPTIM["lr_boundaries"],
@@ -68,7 +75,8 @@ flags.DEFINE_integer("seed", 0, "Seed for data order, masks and initialisation."
 flags.DEFINE_integer("eval_every", 1, "Localization evaluation every N epochs (0: never).")
 flags.DEFINE_string("best_metric", "val_loss", "Log key that selects best.keras (empty: none).")
 flags.DEFINE_enum("best_mode", "auto", ["auto", "min", "max"], "Direction of --best_metric.")
-flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch.")
+flags.DEFINE_integer("verbose", -1, "0 silent, 1 progress bar, 2 one line per epoch, -1 "
+                     "(default): a progress bar on a terminal, else one line per epoch.")
 
 FLAGS = flags.FLAGS
 
@@ -96,6 +104,13 @@ def _model_kwargs(items) -> dict:
     return out
 
 
+def quiet_unless_verbosity(flag_values=FLAGS) -> None:
+    """TensorFlow's start-up INFO lines and absl INFO logs off, unless --verbosity is
+    given (e.g. --verbosity=0 brings back INFO, 1 debug)."""
+    if not flag_values["verbosity"].present:
+        console.quiet_tensorflow()
+
+
 def config_from_flags(flag_values=FLAGS):
     """Builds the validated TrainConfig from parsed flags (raises ValueError)."""
     from keras_has import config as cfg
@@ -113,6 +128,7 @@ def config_from_flags(flag_values=FLAGS):
     hiding = cfg.HidingConfig(grid_sizes=parse_list("grid_sizes", f.grid_sizes),
                               hide_prob=f.hide_prob)
     optim = cfg.OptimConfig(
+        optimizer=f.optimizer, lr_schedule=f.lr_schedule,
         momentum=f.momentum, nesterov=f.nesterov,
         lr_values=parse_list("lr_values", f.lr_values, float),
         lr_boundaries=parse_list("lr_boundaries", f.lr_boundaries),
@@ -125,12 +141,13 @@ def config_from_flags(flag_values=FLAGS):
         epochs=f.epochs, steps_per_epoch=f.steps_per_epoch or None, strategy=f.strategy,
         tpu=f.tpu, mixed_precision=f.mixed_precision, seed=f.seed, eval_every=f.eval_every,
         best_metric=f.best_metric, best_mode=f.best_mode,
-        model_kwargs=_model_kwargs(f.model_arg), verbose=f.verbose)
+        model_kwargs=_model_kwargs(f.model_arg), verbose=console.fit_verbosity(f.verbose))
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    quiet_unless_verbosity()
     try:
         config = config_from_flags()
     except ValueError as e:

@@ -116,3 +116,20 @@ def test_callback_evaluates_every_n_and_after_the_last_epoch_with_pxap_column(tm
     values = hist.history["val_loc_pxap"]
     assert np.isnan(values[0]) and not np.isnan(values[1]) and not np.isnan(values[2])
     assert "val_loc_pxap" in csv.read_text().splitlines()[0].split(",")
+
+
+def test_epoch_line_prints_one_line_with_the_logged_figures_only():
+    import io
+
+    from keras_has.callbacks import EpochLine
+
+    out = io.StringIO()
+    cb = EpochLine(10, stream=out, prefix="")
+    line = cb.format_line(2, {"loss": 0.51234, "accuracy": 0.87123, "val_loss": float("nan"),
+                              "val_loc_gt_known_loc": 41.5, "learning_rate": 0.001}, 21.44)
+    assert line == ("epoch  3/10  loss 0.5123  accuracy 0.8712  val_gt_known_loc 41.50  "
+                    "learning_rate 0.001  21.4 s")
+    cb.on_epoch_begin(0)
+    cb.on_epoch_end(0, {"loss": 1.0})
+    printed = out.getvalue().splitlines()
+    assert len(printed) == 1 and printed[0].startswith("epoch  1/10  loss 1  ")

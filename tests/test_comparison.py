@@ -76,8 +76,16 @@ def test_tiny_comparison_writes_results_gallery_and_export(tmp_path):
     gap_cfg = json.loads((out / "gap_seed0" / "config.json").read_text())
     has_cfg = json.loads((out / "has_seed0" / "config.json").read_text())
     assert gap_cfg["hiding"]["hide_prob"] == 0.0 and has_cfg["hiding"]["grid_sizes"] == [8]
-    assert (out / "gallery.png").stat().st_size > 0
+    # The gallery shows the same (first) test images under both arms.
+    assert saved["gallery_image_ids"] == [f"test/{i % 2}/{i}.png" for i in range(2)]
+    import cv2
+
+    gallery = cv2.imread(str(out / "gallery.png"))
+    assert gallery.shape[:2] == (26 + 192 + 22 + 20 + 30 + 22, 2 * (2 * 192 + 4 + 10) + 10)
+    assert cv2.imread(str(out / "iou.png")) is not None
     assert (out / "saved_model" / "saved_model.pb").exists()
     mean, std = saved["summary"]["gap"]["object"]["top1_cls"]
     assert std == 0.0 and math.isclose(mean, saved["runs"]["gap"]["0"]["object"]["top1_cls"])
     assert result.table.splitlines()[2].startswith("GAP (baseline)")
+    assert "±" not in result.table.splitlines()[2]  # one seed: no spread claimed
+    assert "1 seed: no spread measured" in result.table

@@ -156,3 +156,22 @@ def test_empty_strings_mean_none(tmp_path):
     assert c.data.eval_split is None and c.data.data_dir is None
     assert c.steps_per_epoch is None and c.mixed_precision == "none"
     assert os.path.basename(c.output_dir) == "run"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"optimizer": "rmsprop"}, "optimizer: expected one of \\['sgd', 'adam'\\]"),
+    ({"lr_schedule": "linear"}, "lr_schedule: expected one of"),
+    ({"lr_schedule": "cosine"}, "lr_values: expected one initial rate and no lr_boundaries"),
+    ({"lr_schedule": "cosine", "lr_values": (0.1,), "lr_boundaries": (3,)}, "lr_values"),
+    ({"optimizer": "adam", "nesterov": True}, "nesterov: expected False"),
+])
+def test_optimizer_and_schedule_checks(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cfg.OptimConfig(**kwargs)
+
+
+def test_cosine_adam_round_trips_through_json():
+    c = cfg.TrainConfig(model="tiny_gap", output_dir="/tmp/x", optim=cfg.OptimConfig(
+        optimizer="adam", lr_schedule="cosine", lr_values=(0.003,), lr_boundaries=()))
+    back = cfg.TrainConfig.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert back.optim == c.optim

@@ -372,3 +372,16 @@ def test_imagenet_weights_come_from_the_keras_cache_offline(tmp_path, monkeypatc
     _assert_backbone_weights_equal(model, base)
     # the head is new: the CAM classifier has 1280 x 3 weights, no ImageNet head anywhere
     assert model.get_layer("classifier").kernel.shape == (1280, 3)
+
+
+@pytest.mark.parametrize("pools, expected_hw", [(0, 32), (1, 16), (2, 8), (3, 4)])
+def test_tiny_gap_cam_resolution_follows_pools(pools, expected_hw):
+    model = models.get_model("tiny_gap", 3, input_shape=(32, 32, 3), widths=(4, 4, 4, 4), pools=pools)
+    assert tuple(model.get_layer("cam_features").output.shape[1:3]) == (expected_hw, expected_hw)
+    assert sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers) == pools
+
+
+@pytest.mark.parametrize("pools", [-1, 4, 1.5, True])
+def test_tiny_gap_rejects_pools_outside_the_blocks(pools):
+    with pytest.raises(ValueError, match="pools.*received"):
+        models.get_model("tiny_gap", 3, input_shape=(32, 32, 3), widths=(4, 4, 4, 4), pools=pools)

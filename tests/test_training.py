@@ -9,6 +9,7 @@ import pytest
 import keras
 
 from keras_has import training
+from keras_has import config as cfg
 from keras_has.config import OptimConfig
 
 PAPER = OptimConfig()
@@ -162,3 +163,52 @@ def test_atomic_backup_and_restore_round_trip(tmp_path):
                      callbacks=[training.AtomicBackupAndRestore(str(tmp_path / "b"))])
     assert hist.epoch == [2]
     assert int(fresh.optimizer.iterations.numpy()) == 6
+
+
+def test_cosine_schedule_from_the_first_rate_to_zero():
+    optim = cfg.OptimConfig(lr_schedule="cosine", lr_values=(0.2,), lr_boundaries=())
+    assert training.learning_rate_at(0, optim, 10) == pytest.approx(0.2)
+    assert training.learning_rate_at(5, optim, 10) == pytest.approx(0.1)
+    assert training.learning_rate_at(2.5, optim, 10) == pytest.approx(
+        0.1 * (1 + np.cos(np.pi / 4)))
+    assert training.learning_rate_at(10, optim, 10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_cosine_schedule_sets_the_rate_before_every_step():
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    optim = cfg.OptimConfig(lr_schedule="cosine", lr_values=(1.0,), lr_boundaries=())
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=training.make_optimizer(optim, 2), loss="mse")
+    model.fit(np.zeros((8, 2)), np.zeros((8, 1)), batch_size=2, epochs=2, verbose=0,
+              callbacks=[training.EpochSchedule(optim, 2), Probe()])
+    expected = [0.5 * (1 + np.cos(np.pi * (e + b / 4) / 2)) for e in range(2) for b in range(4)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-6)
+
+
+def test_l2_adam_is_adam_on_the_gradient_plus_l2_times_the_kernel():
+    w0 = np.array([[1.0, -2.0], [0.5, 3.0]], np.float32)
+    grad = np.array([[0.1, 0.0], [-0.3, 0.2]], np.float32)
+
+    def one_step(opt, g):
+        var = keras.Variable(w0)
+        opt.build([var])
+        opt.apply_gradients([(keras.ops.convert_to_tensor(g), var)])
+        return keras.ops.convert_to_numpy(var)
+
+    coupled = one_step(training.L2Adam(l2=0.1, learning_rate=0.01), grad)
+    reference = one_step(keras.optimizers.Adam(learning_rate=0.01), grad + 0.1 * w0)
+    np.testing.assert_allclose(coupled, reference, rtol=1e-6)
+    plain = one_step(keras.optimizers.Adam(learning_rate=0.01), grad)
+    assert not np.allclose(coupled, plain)
+
+
+def test_make_optimizer_follows_the_config():
+    adam = training.make_optimizer(cfg.OptimConfig(optimizer="adam", momentum=0.8), 10)
+    assert isinstance(adam, training.L2Adam) and adam.beta_1 == 0.8
+    sgd = training.make_optimizer(cfg.OptimConfig(), 55)
+    assert isinstance(sgd, training.L2SGD) and float(sgd.l2.numpy()) == pytest.approx(5e-4)
