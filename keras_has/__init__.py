@@ -4,19 +4,18 @@ Public API (see docs/architecture.md):
     hide_patches, HideAndSeek, and the submodules models, data, cam, localization,
     metrics, evaluation, callbacks, visualize, config, training, comparison, export
     (imported on first use: `keras_has.models.get_model(...)` works after
-    `import keras_has`).
+    `import keras_has`). Importing the package itself does not import TensorFlow, so
+    scripts can set up logging first (`keras_has.console`).
 """
 import importlib as _importlib
 import os as _os
 
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from keras_has.hiding import hide_patches  # noqa: E402
-from keras_has.layers import HideAndSeek  # noqa: E402
-
 __version__ = "0.1.0"
 
-_SUBMODULES = ("models", "data", "cam", "localization", "metrics", "evaluation",
+_ATTRIBUTES = {"hide_patches": "keras_has.hiding", "HideAndSeek": "keras_has.layers"}
+_SUBMODULES = ("console", "models", "data", "cam", "localization", "metrics", "evaluation",
                "callbacks", "visualize", "config", "training", "comparison", "export")
 __all__ = ["hide_patches", "HideAndSeek", "__version__", *_SUBMODULES]
 
@@ -24,4 +23,6 @@ __all__ = ["hide_patches", "HideAndSeek", "__version__", *_SUBMODULES]
 def __getattr__(name):
     if name in _SUBMODULES:
         return _importlib.import_module(f"keras_has.{name}")
+    if name in _ATTRIBUTES:
+        return getattr(_importlib.import_module(_ATTRIBUTES[name]), name)
     raise AttributeError(f"module 'keras_has' has no attribute {name!r}")

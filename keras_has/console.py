@@ -56,7 +56,10 @@ def quiet_tensorflow() -> None:
     Call it before anything imports TensorFlow (scripts do, unless asked for verbose
     logs); later calls only reset the log levels.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3 also hides C++ ERROR lines such as "oneDNN supports DT_BOOL only on platforms
+    # with AVX-512. Falling back ..." that report no failure; real failures still raise
+    # Python exceptions with their messages. A value the user set is kept.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with captured_native_stderr():
         import tensorflow as tf
 

@@ -89,3 +89,34 @@ def test_tiny_comparison_writes_results_gallery_and_export(tmp_path):
     assert result.table.splitlines()[2].startswith("GAP (baseline)")
     assert "±" not in result.table.splitlines()[2]  # one seed: no spread claimed
     assert "1 seed: no spread measured" in result.table
+
+
+def test_compare_script_console_is_quiet_and_one_line_per_epoch(tmp_path):
+    """scripts/compare.py with default flags, output to a pipe: no TensorFlow or absl INFO
+    lines, a header per arm, one line per epoch, the table without a spread."""
+    import subprocess
+    import sys
+
+    from test_train_script import REPO_ROOT, _env
+
+    root = make_wsol_folder(str(tmp_path / "d"), n_train=8, n_test=4)
+    env = _env()
+    env.pop("TF_CPP_MIN_LOG_LEVEL")  # as a user's shell has it
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "compare.py"), "--model=tiny_gap",
+         "--model_arg=widths=(8,16)", f"--source={root}", "--image_size=32", "--batch_size=4",
+         "--epochs=2", "--grid_sizes=8", "--strategy=one_device", "--eval_every=0",
+         "--gallery_size=2", "--noexport", f"--output_dir={tmp_path / 'out'}"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = (proc.stdout + proc.stderr).splitlines()
+    noisy = [l for l in lines if l[:1] in "IWE" and l[1:5].isdigit() or l.startswith("INFO")
+             or "absl::InitializeLog" in l or "oneDNN" in l or "cuda" in l.lower()]
+    assert not noisy, noisy
+    out = proc.stdout.splitlines()
+    assert [l for l in out if l.startswith("training ")] == [
+        f"training GAP (baseline), seed 0: 1/2 (2 epochs, {tmp_path / 'out' / 'gap_seed0'})",
+        f"training Hide-and-Seek, seed 0: 2/2 (2 epochs, {tmp_path / 'out' / 'has_seed0'})"]
+    epochs = [l.strip().split()[1] for l in out if l.strip().startswith("epoch ")]
+    assert epochs == ["1/2", "2/2", "1/2", "2/2"]
+    assert any(l.startswith("Hide-and-Seek") for l in out) and "±" not in proc.stdout
