@@ -80,6 +80,9 @@ class DataConfig:
       data_dir: optional TFDS data directory (also where a manual download such as
         ImageNet's tar files is looked for, under `<data_dir>/downloads/manual`).
       image_size: side S of the square `S x S` training and evaluation images.
+      resize_size: side R >= S that training images are resized to before the random
+        `S x S` crop; None is the paper's `round(S * 256 / 224)`. `R = S` trains on the
+        evaluation scale (flips only), for data whose objects must keep their size.
       batch_size: per-replica batch; the global batch is `batch_size * replicas`.
       global_batch_size: optional global batch; when set it replaces
         `batch_size * replicas` and must be divisible by the number of replicas.
@@ -94,6 +97,7 @@ class DataConfig:
     source_config: str | None = None
     data_dir: str | None = None
     image_size: int = 224
+    resize_size: int | None = None
     batch_size: int = 32
     global_batch_size: int | None = None
     train_split: str = "train"
@@ -112,6 +116,11 @@ class DataConfig:
         if self.source_config is not None and not isinstance(self.source_config, str):
             _fail("source_config", self.source_config, "a TFDS builder config name or None")
         _positive_int("image_size", self.image_size)
+        if self.resize_size is not None and (not _is_int(self.resize_size)
+                                             or self.resize_size < self.image_size):
+            _fail("resize_size", self.resize_size,
+                  f"an integer >= image_size ({self.image_size}), or None for the paper's "
+                  "256/224 ratio")
         _positive_int("batch_size", self.batch_size)
         if self.global_batch_size is not None:
             _positive_int("global_batch_size", self.global_batch_size)

@@ -18,7 +18,8 @@ import os
 import sys
 import tempfile
 
-__all__ = ["captured_native_stderr", "quiet_tensorflow", "fit_verbosity"]
+__all__ = ["captured_native_stderr", "quiet_tensorflow", "fit_verbosity",
+           "disable_dataset_progress_bars"]
 
 
 @contextlib.contextmanager
@@ -78,3 +79,11 @@ def fit_verbosity(verbose: int, stream=None) -> int:
     stream = sys.stdout if stream is None else stream
     isatty = getattr(stream, "isatty", None)
     return 1 if isatty is not None and isatty() else 2
+
+
+def disable_dataset_progress_bars() -> None:
+    """Turns off TFDS's progress bars (dataset generation, shuffling): in a log or a pipe
+    they are thousands of carriage-return updates. TFDS's one-line messages remain."""
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()

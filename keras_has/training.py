@@ -442,6 +442,7 @@ def train(config: TrainConfig) -> TrainResult:
         source, config.data.image_size, global_batch,
         hiding=config.hiding.as_pipeline_arg(), seed=config.seed,
         split=config.data.train_split, mean=mean, std=std,
+        resize_size=config.data.resize_size,
         # Every training batch is a full global batch, so every replica gets
         # `per_replica` and the step function sees one static shape.
         drop_remainder=True)

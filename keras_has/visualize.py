@@ -243,7 +243,7 @@ def iou_figure(ious, loc_iou=0.5, size=360):
         put_text(img, xlabel, (m + size / 2, top + size + 34), 0.45, center=True)
         put_text(img, title, (m + size / 2, 20), 0.5, center=True)
         put_text(img, "0", (m - 14, top + size + 4), 0.4)
-        put_text(img, ymax_text, (4, top + 10), 0.4)
+        put_text(img, ymax_text, (m - 30, top - 4), 0.4)
         ylab = np.full((20, size, 3), 255, np.uint8)
         put_text(ylab, ylabel, (size / 2, 14), 0.45, center=True)
         img[top:top + size, 2:22] = np.rot90(ylab)  # reads bottom to top

@@ -35,6 +35,8 @@ flags.DEFINE_string("source", "synthetic", "Dataset: 'synthetic', a TFDS name kn
 flags.DEFINE_string("source_config", "", "TFDS builder config of a named source (empty: default).")
 flags.DEFINE_string("data_dir", "", "TFDS data directory for named sources (empty: TFDS default).")
 flags.DEFINE_integer("image_size", 224, "Side of the square training/eval images.")
+flags.DEFINE_integer("resize_size", 0, "Side training images are resized to before the "
+                     "random crop (0: the paper's round(image_size * 256 / 224)).")
 flags.DEFINE_integer("batch_size", 32, "Per-replica batch size.")
 flags.DEFINE_integer("global_batch_size", 0, "Global batch (0: batch_size x replicas); "
                      "must be divisible by the number of replicas.")
@@ -105,9 +107,12 @@ def _model_kwargs(items) -> dict:
 
 def quiet_unless_verbosity(flag_values=FLAGS) -> None:
     """TensorFlow's start-up INFO lines and absl INFO logs off, unless --verbosity is
-    given (e.g. --verbosity=0 brings back INFO, 1 debug)."""
+    given (e.g. --verbosity=0 brings back INFO, 1 debug); TFDS progress bars off unless
+    progress bars were asked for (a terminal, or --verbose=1)."""
     if not flag_values["verbosity"].present:
         console.quiet_tensorflow()
+    if console.fit_verbosity(flag_values.verbose) != 1:
+        console.disable_dataset_progress_bars()
 
 
 def config_from_flags(flag_values=FLAGS):
@@ -121,7 +126,7 @@ def config_from_flags(flag_values=FLAGS):
         raise ValueError("output_dir: expected a run folder (--output_dir), received nothing")
     data = cfg.DataConfig(
         source=f.source, source_config=f.source_config or None, data_dir=f.data_dir or None,
-        image_size=f.image_size, batch_size=f.batch_size,
+        image_size=f.image_size, resize_size=f.resize_size or None, batch_size=f.batch_size,
         global_batch_size=f.global_batch_size or None, train_split=f.train_split,
         eval_split=f.eval_split or None, eval_batch_size=f.eval_batch_size or None)
     hiding = cfg.HidingConfig(grid_sizes=parse_list("grid_sizes", f.grid_sizes),

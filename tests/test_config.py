@@ -175,3 +175,10 @@ def test_cosine_adam_round_trips_through_json():
         optimizer="adam", lr_schedule="cosine", lr_values=(0.003,), lr_boundaries=()))
     back = cfg.TrainConfig.from_dict(json.loads(json.dumps(c.to_dict())))
     assert back.optim == c.optim
+
+
+def test_resize_size_at_least_the_crop():
+    assert cfg.DataConfig(image_size=64, resize_size=64).resize_size == 64
+    assert cfg.DataConfig(image_size=64).resize_size is None
+    with pytest.raises(ValueError, match=r"resize_size: expected an integer >= image_size \(64\)"):
+        cfg.DataConfig(image_size=64, resize_size=63)
