@@ -94,9 +94,10 @@ def test_boxes_are_tight_boxes_of_the_masks(built):
             ox0, oy0, ox1, oy1 = e["object_box"]
             px0, py0, px1, py1 = e["part_box"]
             assert ox0 <= px0 <= px1 <= ox1 and oy0 <= py0 <= py1 <= oy1
-            # The part is small next to the object.
+            # The part is small next to the object: its radius is at most 40% of the
+            # body's long semi-axis (2000 generated images: at most 33% of the box area).
             part_area = (px1 - px0 + 1) * (py1 - py0 + 1)
-            assert part_area < 0.25 * (ox1 - ox0 + 1) * (oy1 - oy0 + 1)
+            assert part_area < 0.4 * (ox1 - ox0 + 1) * (oy1 - oy0 + 1)
 
 
 def test_part_pixels_have_the_class_part_colour(built):
@@ -114,11 +115,11 @@ def test_same_seed_same_bytes_other_seed_differs(built, tmp_path):
     again = _build(tmp_path / "again", _config("t32_seed0"))
     other = _build(tmp_path / "other", _config("t32_seed1", seed=1))
     for split in syn.SPLITS:
-        shards = sorted(p.name for p in (data_dir / "keras_has_synthetic/t32_seed0/1.0.0").glob(f"*-{split}.*"))
+        shards = sorted(p.name for p in (data_dir / "keras_has_synthetic/t32_seed0/2.0.0").glob(f"*-{split}.*"))
         assert shards
         for name in shards:
-            a = (data_dir / "keras_has_synthetic/t32_seed0/1.0.0" / name).read_bytes()
-            b = (tmp_path / "again/keras_has_synthetic/t32_seed0/1.0.0" / name).read_bytes()
+            a = (data_dir / "keras_has_synthetic/t32_seed0/2.0.0" / name).read_bytes()
+            b = (tmp_path / "again/keras_has_synthetic/t32_seed0/2.0.0" / name).read_bytes()
             assert a == b, f"{name} differs between two builds with the same seed"
     images = lambda b: np.stack([e["image"] for e in sorted(_examples(b, "train"), key=lambda e: e["image_id"])])
     np.testing.assert_array_equal(images(first), images(again))
