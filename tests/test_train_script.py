@@ -111,7 +111,15 @@ def test_every_flagfile_builds_a_valid_config(script, name, tmp_path, monkeypatc
     assert not (tmp_path / "run").exists()
     if stem == "quickstart":
         assert (c.model, c.data.source) == ("tiny_gap", "synthetic")
+        # A 16x16 CAM at 64 px, trained at the test scale with Adam and a cosine decay.
+        assert c.model_kwargs == {"widths": (16, 32, 64, 128), "pools": 2}
+        assert (c.data.image_size, c.data.resize_size) == (64, 64)
+        assert (c.optim.optimizer, c.optim.lr_schedule) == ("adam", "cosine")
         assert c.hiding.enabled
+        return
+    if stem == "pets3_scratch":  # the README's from-scratch pets3 row
+        assert (c.model, c.data.image_size, c.epochs) == ("tiny_gap", 128, 40)
+        assert c.hiding.grid_sizes == (0, 16, 32, 48, 64) and c.optim.optimizer == "sgd"
         return
     family, _, variant = stem.partition("_")
     if family in ("alexnet", "googlenet"):  # Table 1 rows
