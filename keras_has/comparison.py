@@ -143,12 +143,12 @@ def format_table(summary: dict, num_seeds: int) -> str:
     return "\n".join([line(head), sep] + [line(r) for r in rows] + [note])
 
 
-def _gallery(examples: dict, mean, std, path: str, cols_pairs: int = 4) -> None:
+def _gallery(examples: dict, preprocessing, path: str, cols_pairs: int = 4) -> None:
     """Side-by-side tiles: baseline overlay, then Hide-and-Seek overlay, per image."""
     from keras_has import visualize
 
     base, has = examples["gap"], examples["has"]
-    images = visualize.denormalize_images(base["image"], mean, std)
+    images = preprocessing.to_pixels(base["image"])
     tiles = []
     for i in range(len(images)):
         gt = np.asarray(base["boxes"][i])[:int(base["num_boxes"][i])]
@@ -173,7 +173,7 @@ def _jsonable(value):
 def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
                    cam_threshold: float = 0.2, part_split: str | None = "auto",
                    gallery_size: int = 8, export: bool = True,
-                   verbose: int = 1) -> ComparisonResult:
+                   verbose: int = 1, linear_probe: bool | None = None) -> ComparisonResult:
     """Trains and evaluates the GAP baseline and Hide-and-Seek for each seed.
 
     Args:
@@ -185,13 +185,15 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
       part_split: where part boxes come from ("auto", "" for none, or a split name).
       gallery_size: test images in `gallery.png` (0: no gallery).
       export: export the first seed's Hide-and-Seek model as `output_dir/saved_model`.
+      linear_probe: also report a linear classifier on the frozen pretrained features
+        (`keras_has.probe`); None: whenever `base` loads pretrained weights.
 
     Returns:
       `ComparisonResult`.
     """
     from keras_has import data
     from keras_has.evaluation import run_localization
-    from keras_has.training import source_from_config, train
+    from keras_has.training import run_preprocessing, source_from_config, train
 
     seeds = tuple(int(s) for s in seeds)
     if not seeds:
@@ -211,15 +213,19 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
     part = _part_target(base, part_split)
 
     source = source_from_config(base)
-    mean, std = data.get_normalization(source, split=base.data.train_split)
+    # The same preprocessing as training (the backbone's for pretrained weights).
+    prep, _, _ = run_preprocessing(base, source)
     size = base.data.image_size
     eval_batch = base.data.eval_batch_size or base.data.batch_size
     eval_ds = data.make_eval_dataset(source, size, eval_batch, split=base.data.eval_split,
-                                     mean=mean, std=std)
+                                     preprocessing=prep)
     part_ds = None
     if part is not None:
         part_ds = data.make_eval_dataset(part[0], size, eval_batch, split=part[1],
-                                         mean=mean, std=std)
+                                         preprocessing=prep)
+    probe = None
+    if linear_probe or (linear_probe is None and base.model_kwargs.get("weights")):
+        probe = _linear_probe(base, source, prep, eval_ds)
 
     runs = {arm: {} for arm in ARMS}
     examples = {}
@@ -244,27 +250,47 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
                 from keras_has.export import export_saved_model
 
                 export_dir = os.path.join(output_dir, "saved_model")
-                export_saved_model(result.model, export_dir, image_size=size, mean=mean,
-                                   std=std, class_names=list(source.class_names),
+                export_saved_model(result.model, export_dir, image_size=size,
+                                   preprocessing=prep, class_names=list(source.class_names),
                                    cam_threshold=cam_threshold, config=cfg.to_dict(),
                                    overwrite=True)
 
     summary = summarize(runs)
     table = format_table(summary, len(seeds))
+    if probe is not None:
+        table += (f"\nLinear probe (frozen pretrained features, linear classifier): "
+                  f"Top-1 Clas {probe['top1_cls']:.2f}")
     gallery_path = None
     if set(examples) == set(ARMS):
         gallery_path = os.path.join(output_dir, "gallery.png")
-        _gallery(examples, mean, std, gallery_path)
+        _gallery(examples, prep, gallery_path)
     results_path = os.path.join(output_dir, "results.json")
     atomic_write_json(results_path, _jsonable({
         "seeds": list(seeds), "cam_threshold": cam_threshold,
         "eval_split": base.data.eval_split,
         "part_boxes": None if part is None else {"split": part[1]},
         "config": base.to_dict(), "runs": runs, "summary": summary, "table": table,
+        "preprocessing": prep.to_json(), "linear_probe": probe,
     }))
     return ComparisonResult(runs=runs, summary=summary, table=table,
                             results_path=results_path, gallery_path=gallery_path,
                             export_dir=export_dir)
+
+
+def _linear_probe(base, source, preprocessing, eval_ds) -> dict:
+    """`keras_has.probe.linear_probe` of `base`'s model as built (pretrained, untrained head)."""
+    from keras_has import data, models
+    from keras_has.probe import linear_probe
+
+    size = base.data.image_size
+    kwargs = dict(base.model_kwargs)
+    kwargs.setdefault("seed", 0)
+    model = models.get_model(base.model, source.num_classes, input_shape=(size, size, 3),
+                             **kwargs)
+    train_ds = data.make_eval_dataset(source, size, base.data.eval_batch_size
+                                      or base.data.batch_size, split=base.data.train_split,
+                                      preprocessing=preprocessing)
+    return linear_probe(model, train_ds, eval_ds, source.num_classes).to_dict()
 
 
 def load_results(path: str) -> dict:
