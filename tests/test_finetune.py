@@ -249,3 +249,56 @@ def test_export_reverses_channels_for_caffe_preprocessing(tmp_path):
     probs = tf.nn.softmax(model(bgr, training=False)).numpy()
     np.testing.assert_allclose(served["scores"].numpy()[:, 0], probs.max(axis=1), atol=1e-5)
     assert np.array_equal(served["classes"].numpy()[:, 0], probs.argmax(axis=1))
+
+
+# ------------------------------------------------------------ benchmark module
+def test_benchmark_summary_and_table():
+    from keras_has import finetune_benchmark as fb
+
+    runs = {"gap": {0: {"top1_cls": 90.0, "gt_known_loc_body": 80.0}, 1: {"top1_cls": 92.0,
+                                                                         "gt_known_loc_body": 84.0}},
+            "has": {0: {"top1_cls": 88.0, "gt_known_loc_body": 86.0}, 1: {"top1_cls": 88.0,
+                                                                         "gt_known_loc_body": 86.0}}}
+    summary = fb.summarize(runs)
+    assert summary["gap"]["top1_cls"] == (91.0, 1.0)
+    assert summary["has"]["gt_known_loc_body"] == (86.0, 0.0)
+    table = fb.format_table(summary, 2, probe={"top1_cls": 89.5})
+    assert "| GAP (baseline) | 91.00 ± 1.00 | 82.00 ± 2.00 |" in table
+    assert "Top-1 Clas 89.50" in table
+
+
+def test_benchmark_runs_both_arms_with_part_boxes(folder, tmp_path):
+    import shutil
+
+    from keras_has import finetune_benchmark as fb
+
+    root = tmp_path / "data"
+    shutil.copytree(folder, root)
+    head = root / "metadata" / "test_head"
+    shutil.copytree(root / "metadata" / "test", head)
+    rows = []
+    for line in (head / "localization.txt").read_text().splitlines():  # a corner of the box
+        rel, x0, y0, x1, y1 = line.split(",")
+        rows.append(f"{rel},{x0},{y0},{int(x0) + 2},{int(y0) + 2}")
+    (head / "localization.txt").write_text("\n".join(rows) + "\n")
+    cfg = TrainConfig(
+        model="tiny_gap", output_dir=str(tmp_path / "unused"), epochs=1, steps_per_epoch=1,
+        data=DataConfig(source=str(root), image_size=32, batch_size=4),
+        hiding=HidingConfig(grid_sizes=(0, 8), hide_prob=0.5), strategy="one_device",
+        verbose=0, model_kwargs={"widths": (4, 8)})
+    with pytest.raises(ValueError, match="head_split: expected one of the splits"):
+        fb.run_benchmark(cfg, output_dir=str(tmp_path / "b"), seeds=(0,), head_split="nope",
+                         mask_split="")
+    result = fb.run_benchmark(cfg, output_dir=str(tmp_path / "b"), seeds=(0,), mask_split="",
+                              gallery_size=2, verbose=0)
+    assert set(result.runs) == {"gap", "has"}
+    row = result.runs["has"][0]
+    assert 0 <= row["gt_known_loc_head"] <= 100 and row["train_minutes"] > 0
+    assert result.probe is not None and 0 <= result.probe["top1_cls"] <= 100
+    saved = json.loads(open(result.results_path).read())
+    assert saved["preprocessing"]["mode"] == "dataset"  # random init: dataset statistics
+    assert os.path.isfile(result.gallery_path)
+    # Training ran without evaluation; the runs are reused when repeated.
+    again = fb.run_benchmark(cfg, output_dir=str(tmp_path / "b"), seeds=(0,), mask_split="",
+                             gallery_size=0, linear_probe=False, verbose=0)
+    assert again.runs["gap"][0]["top1_cls"] == result.runs["gap"][0]["top1_cls"]
