@@ -195,7 +195,7 @@ def run_benchmark(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0, 1,
                   body_split: str = "test", head_split: str = "test_head",
                   mask_split: str = "test_mask", cam_threshold: float = 0.2,
                   gallery_size: int = 8, linear_probe: bool = True,
-                  verbose: int = 1) -> BenchmarkResult:
+                  verbose: int = 1, arms=ARMS) -> BenchmarkResult:
     """Fine-tunes GAP and Hide-and-Seek arms of `base` per seed and scores them.
 
     Args:
@@ -209,6 +209,8 @@ def run_benchmark(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0, 1,
       cam_threshold: CAM threshold of GT-known / Top-1 Loc.
       gallery_size: test images in `gallery.png` (0: none).
       linear_probe: also fit the linear probe on the frozen pretrained features.
+      arms: which of `ARMS` to run (e.g. only `("has",)` to try hiding settings against
+        an earlier baseline; the gallery needs both).
 
     Returns:
       `BenchmarkResult`.
@@ -218,6 +220,9 @@ def run_benchmark(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0, 1,
     from keras_has.probe import linear_probe as fit_probe
     from keras_has.training import run_preprocessing, source_from_config
 
+    arms = tuple(arms)
+    if not arms or any(a not in ARMS for a in arms) or len(set(arms)) != len(arms):
+        raise ValueError(f"arms: expected distinct names among {list(ARMS)}, received {list(arms)}")
     seeds = tuple(int(s) for s in seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds: expected distinct seeds, received {list(seeds)}")
@@ -260,10 +265,10 @@ def run_benchmark(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0, 1,
         logging.info("benchmark: linear probe Top-1 %.2f", probe["top1_cls"])
         del pretrained
 
-    runs = {arm: {} for arm in ARMS}
+    runs = {arm: {} for arm in arms}
     examples = {}
     for seed in seeds:
-        for arm in ARMS:
+        for arm in arms:
             cfg = _arm_config(base, arm, seed, output_dir)
             logging.info("benchmark: fine-tuning %s (seed %d) in %s", arm, seed, cfg.output_dir)
             result, seconds = _timed_train(cfg)

@@ -32,6 +32,8 @@ flags.DEFINE_string("mask_split", "test_mask", "Split with the masks, for PxAP (
 flags.DEFINE_float("cam_threshold", 0.2, "CAM threshold (fraction of max) of GT-known Loc.")
 flags.DEFINE_integer("gallery_size", 8, "Test images in gallery.png (0: none).")
 flags.DEFINE_bool("linear_probe", True, "Fit the linear probe on the frozen features.")
+flags.DEFINE_list("arms", ["gap", "has"], "Arms to run: gap, has (e.g. only has, to try "
+                  "hiding settings against an earlier baseline).")
 
 FLAGS = flags.FLAGS
 
@@ -52,7 +54,7 @@ def main(argv):
                                body_split=FLAGS.body_split, head_split=FLAGS.head_split,
                                mask_split=FLAGS.mask_split, cam_threshold=FLAGS.cam_threshold,
                                gallery_size=FLAGS.gallery_size,
-                               linear_probe=FLAGS.linear_probe,
+                               linear_probe=FLAGS.linear_probe, arms=FLAGS.arms,
                                verbose=min(FLAGS.verbose, 1))
     except (ValueError, FileNotFoundError) as e:
         print(f"benchmark_finetune.py: {e}", file=sys.stderr)
