@@ -65,6 +65,8 @@ class LocalizationCallback(keras.callbacks.Callback):
         num_images: how many overlays in the TensorBoard grid.
         mean / std: per-channel normalisation (pixel scale) to show the images; None
             shows a per-image min-max stretch.
+        preprocessing: the ``keras_has.preprocessing.Preprocessing`` of the dataset's
+            images (used to show them; replaces ``mean`` / ``std``).
         max_batches: evaluate on at most this many batches.
         verbose: progress bar while evaluating.
         evaluator_kwargs: ``cam_threshold``, ``cam_curve_interval``,
@@ -73,7 +75,7 @@ class LocalizationCallback(keras.callbacks.Callback):
 
     def __init__(self, eval_dataset, every_n_epochs=1, log_dir=None, prefix="val_loc_",
                  num_images=8, mean=None, std=None, max_batches=None, verbose=1,
-                 **evaluator_kwargs):
+                 preprocessing=None, **evaluator_kwargs):
         super().__init__()
         if int(every_n_epochs) < 1:
             raise ValueError(f"every_n_epochs: expected >= 1, received {every_n_epochs!r}")
@@ -83,6 +85,7 @@ class LocalizationCallback(keras.callbacks.Callback):
         self.prefix = prefix
         self.num_images = int(num_images)
         self.mean, self.std = mean, std
+        self.preprocessing = preprocessing
         self.max_batches = max_batches
         self.verbose = verbose
         self.evaluator_kwargs = evaluator_kwargs
@@ -114,9 +117,12 @@ class LocalizationCallback(keras.callbacks.Callback):
                         write_scalar(f"localization/{k}", v, int(epoch) + 1)
                 if result.examples is not None:
                     ex = result.examples
-                    images = (visualize.denormalize_images(ex["image"], self.mean, self.std)
-                              if self.mean is not None and self.std is not None
-                              else visualize.to_uint8_images(ex["image"]))
+                    if self.preprocessing is not None:
+                        images = self.preprocessing.to_pixels(ex["image"])
+                    elif self.mean is not None and self.std is not None:
+                        images = visualize.denormalize_images(ex["image"], self.mean, self.std)
+                    else:
+                        images = visualize.to_uint8_images(ex["image"])
                     grid = visualize.gallery(images, ex["cam"], ex["boxes"], ex["num_boxes"],
                                              ex["pred_box"])
                     write_image("localization/cam_overlays", grid, int(epoch) + 1)

@@ -148,7 +148,7 @@ def format_table(summary: dict, num_seeds: int) -> str:
     return "\n".join([line(head), sep] + [line(r) for r in rows] + [note])
 
 
-def _figures(examples: dict, ious: dict, mean, std, output_dir: str,
+def _figures(examples: dict, ious: dict, preprocessing, output_dir: str,
              images_per_row: int = 2) -> tuple[str, str]:
     """`gallery.png` (the same test images under both arms, labelled, with part boxes
     when known) and `iou.png` (per-image IoU of both arms); returns both paths."""
@@ -158,7 +158,7 @@ def _figures(examples: dict, ious: dict, mean, std, output_dir: str,
     if list(base["image_id"]) != list(examples["has"]["image_id"]):
         raise RuntimeError("gallery: the arms' example images differ: "
                            f"{list(base['image_id'])} vs {list(examples['has']['image_id'])}")
-    images = visualize.denormalize_images(base["image"], mean, std)
+    images = preprocessing.to_pixels(base["image"])
     n = len(images)
     arms = [(ARM_TITLES[arm].split(" (")[0], examples[arm]["cam"], examples[arm]["pred_box"],
              ious[arm][:n]) for arm in ARMS]
@@ -188,7 +188,7 @@ def _jsonable(value):
 def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
                    cam_threshold: float = 0.2, part_split: str | None = "auto",
                    gallery_size: int = 8, export: bool = True,
-                   verbose: int = 1) -> ComparisonResult:
+                   verbose: int = 1, linear_probe: bool | None = None) -> ComparisonResult:
     """Trains and evaluates the GAP baseline and Hide-and-Seek for each seed.
 
     Args:
@@ -202,13 +202,15 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
       export: export the first seed's Hide-and-Seek model as `output_dir/saved_model`.
       verbose: 0 silent; 1 progress bars; 2 one line per epoch. With 1 or 2, a header
         per training run and a line of test figures after it.
+      linear_probe: also report a linear classifier on the frozen pretrained features
+        (`keras_has.probe`); None: whenever `base` loads pretrained weights.
 
     Returns:
       `ComparisonResult`.
     """
     from keras_has import data
     from keras_has.evaluation import run_localization
-    from keras_has.training import source_from_config, train
+    from keras_has.training import run_preprocessing, source_from_config, train
 
     seeds = tuple(int(s) for s in seeds)
     if not seeds:
@@ -228,15 +230,19 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
     part = _part_target(base, part_split)
 
     source = source_from_config(base)
-    mean, std = data.get_normalization(source, split=base.data.train_split)
+    # The same preprocessing as training (the backbone's for pretrained weights).
+    prep, _, _ = run_preprocessing(base, source)
     size = base.data.image_size
     eval_batch = base.data.eval_batch_size or base.data.batch_size
     eval_ds = data.make_eval_dataset(source, size, eval_batch, split=base.data.eval_split,
-                                     mean=mean, std=std)
+                                     preprocessing=prep)
     part_ds = None
     if part is not None:
         part_ds = data.make_eval_dataset(part[0], size, eval_batch, split=part[1],
-                                         mean=mean, std=std)
+                                         preprocessing=prep)
+    probe = None
+    if linear_probe or (linear_probe is None and base.model_kwargs.get("weights")):
+        probe = _linear_probe(base, source, prep, eval_ds)
 
     runs = {arm: {} for arm in ARMS}
     examples, ious = {}, {}
@@ -274,16 +280,19 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
             from keras_has.export import export_saved_model
 
             export_dir = os.path.join(output_dir, "saved_model")
-            export_saved_model(result.model, export_dir, image_size=size, mean=mean,
-                               std=std, class_names=list(source.class_names),
+            export_saved_model(result.model, export_dir, image_size=size,
+                               preprocessing=prep, class_names=list(source.class_names),
                                cam_threshold=cam_threshold, config=cfg.to_dict(),
                                overwrite=True)
 
     summary = summarize(runs)
     table = format_table(summary, len(seeds))
+    if probe is not None:
+        table += (f"\nLinear probe (frozen pretrained features, linear classifier): "
+                  f"Top-1 Clas {probe['top1_cls']:.2f}")
     gallery_path = iou_path = None
     if set(ARMS) <= set(examples):
-        gallery_path, iou_path = _figures(examples, ious, mean, std, output_dir)
+        gallery_path, iou_path = _figures(examples, ious, prep, output_dir)
     results_path = os.path.join(output_dir, "results.json")
     atomic_write_json(results_path, _jsonable({
         "seeds": list(seeds), "cam_threshold": cam_threshold,
@@ -291,8 +300,25 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
         "part_boxes": None if part is None else {"split": part[1]},
         "gallery_image_ids": (list(examples["gap"]["image_id"]) if gallery_path else []),
         "config": base.to_dict(), "runs": runs, "summary": summary, "table": table,
+        "preprocessing": prep.to_json(), "linear_probe": probe,
     }))
     return ComparisonResult(runs=runs, summary=summary, table=table,
                             results_path=results_path, gallery_path=gallery_path,
                             iou_path=iou_path, export_dir=export_dir)
+
+
+def _linear_probe(base, source, preprocessing, eval_ds) -> dict:
+    """`keras_has.probe.linear_probe` of `base`'s model as built (pretrained, untrained head)."""
+    from keras_has import data, models
+    from keras_has.probe import linear_probe
+
+    size = base.data.image_size
+    kwargs = dict(base.model_kwargs)
+    kwargs.setdefault("seed", 0)
+    model = models.get_model(base.model, source.num_classes, input_shape=(size, size, 3),
+                             **kwargs)
+    train_ds = data.make_eval_dataset(source, size, base.data.eval_batch_size
+                                      or base.data.batch_size, split=base.data.train_split,
+                                      preprocessing=preprocessing)
+    return linear_probe(model, train_ds, eval_ds, source.num_classes).to_dict()
 

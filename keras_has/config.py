@@ -17,6 +17,13 @@ boundaries are counted in *completed* epochs (`lr_boundaries=(18, 29, 43, 52)`: 
 rate changes at the start of 1-based epochs 19, 30, 44 and 53) and are written for a
 reference run of `schedule_reference_epochs=55` epochs; a run of `epochs` epochs uses
 the boundaries scaled by `epochs / 55` (see `keras_has.training.scaled_boundary`).
+
+Fine-tuning a pretrained backbone (wsolevaluation's protocol, Choe et al., CVPR 2020):
+the layers added on top of a backbone (classifier, CAM convs) train at
+`lr_classifier_ratio` times the backbone's rate, optionally after `warmup_epochs` in
+which only they train; `freeze_batchnorm` keeps the backbone's BatchNorm layers in
+inference mode; `preprocessing="auto"` feeds pretrained weights the inputs they were
+trained on (`keras_has.preprocessing`).
 """
 from __future__ import annotations
 
@@ -42,6 +49,7 @@ OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("step", "cosine")
 MIXED_PRECISION_POLICIES = ("none", "auto", "mixed_bfloat16", "mixed_float16")
 BEST_MODES = ("auto", "min", "max")
+PREPROCESSING_MODES = ("auto", "dataset", "caffe", "tf", "torch")  # keras_has.preprocessing.MODES
 CONFIG_VERSION = 1
 
 
@@ -172,10 +180,14 @@ class HidingConfig:
         draws one S from the tuple (the paper's "mixed" setting is `(16, 32, 44, 56)`;
         0 inside the tuple means "no hiding" for the images that draw it).
       hide_prob: probability of hiding each patch, in [0, 1].
+      reference_size: None, or the image side the `grid_sizes` are written for: they are
+        then scaled to the training crop, `round(S * image_size / reference_size)` (the
+        paper's 16-56 px of 224 become 11-40 px at 160).
     """
 
     grid_sizes: tuple[int, ...] = ()
     hide_prob: float = 0.5
+    reference_size: int | None = None
 
     def __post_init__(self):
         sizes = self.grid_sizes
@@ -191,17 +203,35 @@ class HidingConfig:
         if not _is_number(self.hide_prob) or not 0.0 <= self.hide_prob <= 1.0:
             _fail("hide_prob", self.hide_prob, "a probability in [0, 1]")
         object.__setattr__(self, "hide_prob", float(self.hide_prob))
+        if self.reference_size == 0:
+            object.__setattr__(self, "reference_size", None)
+        if self.reference_size is not None:
+            _positive_int("grid_reference_size", self.reference_size)
 
     @property
     def enabled(self) -> bool:
         """True when training images are hidden at all."""
         return any(s > 0 for s in self.grid_sizes) and self.hide_prob > 0.0
 
-    def as_pipeline_arg(self) -> dict | None:
-        """The `hiding` argument of `keras_has.data.make_train_dataset`."""
+    def scaled_grid_sizes(self, image_size: int) -> tuple[int, ...]:
+        """`grid_sizes` in pixels of an `image_size` crop (scaled when
+        `reference_size` is set; sizes that become equal are kept once, 0 stays 0)."""
+        if self.reference_size is None:
+            return self.grid_sizes
+        out = []
+        for size in self.grid_sizes:
+            scaled = 0 if size == 0 else max(1, int(size * image_size / self.reference_size + 0.5))
+            if scaled not in out:
+                out.append(scaled)
+        return tuple(out)
+
+    def as_pipeline_arg(self, image_size: int | None = None) -> dict | None:
+        """The `hiding` argument of `keras_has.data.make_train_dataset` (grid sizes scaled
+        to `image_size` when `reference_size` is set)."""
         if not self.enabled:
             return None
-        return {"grid_sizes": self.grid_sizes, "hide_prob": self.hide_prob}
+        sizes = self.grid_sizes if image_size is None else self.scaled_grid_sizes(image_size)
+        return {"grid_sizes": sizes, "hide_prob": self.hide_prob}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +257,12 @@ class OptimConfig:
         dense kernels (not on biases or normalisation parameters).
       weight_decay_until_epoch: number of completed (reference) epochs after which the
         decay is switched off (29: off from the 1-based epoch 30); None keeps it on.
+      lr_classifier_ratio: learning-rate multiplier (> 0) of the layers a model adds on
+        top of its backbone (every variable outside the `*_backbone` sub-model:
+        classifier, CAM convs); wsolevaluation's default 10. Models without a backbone
+        sub-model (alexnet_gap, googlenet_gap, tiny_gap) train every layer at the base rate.
+      warmup_epochs: first (actual, unscaled) epochs in which the backbone's rate is 0,
+        so that only the new layers train (0: none).
     """
 
     optimizer: str = "sgd"
@@ -238,6 +274,8 @@ class OptimConfig:
     schedule_reference_epochs: int | None = 55
     weight_decay: float = 5e-4
     weight_decay_until_epoch: int | None = 29
+    lr_classifier_ratio: float = 10.0
+    warmup_epochs: int = 0
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -278,6 +316,11 @@ class OptimConfig:
             if not _is_int(self.weight_decay_until_epoch) or self.weight_decay_until_epoch < 0:
                 _fail("weight_decay_until_epoch", self.weight_decay_until_epoch,
                       "an integer >= 0 (completed epochs) or None")
+        if not _is_number(self.lr_classifier_ratio) or self.lr_classifier_ratio <= 0:
+            _fail("lr_classifier_ratio", self.lr_classifier_ratio, "a number > 0")
+        object.__setattr__(self, "lr_classifier_ratio", float(self.lr_classifier_ratio))
+        if not _is_int(self.warmup_epochs) or self.warmup_epochs < 0:
+            _fail("warmup_epochs", self.warmup_epochs, "an integer >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,6 +349,11 @@ class TrainConfig:
       best_mode: `min`, `max` or `auto` (max for accuracy/loc-like keys, min otherwise).
       model_kwargs: extra keyword arguments for `keras_has.models.get_model`.
       verbose: Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+      preprocessing: `auto` (the backbone's `keras.applications` preprocessing when
+        `model_kwargs["weights"]` loads pretrained weights, else the dataset's
+        statistics), `dataset`, `caffe`, `tf` or `torch` (`keras_has.preprocessing`).
+      freeze_batchnorm: keep the backbone's BatchNormalization layers frozen (inference
+        mode: moving statistics used and not updated, scale and offset not trained).
     """
 
     model: str
@@ -324,6 +372,8 @@ class TrainConfig:
     best_mode: str = "auto"
     model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     verbose: int = 1
+    preprocessing: str = "auto"
+    freeze_batchnorm: bool = False
 
     def __post_init__(self):
         for name, cls in (("data", DataConfig), ("hiding", HidingConfig),
@@ -366,6 +416,15 @@ class TrainConfig:
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
         if self.verbose not in (0, 1, 2):
             _fail("verbose", self.verbose, "0, 1 or 2")
+        if self.preprocessing not in PREPROCESSING_MODES:
+            _fail("preprocessing", self.preprocessing, f"one of {list(PREPROCESSING_MODES)}")
+        if not isinstance(self.freeze_batchnorm, bool):
+            _fail("freeze_batchnorm", self.freeze_batchnorm, "a boolean")
+        weights = self.model_kwargs.get("weights")
+        if isinstance(weights, str) and weights != "imagenet":
+            if not os.path.isfile(os.path.expanduser(weights)):
+                _fail("model_arg weights", weights,
+                      "None, 'imagenet' or the path of an existing weights file")
         from keras_has import models  # local import: keeps config import light
 
         known = list(models.list_models())

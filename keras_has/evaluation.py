@@ -212,14 +212,15 @@ def evaluate_localization(model, dataset, cam_threshold=0.2, cam_curve_interval=
                             iou_thresholds, box_rule, 0, verbose, max_batches).metrics
 
 
-def write_evaluation(result, out_dir, mean=None, std=None):
+def write_evaluation(result, out_dir, mean=None, std=None, preprocessing=None):
     """Writes ``metrics.json`` and, if ``result`` has examples, ``gallery.png``, atomically.
 
     Args:
         result: a :class:`LocalizationResult`.
         out_dir: directory (created if missing).
         mean, std: the normalisation of the examples' images, to show them (required
-            when there are examples).
+            when there are examples, unless `preprocessing` is given).
+        preprocessing: the `keras_has.preprocessing.Preprocessing` of the images.
 
     Returns:
         The list of paths written.
@@ -231,10 +232,12 @@ def write_evaluation(result, out_dir, mean=None, std=None):
     written = [os.path.join(out_dir, "metrics.json")]
     atomic_write_json(written[0], result.metrics)
     if result.examples is not None:
-        if mean is None or std is None:
+        if preprocessing is None and (mean is None or std is None):
             raise ValueError("mean, std: required to draw the gallery of examples")
         ex = result.examples
-        grid = visualize.gallery(visualize.denormalize_images(ex["image"], mean, std),
+        pixels = (preprocessing.to_pixels(ex["image"]) if preprocessing is not None
+                  else visualize.denormalize_images(ex["image"], mean, std))
+        grid = visualize.gallery(pixels,
                                  ex["cam"], ex["boxes"], ex["num_boxes"], ex["pred_box"])
         written.append(os.path.join(out_dir, "gallery.png"))
         visualize.save_png(written[1], grid)
@@ -253,14 +256,22 @@ def load_for_evaluation(path, model_name=None, num_classes=None, image_size=None
 
     Returns:
         ``(model, settings)``: a ``keras.Model`` or :class:`SavedModelCamSource`, and a
-        dict with ``image_size`` (int) and ``mean`` / ``std`` (the export's, else None).
+        dict with ``image_size`` (int), ``mean`` / ``std`` (the export's, else None) and
+        ``preprocessing`` (the export's, or the training run's ``preprocessing.json``
+        beside a ``.keras`` file or above a ``checkpoints/`` file; else None).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"model_path: {path} does not exist")
-    settings = {"image_size": image_size, "mean": None, "std": None}
+    settings = {"image_size": image_size, "mean": None, "std": None, "preprocessing": None}
+    if os.path.isfile(path):
+        from keras_has.training import read_run_preprocessing
+
+        folder = os.path.dirname(os.path.abspath(path))
+        settings["preprocessing"] = (read_run_preprocessing(folder)
+                                     or read_run_preprocessing(os.path.dirname(folder)))
     if os.path.isdir(path):
-        from keras_has.export import read_preprocessing
+        from keras_has.export import preprocessing_of, read_preprocessing
 
         source = SavedModelCamSource(path)
         prep = read_preprocessing(path)
@@ -270,7 +281,9 @@ def load_for_evaluation(path, model_name=None, num_classes=None, image_size=None
         if image_size is not None and image_size != height:
             raise ValueError(f"image_size: the export {path} takes {height} px images, "
                              f"received {image_size}")
-        settings.update(image_size=height, mean=tuple(prep["mean"]), std=tuple(prep["std"]))
+        settings.update(image_size=height, mean=tuple(prep["mean"]), std=tuple(prep["std"]),
+                        preprocessing=preprocessing_of(prep, os.path.join(
+                            path, "assets", "preprocessing.json")))
         return source, settings
     if path.endswith(".keras"):
         model = keras.saving.load_model(path, compile=False)

@@ -8,8 +8,9 @@ Serving. Two signatures share one graph:
 - `serving_images(images)`: `uint8 [N, H, W, 3]` RGB pixels.
 
 Both decode, resize to the training image size (bilinear, antialiased, as the
-evaluation pipeline does), normalise with the
-training mean and std (stored in the graph and in `assets/preprocessing.json`), run the
+evaluation pipeline does), preprocess exactly as in training (the run's
+`keras_has.preprocessing.Preprocessing`: per-channel mean and std after an optional
+RGB -> BGR reversal, stored in the graph and in `assets/preprocessing.json`), run the
 model once for logits and CAM features, and return, per image:
 
 - `classes` int32 `[N, k]` and `scores` float32 `[N, k]`: softmax top-k, best first;
@@ -350,6 +351,9 @@ class ServingConfig:
         cam_threshold: CAM threshold as a fraction of the max, in [0, 1].
         top_k: number of classes returned (capped at the number of classes).
         max_image_pixels: largest `height * width` accepted by `serving_default`.
+        channel_order: `rgb` or `bgr`: the channel order the model sees (mean and std
+            are in that order).
+        preprocessing_mode: the `keras_has.preprocessing` mode the values come from.
     """
 
     image_size: tuple[int, int]
@@ -359,17 +363,29 @@ class ServingConfig:
     cam_threshold: float
     top_k: int
     max_image_pixels: int
+    channel_order: str = "rgb"
+    preprocessing_mode: str = "dataset"
+
+    @property
+    def preprocessing(self):
+        """The `keras_has.preprocessing.Preprocessing` the export applies."""
+        from keras_has.preprocessing import Preprocessing
+
+        return Preprocessing(self.preprocessing_mode, self.mean, self.std, self.channel_order)
 
     def to_json(self) -> dict:
         return {
             "image_size": list(self.image_size),
             "mean": list(self.mean),
             "std": list(self.std),
+            "channel_order": self.channel_order,
+            "preprocessing": self.preprocessing.to_json(),
             "cam_threshold": self.cam_threshold,
             "top_k": self.top_k,
             "max_image_pixels": self.max_image_pixels,
             "resize_method": "bilinear, antialias=True, clipped to [0, 255]",
-            "normalization": "(pixel - mean) / std, pixel in [0, 255], RGB",
+            "normalization": (f"(pixel - mean) / std, pixel in [0, 255], "
+                              f"{self.channel_order.upper()} channel order"),
             "box_convention": "x0, y0, x1, y1 inclusive pixels of the input image",
         }
 
@@ -436,14 +452,28 @@ def make_serving_config(
     model,
     *,
     image_size,
-    mean,
-    std,
+    mean=None,
+    std=None,
     class_names=None,
     cam_threshold: float = 0.2,
     top_k: int = 5,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    preprocessing=None,
 ) -> ServingConfig:
-    """Checks every export argument against the model; raises ValueError naming it."""
+    """Checks every export argument against the model; raises ValueError naming it.
+
+    The input preprocessing is either `preprocessing` (a
+    `keras_has.preprocessing.Preprocessing`, e.g. the training run's) or `mean` / `std`
+    (RGB dataset statistics), not both.
+    """
+    mode, order = "dataset", "rgb"
+    if preprocessing is not None:
+        if mean is not None or std is not None:
+            raise ValueError("preprocessing: pass either preprocessing or mean/std, not both")
+        mean, std = preprocessing.mean, preprocessing.std
+        mode, order = preprocessing.mode, preprocessing.channel_order
+    if mean is None or std is None:
+        raise ValueError("mean/std: expected the preprocessing (or mean and std), received none")
     num_classes, input_shape = _check_model(model)
     size = _as_image_size(image_size)
     if len(input_shape) != 4 or input_shape[-1] != 3:
@@ -488,6 +518,8 @@ def make_serving_config(
         cam_threshold=threshold,
         top_k=min(int(top_k), num_classes),
         max_image_pixels=int(max_image_pixels),
+        channel_order=order,
+        preprocessing_mode=mode,
     )
 
 
@@ -564,6 +596,7 @@ class ServingFunctions:
         self.cam_model = make_cam_model(model)
         self._kernel = model.get_layer("classifier").kernel
         size = config.image_size
+        self._reverse = config.channel_order == "bgr"
         self._mean = tf.constant(config.mean, tf.float32)
         self._std = tf.constant(config.std, tf.float32)
         self._names = tf.constant(list(config.class_names))
@@ -646,6 +679,8 @@ class ServingFunctions:
 
     def _predict(self, resized: tf.Tensor, image_sizes: tf.Tensor) -> dict[str, tf.Tensor]:
         config = self.config
+        if self._reverse:
+            resized = tf.reverse(resized, axis=[-1])
         images = (resized - self._mean) / self._std
         # Convolutions reject empty batches; run one blank image then and drop it.
         count = tf.shape(images)[0]
@@ -727,6 +762,19 @@ def read_preprocessing(export_dir) -> dict:
     return prep
 
 
+def preprocessing_of(prep: dict, where="preprocessing.json"):
+    """The `keras_has.preprocessing.Preprocessing` an export's `preprocessing.json`
+    records (exports from before the record was added: dataset statistics, RGB)."""
+    from keras_has.preprocessing import Preprocessing
+
+    if isinstance(prep.get("preprocessing"), dict):
+        return Preprocessing.from_json(prep["preprocessing"], where=str(where))
+    return Preprocessing.from_json({"mode": "dataset", "mean": prep["mean"],
+                                    "std": prep["std"],
+                                    "channel_order": prep.get("channel_order", "rgb")},
+                                   where=str(where))
+
+
 def resolve_serving_settings(
     *,
     model_path=None,
@@ -757,16 +805,30 @@ def resolve_serving_settings(
             training split, else "train").
 
     Returns:
-        dict with `image_size`, `mean`, `std`, `class_names` (None if unknown) and
-        `config` (the training config dict or None).
+        dict with `image_size`, `mean`, `std`, `class_names` (None if unknown),
+        `config` (the training config dict or None) and `preprocessing` (the
+        `Preprocessing` recorded in the run folder's `preprocessing.json` beside the
+        model or the config, else dataset statistics from `mean` / `std`).
 
     Raises:
         ValueError naming what is missing and where it was looked for.
     """
     config = None
+    run_dir = None
+    if model_path is not None:
+        run_dir = pathlib.Path(model_path).resolve().parent
     if train_config is None and model_path is not None:
         beside = pathlib.Path(model_path).resolve().parent / "config.json"
         train_config = beside if beside.is_file() else None
+    if isinstance(train_config, (str, os.PathLike)) and run_dir is None:
+        run_dir = pathlib.Path(train_config).resolve().parent
+    recorded = None
+    if run_dir is not None and mean is None and std is None:
+        from keras_has.training import read_run_preprocessing
+
+        recorded = read_run_preprocessing(run_dir)
+        if recorded is not None:
+            mean, std = recorded.mean, recorded.std
     if isinstance(train_config, (str, os.PathLike)):
         path = pathlib.Path(train_config)
         try:
@@ -809,12 +871,17 @@ def resolve_serving_settings(
             "mean/std: not given, and no data source to measure them on "
             "(pass mean and std, or a source, or a training config.json)"
         )
+    from keras_has.preprocessing import make_preprocessing
+
+    mean, std = _as_triple("mean", mean, positive=False), _as_triple("std", std, positive=True)
     return {
         "image_size": image_size,
-        "mean": _as_triple("mean", mean, positive=False),
-        "std": _as_triple("std", std, positive=True),
+        "mean": mean,
+        "std": std,
         "class_names": None if class_names is None else tuple(class_names),
         "config": config,
+        "preprocessing": recorded if recorded is not None else make_preprocessing(
+            "dataset", mean, std),
     }
 
 
@@ -823,8 +890,8 @@ def export_saved_model(
     export_dir,
     *,
     image_size,
-    mean,
-    std,
+    mean=None,
+    std=None,
     class_names=None,
     cam_threshold: float = 0.2,
     top_k: int = 5,
@@ -832,6 +899,7 @@ def export_saved_model(
     overwrite: bool = False,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     cam_signature: bool = True,
+    preprocessing=None,
 ) -> pathlib.Path:
     """Exports `model` as a SavedModel localizer with serving signatures, atomically.
 
@@ -846,7 +914,10 @@ def export_saved_model(
             `classifier` ([C, K]), input normalised float `[B, H, W, 3]`.
         export_dir: directory to create.
         image_size: int or `(height, width)` the model was trained at.
-        mean, std: per-channel normalisation in [0, 255] pixel scale (3 floats each).
+        mean, std: per-channel normalisation in [0, 255] pixel scale (3 floats each),
+            RGB dataset statistics; or instead
+        preprocessing: the training run's `keras_has.preprocessing.Preprocessing`
+            (recorded in `assets/preprocessing.json`).
         class_names: K names; default `"0"`, ..., `"K-1"`.
         cam_threshold: fraction of each CAM's max, in [0, 1].
         top_k: classes returned per image (capped at K).
@@ -873,6 +944,7 @@ def export_saved_model(
         cam_threshold=cam_threshold,
         top_k=top_k,
         max_image_pixels=max_image_pixels,
+        preprocessing=preprocessing,
     )
     config_json = None if config is None else _config_to_json(config)
     functions = ServingFunctions(model, serving_config)

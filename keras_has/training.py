@@ -5,6 +5,9 @@ scope, fits on the training split, and leaves under `config.output_dir`:
 
 ```
 config.json               the TrainConfig (written first, atomically)
+preprocessing.json        the input preprocessing the model was trained with
+                          (`keras_has.preprocessing.Preprocessing.to_json`) and the
+                          Hide-and-Seek fill in that value space
 backup/                   keras.callbacks.BackupAndRestore state (resume after a kill)
 checkpoints/epoch_NNN.weights.h5   weights after every epoch (1-based NNN)
 best.keras                best model by `config.best_metric` (when set and logged)
@@ -12,6 +15,14 @@ training_log.csv          one row per epoch, appended across restarts
 tensorboard/              TensorBoard event files
 model.keras               final model (atomic write), config.json beside it
 ```
+
+Nothing is written before the model (and its pretrained weights) has been built, so a
+bad weights file or a missing weights cache fails with no run folder created.
+
+Fine-tuning: variables outside the model's `*_backbone` sub-model (`head_variable_paths`)
+train at `optim.lr_classifier_ratio` times the scheduled rate; during the first
+`optim.warmup_epochs` the backbone's rate is 0; `freeze_batchnorm` freezes the
+backbone's BatchNorm layers.
 
 Running the same command again after a crash (even SIGKILL) resumes from the last
 finished epoch: `BackupAndRestore` restores the weights, the optimizer state (momentum,
@@ -63,6 +74,9 @@ __all__ = [
     "resolve_mixed_precision",
     "write_json_atomic",
     "read_csv_log",
+    "head_variable_paths",
+    "run_preprocessing",
+    "read_run_preprocessing",
 ]
 
 
@@ -107,62 +121,130 @@ def weight_decay_at(epoch: int, optim, epochs: int) -> float:
 
 # -------------------------------------------------------------------------- optimizer
 class _CoupledL2:
-    """Mixin for a Keras optimizer: kernels (rank >= 2 variables) get `g + l2 * w`.
+    """Mixin for a Keras optimizer: kernels (rank >= 2 variables) get a coupled L2 term
+    `g' = g + l2 * w` before the optimizer's own update (Caffe's weight decay), and the
+    layers added on top of a backbone get their own learning rate.
 
-    Biases and normalisation parameters (rank 1) are not decayed. `l2` is a
-    non-trainable variable (`self.l2`) so a callback can change it between epochs
-    without retracing.
+    Variables whose `path` is in `head_paths` train at `lr * head_lr_ratio`, the others
+    at `lr * backbone_lr_scale` (when `head_paths` is empty every variable uses `lr`).
+    Biases and normalisation parameters (rank 1) are not decayed. `l2` and
+    `backbone_lr_scale` are non-trainable variables, so a callback can change them
+    between epochs without retracing (`backbone_lr_scale = 0`: head-only warm-up).
+
+    Args:
+      l2: initial L2 coefficient (>= 0).
+      head_paths: `keras.Variable.path` of every new-layer variable.
+      head_lr_ratio: learning-rate multiplier of those variables (> 0).
     """
 
-    def __init__(self, l2=0.0, **kwargs):
+    def __init__(self, l2=0.0, head_paths=(), head_lr_ratio=1.0, **kwargs):
         super().__init__(**kwargs)
+        if not isinstance(head_lr_ratio, (int, float)) or not head_lr_ratio > 0:
+            raise ValueError(f"lr_classifier_ratio: expected a number > 0, received "
+                             f"{head_lr_ratio!r}")
         with keras.name_scope(self.name, caller=self):
             self.l2 = keras.Variable(float(l2), name="l2", dtype="float32",
                                      trainable=False, aggregation="only_first_replica")
+            self.backbone_lr_scale = keras.Variable(
+                1.0, name="backbone_lr_scale", dtype="float32", trainable=False,
+                aggregation="only_first_replica")
         self._initial_l2 = float(l2)
+        self.head_paths = tuple(str(p) for p in head_paths)
+        self.head_lr_ratio = float(head_lr_ratio)
+        self._is_head = []
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        heads = set(self.head_paths)
+        self._is_head = [v.path in heads for v in variables]
+        missing = heads - {v.path for v in variables}
+        if missing:
+            raise ValueError(f"head_paths: no trainable variable has the path(s) "
+                             f"{sorted(missing)[:5]}")
 
     def update_step(self, gradient, variable, learning_rate):
         if len(variable.shape) >= 2:
             l2 = keras.ops.cast(self.l2, variable.dtype)
             gradient = keras.ops.add(gradient, keras.ops.multiply(l2, variable))
+        if self.head_paths:
+            if self._is_head[self._get_variable_index(variable)]:
+                learning_rate = keras.ops.multiply(learning_rate, self.head_lr_ratio)
+            else:
+                learning_rate = keras.ops.multiply(
+                    learning_rate, keras.ops.cast(self.backbone_lr_scale,
+                                                  keras.ops.dtype(learning_rate)))
         return super().update_step(gradient, variable, learning_rate)
 
     def get_config(self):
         config = super().get_config()
         config["l2"] = self._initial_l2
+        config["head_paths"] = list(self.head_paths)
+        config["head_lr_ratio"] = self.head_lr_ratio
         return config
 
 
 @keras.saving.register_keras_serializable(package="keras_has")
 class L2SGD(_CoupledL2, keras.optimizers.SGD):
-    """SGD whose kernels (rank >= 2 variables) get a coupled L2 term `l2 * w`.
-
-    The update is Caffe's: `g' = g + l2 * w`, then momentum SGD on `g'`. Biases and
-    normalisation parameters (rank 1) are not decayed. All other arguments are
+    """Momentum SGD with `_CoupledL2`'s weight decay and head learning rate (Caffe's
+    update: `g' = g + l2 * w`, then momentum SGD on `g'`). Other arguments are
     `keras.optimizers.SGD`'s.
-
-    Args:
-      l2: initial L2 coefficient (>= 0).
     """
 
 
 @keras.saving.register_keras_serializable(package="keras_has")
 class L2Adam(_CoupledL2, keras.optimizers.Adam):
-    """Adam with the same coupled L2 term on kernels as `L2SGD` (`g' = g + l2 * w`
-    before the moment estimates). All other arguments are `keras.optimizers.Adam`'s.
-
-    Args:
-      l2: initial L2 coefficient (>= 0).
+    """Adam with `_CoupledL2`'s weight decay (added to the gradient before the moment
+    estimates) and head learning rate. Other arguments are `keras.optimizers.Adam`'s.
     """
 
 
-def make_optimizer(optim, epochs: int):
-    """The optimizer that `optim` (an `OptimConfig`) names, at its epoch-0 values."""
+def make_optimizer(optim, epochs: int, head_paths=()):
+    """The optimizer that `optim` (an `OptimConfig`) names, at its epoch-0 values;
+    `head_paths` (see `head_variable_paths`) train at `optim.lr_classifier_ratio` times
+    the rate."""
     common = dict(l2=weight_decay_at(0, optim, epochs),
-                  learning_rate=learning_rate_at(0, optim, epochs))
+                  learning_rate=learning_rate_at(0, optim, epochs),
+                  head_paths=head_paths, head_lr_ratio=optim.lr_classifier_ratio)
     if optim.optimizer == "adam":
         return L2Adam(beta_1=optim.momentum, **common)
     return L2SGD(momentum=optim.momentum, nesterov=optim.nesterov, **common)
+
+
+def head_variable_paths(model) -> tuple[str, ...]:
+    """Paths of the trainable variables outside the model's `*_backbone` sub-model.
+
+    Empty when the model has no backbone sub-model (every layer is then "new" and
+    trains at the base rate).
+
+    Raises:
+      ValueError: a head variable shares its path with a backbone variable.
+    """
+    backbones = [layer for layer in model.layers if layer.name.endswith("_backbone")]
+    if not backbones:
+        return ()
+    inside = {id(v) for b in backbones for v in b.trainable_variables}
+    backbone_paths = {v.path for b in backbones for v in b.trainable_variables}
+    heads = tuple(v.path for v in model.trainable_variables if id(v) not in inside)
+    clash = sorted(set(heads) & backbone_paths)
+    if clash or len(set(heads)) != len(heads):
+        raise ValueError(f"model {model.name}: new-layer variables share paths with the "
+                         f"backbone's ({clash[:5]}); rename the added layers")
+    return heads
+
+
+def _freeze_backbone_batchnorm(model) -> int:
+    """Sets `trainable=False` on the backbone's BatchNormalization layers; returns the count."""
+    count = 0
+    for layer in model.layers:
+        if not layer.name.endswith("_backbone"):
+            continue
+        for inner in layer._flatten_layers(include_self=False):
+            if isinstance(inner, keras.layers.BatchNormalization):
+                inner.trainable = False
+                count += 1
+    return count
 
 
 def _inner_optimizer(optimizer):
@@ -189,6 +271,11 @@ class EpochSchedule(keras.callbacks.Callback):
         optimizer = _inner_optimizer(self.model.optimizer)
         optimizer.learning_rate = learning_rate_at(epoch, self.optim, self.epochs)
         optimizer.l2.assign(weight_decay_at(epoch, self.optim, self.epochs))
+        optimizer.backbone_lr_scale.assign(self.backbone_scale_at(epoch))
+
+    def backbone_scale_at(self, epoch: int) -> float:
+        """0 during the head-only warm-up (`optim.warmup_epochs`), else 1."""
+        return 0.0 if epoch < self.optim.warmup_epochs else 1.0
 
     def on_train_batch_begin(self, batch, logs=None):
         steps = (self.params or {}).get("steps")
@@ -201,6 +288,7 @@ class EpochSchedule(keras.callbacks.Callback):
         if logs is not None:
             logs["learning_rate"] = learning_rate_at(epoch, self.optim, self.epochs)
             logs["weight_decay"] = weight_decay_at(epoch, self.optim, self.epochs)
+            logs["backbone_lr_scale"] = self.backbone_scale_at(epoch)
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -321,6 +409,7 @@ class TrainResult:
       num_replicas, global_batch_size, per_replica_batch_size: the data-parallel set-up.
       is_chief: False on non-chief multi-worker processes (their files live under
         `output_dir/workers/worker_<i>`).
+      preprocessing: the `keras_has.preprocessing.Preprocessing` the model was fed.
     """
 
     model: keras.Model
@@ -337,6 +426,7 @@ class TrainResult:
     global_batch_size: int
     per_replica_batch_size: int
     is_chief: bool = True
+    preprocessing: object = None
 
 
 # --------------------------------------------------------------------------- train
@@ -384,15 +474,45 @@ def _build_model(config: TrainConfig, num_classes: int, policy: str | None):
 
 
 def _localization_callback(config: TrainConfig, eval_dataset, tensorboard_dir,
-                           mean=None, std=None):
+                           preprocessing=None):
     """`keras_has.callbacks.LocalizationCallback` every `eval_every` epochs (or None)."""
     if config.eval_every <= 0 or eval_dataset is None:
         return None
     from keras_has.callbacks import LocalizationCallback
 
     return LocalizationCallback(eval_dataset, every_n_epochs=config.eval_every,
-                                log_dir=tensorboard_dir, mean=mean, std=std,
+                                log_dir=tensorboard_dir, preprocessing=preprocessing,
                                 verbose=1 if config.verbose == 1 else 0)
+
+
+def run_preprocessing(config: TrainConfig, source=None):
+    """`(preprocessing, mean, std)` of a run: its `Preprocessing` (config.preprocessing
+    resolved for its model and weights) and the training split's RGB statistics, which
+    give Hide-and-Seek's fill (`preprocessing.value_of(mean)`)."""
+    from keras_has import data
+    from keras_has import preprocessing as prep_lib
+
+    source = source_from_config(config) if source is None else source
+    mean, std = data.get_normalization(source, split=config.data.train_split)
+    pretrained = config.model_kwargs.get("weights") is not None
+    mode = prep_lib.resolve_mode(config.preprocessing, config.model, pretrained)
+    return prep_lib.make_preprocessing(mode, mean, std), mean, std
+
+
+def read_run_preprocessing(run_dir):
+    """The `Preprocessing` recorded in a training run folder (`preprocessing.json`), or
+    None when the run has none (runs from before it was recorded)."""
+    from keras_has.preprocessing import Preprocessing
+
+    path = os.path.join(os.fspath(run_dir), "preprocessing.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: cannot read the run's preprocessing: {error}") from None
+    return Preprocessing.from_json(values, where=path)
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -429,19 +549,18 @@ def train(config: TrainConfig) -> TrainResult:
         "tensorboard": os.path.join(own, "tensorboard"),
         "model": os.path.join(own, "model.keras"),
         "normalization": os.path.join(own, "normalization.json"),
+        "preprocessing": os.path.join(own, "preprocessing.json"),
     }
-    os.makedirs(paths["checkpoints"], exist_ok=True)
-    write_json_atomic(paths["config"], config.to_dict())
 
     # ------------------------------------------------------------------- data
-    mean, std = data.get_normalization(source, split=config.data.train_split)
-    # Saved with the run, so export and evaluation need not reach the data again.
-    write_json_atomic(paths["normalization"], {"mean": list(mean), "std": list(std),
-                                               "split": config.data.train_split})
+    prep, mean, std = run_preprocessing(config, source)
+    hiding = config.hiding.as_pipeline_arg(config.data.image_size)
+    if hiding is not None:
+        hiding["fill_value"] = prep.value_of(mean)  # the dataset mean pixel, model space
     train_ds = data.make_train_dataset(
         source, config.data.image_size, global_batch,
-        hiding=config.hiding.as_pipeline_arg(), seed=config.seed,
-        split=config.data.train_split, mean=mean, std=std,
+        hiding=hiding, seed=config.seed,
+        split=config.data.train_split, preprocessing=prep,
         resize_size=config.data.resize_size,
         # Every training batch is a full global batch, so every replica gets
         # `per_replica` and the step function sees one static shape.
@@ -459,7 +578,7 @@ def train(config: TrainConfig) -> TrainResult:
     if config.data.eval_split is not None:
         eval_ds = data.make_eval_dataset(
             source, config.data.image_size, config.data.eval_batch_size or global_batch,
-            split=config.data.eval_split, mean=mean, std=std)
+            split=config.data.eval_split, preprocessing=prep)
         val_ds = eval_ds.map(lambda d: (d["image"], d["label"]),
                              num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -467,7 +586,10 @@ def train(config: TrainConfig) -> TrainResult:
     # The dtype policy goes to the model builder: Keras' global policy is never touched.
     with strategy.scope():
         model = _build_model(config, source.num_classes, policy)
-        optimizer = make_optimizer(config.optim, config.epochs)
+        if config.freeze_batchnorm:
+            _freeze_backbone_batchnorm(model)
+        optimizer = make_optimizer(config.optim, config.epochs,
+                                   head_paths=head_variable_paths(model))
         if policy == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
@@ -481,12 +603,23 @@ def train(config: TrainConfig) -> TrainResult:
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             _prebuild_for_multi_worker(model, per_replica, config.data.image_size)
 
+    # Only now, with the model and its weights built, is anything written.
+    os.makedirs(paths["checkpoints"], exist_ok=True)
+    write_json_atomic(paths["config"], config.to_dict())
+    # Saved with the run, so export and evaluation need not reach the data again.
+    write_json_atomic(paths["normalization"], {"mean": list(mean), "std": list(std),
+                                               "split": config.data.train_split})
+    write_json_atomic(paths["preprocessing"], {
+        **prep.to_json(), "dataset_mean": list(mean), "dataset_std": list(std),
+        "split": config.data.train_split,
+        "hiding_fill_value": None if hiding is None else list(hiding["fill_value"])})
+
     # Order matters at the end of an epoch: the schedule and localization callbacks
     # add their logs, then checkpoints and the CSV row are written, and the backup is
     # written last, so an epoch counts as done only when everything else is on disk.
     _truncate_csv_to_backup(paths["csv"], paths["backup"])
     callbacks = [EpochSchedule(config.optim, config.epochs)]
-    loc_cb = _localization_callback(config, eval_ds, paths["tensorboard"], mean, std)
+    loc_cb = _localization_callback(config, eval_ds, paths["tensorboard"], prep)
     if loc_cb is not None:
         callbacks.append(loc_cb)
     if config.verbose == 2:
@@ -523,7 +656,7 @@ def train(config: TrainConfig) -> TrainResult:
         best_path=paths["best"], csv_path=paths["csv"],
         tensorboard_dir=paths["tensorboard"], checkpoint_dir=paths["checkpoints"],
         num_replicas=replicas, global_batch_size=global_batch,
-        per_replica_batch_size=per_replica, is_chief=is_chief)
+        per_replica_batch_size=per_replica, is_chief=is_chief, preprocessing=prep)
 
 
 def _prebuild_for_multi_worker(model, batch: int, image_size: int) -> None:

@@ -7,8 +7,10 @@
         --num_classes=3 --source=/path/to/wsol_root --split=test
 
 A SavedModel directory must carry the `cam_features` signature (exports have it unless
-made with cam_signature=False); its image size, mean and
-std come from its assets/preprocessing.json unless flags override them.
+made with cam_signature=False); its image size and input preprocessing come from its
+assets/preprocessing.json unless flags override them. For a .keras file or checkpoint
+of a training run, the preprocessing recorded in the run folder (preprocessing.json) is
+used, so a fine-tuned pretrained backbone is evaluated on the inputs it was trained on.
 
 All logic lives in keras_has.evaluation / metrics / visualize; this file parses flags.
 """
@@ -34,6 +36,9 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_list("mean", None, "3 per-channel means, pixel scale (default: the export's, "
                       "else the source's training statistics)", **d)
     flags.DEFINE_list("std", None, "3 per-channel stds (default: as --mean)", **d)
+    flags.DEFINE_string("preprocessing", "", "input preprocessing: dataset, caffe, tf or "
+                        "torch (default: the export's or the run's recorded one, else "
+                        "dataset statistics)", **d)
     flags.DEFINE_integer("batch_size", 32, "batch size", **d)
     flags.DEFINE_float("cam_threshold", 0.2, "fixed CAM threshold (fraction of max)", **d)
     flags.DEFINE_float("cam_curve_interval", 0.001, "threshold sweep step", **d)
@@ -48,15 +53,25 @@ def run(fv=FLAGS):
     """Evaluates as the parsed flags `fv` say."""
     from keras_has import data, evaluation
 
+    from keras_has import preprocessing as prep_lib
+
+    if fv.preprocessing and fv.preprocessing not in prep_lib.MODES[1:]:
+        raise app.UsageError(f"--preprocessing: expected one of {list(prep_lib.MODES[1:])}, "
+                             f"received {fv.preprocessing!r}")
     model, settings = evaluation.load_for_evaluation(
         fv.model_path, fv.model, fv.num_classes, fv.image_size)
     source = data.get_source(fv.source)
-    mean = [float(v) for v in fv.mean] if fv.mean else settings["mean"]
-    std = [float(v) for v in fv.std] if fv.std else settings["std"]
-    if mean is None or std is None:
-        mean, std = data.get_normalization(source)
+    prep = settings["preprocessing"]
+    if fv.mean or fv.std or (fv.preprocessing and fv.preprocessing != getattr(prep, "mode", "")):
+        mean = [float(v) for v in fv.mean] if fv.mean else None
+        std = [float(v) for v in fv.std] if fv.std else None
+        if mean is None or std is None:
+            mean, std = data.get_normalization(source)
+        prep = prep_lib.make_preprocessing(fv.preprocessing or "dataset", mean, std)
+    elif prep is None:
+        prep = prep_lib.make_preprocessing("dataset", *data.get_normalization(source))
     ds = data.make_eval_dataset(source, settings["image_size"], fv.batch_size,
-                                split=fv.split, mean=mean, std=std)
+                                split=fv.split, preprocessing=prep)
     result = evaluation.run_localization(
         model, ds, cam_threshold=fv.cam_threshold,
         cam_curve_interval=fv.cam_curve_interval, box_rule=fv.box_rule,
@@ -65,7 +80,7 @@ def run(fv=FLAGS):
     for k, v in result.metrics.items():
         print(f"{k:36s} {v:10.3f}" if isinstance(v, float) else f"{k:36s} {v:>10}")
     if fv.out_dir:
-        written = evaluation.write_evaluation(result, fv.out_dir, mean, std)
+        written = evaluation.write_evaluation(result, fv.out_dir, preprocessing=prep)
         print("wrote " + ", ".join(written))
 
 

@@ -6,8 +6,10 @@ Usage:
       --mean=123.7,116.3,103.5 --std=58.4,57.1,57.4 --class_names=class_names.txt
 
 Preprocessing values not given as flags come from the training run: `image_size` from
-the `config.json` beside the model (or --train_config), `mean`/`std` and the class names
-from its data source (or --source). See keras_has.export for the signatures.
+the `config.json` beside the model (or --train_config), the input preprocessing from the
+run's `preprocessing.json` (the backbone's keras.applications preprocessing for a
+fine-tuned pretrained model; recorded in the export's assets), else `mean`/`std` from its
+data source (or --source), and the class names from the source. See keras_has.export.
 """
 import os
 import sys
@@ -70,8 +72,8 @@ def main(argv):
             class_names=class_names, source=FLAGS.source or None, split=FLAGS.split or None)
         model = keras.saving.load_model(FLAGS.model, compile=False)
         path = export.export_saved_model(
-            model, FLAGS.output_dir, image_size=settings["image_size"], mean=settings["mean"],
-            std=settings["std"], class_names=settings["class_names"],
+            model, FLAGS.output_dir, image_size=settings["image_size"],
+            preprocessing=settings["preprocessing"], class_names=settings["class_names"],
             cam_threshold=FLAGS.cam_threshold, top_k=FLAGS.top_k, config=settings["config"],
             overwrite=FLAGS.overwrite, cam_signature=FLAGS.cam_signature,
             max_image_pixels=FLAGS.max_image_pixels)

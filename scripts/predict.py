@@ -12,8 +12,8 @@ of the image, `image_size` = height, width, `top_k`, `overlay`), and, unless
 the box. A corrupt or unreadable file is reported by name on stderr and skipped; the
 others are still processed, and the exit status is then 1.
 
-With a .keras model the preprocessing values come from flags or from the training run
-(see scripts/export.py); a SavedModel carries its own.
+With a .keras model the preprocessing comes from flags or from the training run (its
+recorded preprocessing.json, see scripts/export.py); a SavedModel carries its own.
 """
 import glob
 import json
@@ -105,7 +105,7 @@ def load_predictor(model_path, settings=None, cam_threshold=0.2, top_k=5):
         resolved = export.resolve_serving_settings(**(settings or {}))
         model = keras.saving.load_model(model_path, compile=False)
         config = export.make_serving_config(
-            model, image_size=resolved["image_size"], mean=resolved["mean"], std=resolved["std"],
+            model, image_size=resolved["image_size"], preprocessing=resolved["preprocessing"],
             class_names=resolved["class_names"], cam_threshold=cam_threshold, top_k=top_k)
         function = export.ServingFunctions(model, config).serving_default
         call = lambda blobs: function(tf.constant(blobs, tf.string))  # noqa: E731

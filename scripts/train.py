@@ -37,6 +37,9 @@ flags.DEFINE_string("data_dir", "", "TFDS data directory for named sources (empt
 flags.DEFINE_integer("image_size", 224, "Side of the square training/eval images.")
 flags.DEFINE_integer("resize_size", 0, "Side training images are resized to before the "
                      "random crop (0: the paper's round(image_size * 256 / 224)).")
+flags.DEFINE_string("preprocessing", "auto", "Input preprocessing: auto (the backbone's "
+                    "keras.applications preprocessing with pretrained weights, else the "
+                    "dataset's mean/std), dataset, caffe, tf or torch.")
 flags.DEFINE_integer("batch_size", 32, "Per-replica batch size.")
 flags.DEFINE_integer("global_batch_size", 0, "Global batch (0: batch_size x replicas); "
                      "must be divisible by the number of replicas.")
@@ -47,6 +50,8 @@ flags.DEFINE_integer("eval_batch_size", 0, "Evaluation batch (0: the global trai
 flags.DEFINE_list("grid_sizes", [], "Hide-and-Seek patch sides in pixels, e.g. 16,32,44,56; "
                   "empty = GAP baseline.")
 flags.DEFINE_float("hide_prob", 0.5, "Probability of hiding each patch (0 = baseline).")
+flags.DEFINE_integer("grid_reference_size", 0, "Image side the grid sizes are written for; "
+                     "they are scaled to --image_size (0: sizes are pixels of --image_size).")
 # -- optimisation
 flags.DEFINE_integer("epochs", 55, "Number of epochs.")
 flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch (0: one pass over the split).")
@@ -65,6 +70,12 @@ flags.DEFINE_integer("schedule_reference_epochs", 55, "Run length the boundaries
 flags.DEFINE_float("weight_decay", 5e-4, "Coupled L2 coefficient on kernels (Caffe/Torch).")
 flags.DEFINE_integer("weight_decay_until_epoch", 29, "Completed (reference) epochs after which "
                      "the weight decay is 0 (-1: never switched off).")
+flags.DEFINE_float("lr_classifier_ratio", 10.0, "Learning-rate multiplier (> 0) of the layers "
+                   "added on top of a backbone (classifier, CAM convs); wsolevaluation's 10.")
+flags.DEFINE_integer("warmup_epochs", 0, "First epochs in which only the added layers train "
+                     "(the backbone's rate is 0).")
+flags.DEFINE_bool("freeze_batchnorm", False, "Keep the backbone's BatchNorm layers frozen "
+                  "(inference mode, not trained).")
 # -- run
 flags.DEFINE_string("output_dir", None, "Run folder (checkpoints, logs, final model).")
 flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "multi_worker", "tpu", "one_device"],
@@ -130,7 +141,8 @@ def config_from_flags(flag_values=FLAGS):
         global_batch_size=f.global_batch_size or None, train_split=f.train_split,
         eval_split=f.eval_split or None, eval_batch_size=f.eval_batch_size or None)
     hiding = cfg.HidingConfig(grid_sizes=parse_list("grid_sizes", f.grid_sizes),
-                              hide_prob=f.hide_prob)
+                              hide_prob=f.hide_prob,
+                              reference_size=f.grid_reference_size or None)
     optim = cfg.OptimConfig(
         optimizer=f.optimizer, lr_schedule=f.lr_schedule,
         momentum=f.momentum, nesterov=f.nesterov,
@@ -139,13 +151,15 @@ def config_from_flags(flag_values=FLAGS):
         schedule_reference_epochs=f.schedule_reference_epochs or None,
         weight_decay=f.weight_decay,
         weight_decay_until_epoch=(None if f.weight_decay_until_epoch == -1
-                                  else f.weight_decay_until_epoch))
+                                  else f.weight_decay_until_epoch),
+        lr_classifier_ratio=f.lr_classifier_ratio, warmup_epochs=f.warmup_epochs)
     return cfg.TrainConfig(
         model=f.model, output_dir=f.output_dir, data=data, hiding=hiding, optim=optim,
         epochs=f.epochs, steps_per_epoch=f.steps_per_epoch or None, strategy=f.strategy,
         tpu=f.tpu, mixed_precision=f.mixed_precision, seed=f.seed, eval_every=f.eval_every,
         best_metric=f.best_metric, best_mode=f.best_mode,
-        model_kwargs=_model_kwargs(f.model_arg), verbose=console.fit_verbosity(f.verbose))
+        model_kwargs=_model_kwargs(f.model_arg), verbose=console.fit_verbosity(f.verbose),
+        preprocessing=f.preprocessing, freeze_batchnorm=f.freeze_batchnorm)
 
 
 def main(argv):

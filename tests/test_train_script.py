@@ -130,6 +130,15 @@ def test_every_flagfile_builds_a_valid_config(script, name, tmp_path, monkeypatc
                     "has_56": (56,), "has_mixed": (0, 16, 32, 44, 56)}[variant]
         assert c.hiding.grid_sizes == expected
         assert c.hiding.enabled == (variant != "gap")
+    elif family == "finetune":  # finetune_mobilenetv2_<gap|has>: own WSOL folder
+        net, _, kind = variant.rpartition("_")
+        assert c.model == f"{net}_gap" and c.model_kwargs == {"weights": "imagenet"}
+        assert (c.preprocessing, c.optim.lr_classifier_ratio) == ("auto", 10.0)
+        assert c.data.global_batch_size == 32 and c.optim.weight_decay_until_epoch is None
+        assert c.optim.warmup_epochs > 0
+        assert c.hiding.enabled == (kind == "has")
+        if kind == "has":  # the paper's sizes, relative to a 224 crop
+            assert c.hiding.scaled_grid_sizes(160) == (0, 11, 23, 31, 40)
     else:  # cub_<net>_<gap|has>
         assert family == "cub"
         net, _, kind = variant.rpartition("_")
@@ -139,6 +148,7 @@ def test_every_flagfile_builds_a_valid_config(script, name, tmp_path, monkeypatc
         np.testing.assert_allclose(lr[1:], [lr[0] / 10, lr[0] / 100, lr[0] / 1000], rtol=1e-4)
         assert c.optim.weight_decay_until_epoch is None
         assert c.model_kwargs == {"weights": "imagenet"}
+        assert (c.preprocessing, c.optim.lr_classifier_ratio) == ("auto", 10.0)
         assert c.hiding.enabled == (kind == "has")
 
 
@@ -162,6 +172,9 @@ def test_tfds_ilsvrc_include_overrides_the_folder(script, tmp_path, monkeypatch)
     (["--mixed_precision=fp8"], "mixed_precision"),
     (["--model_arg=weights"], "model_arg"),
     (["--output_dir="], "output_dir"),
+    (["--preprocessing=imagenet"], "preprocessing"),
+    (["--lr_classifier_ratio=0"], "lr_classifier_ratio"),
+    (["--lr_classifier_ratio=-10"], "lr_classifier_ratio"),
 ])
 def test_bad_flags_fail_naming_the_flag(script, tmp_path, argv, flag):
     base = ["--model=tiny_gap", "--source=synthetic", f"--output_dir={tmp_path / 'run'}"]

@@ -2,11 +2,13 @@
 
 Training (the paper's recipe scaled to `image_size` S): decode, resize the whole image to
 `R x R` with `R = round(S * 256 / 224)`, random `S x S` crop, random horizontal flip,
-normalise `(pixel - mean) / std`, batch, `hide_patches` (fill 0 = the dataset mean after
-normalisation), prefetch.
+preprocess (`(pixel - mean) / std` with the dataset's statistics, or a
+`keras_has.preprocessing.Preprocessing` such as a pretrained backbone's), batch,
+`hide_patches` (fill = the dataset's mean pixel in the model's value space: 0 after
+dataset normalisation), prefetch.
 
-Evaluation: decode, resize to `S x S`, normalise; every ground-truth box is rescaled to
-the `S x S` frame as wsolevaluation's `resize_bbox` does (`int(coord * new / old)`).
+Evaluation: decode, resize to `S x S`, preprocess the same way; every ground-truth box is
+rescaled to the `S x S` frame as wsolevaluation's `resize_bbox` does (`int(coord * new / old)`).
 
 Randomness: with a `seed`, every example gets a stateless seed pair from
 `tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`, so runs repeat exactly
@@ -24,7 +26,7 @@ from keras_has.data import stats as stats_lib
 from keras_has.data.sources import AUTOTUNE, Source, get_source
 
 PAPER_RESIZE_RATIO = 256.0 / 224.0
-_HIDING_KEYS = ("grid_sizes", "hide_prob")
+_HIDING_KEYS = ("grid_sizes", "hide_prob", "fill_value")
 
 
 # ------------------------------------------------------------------ pure box transforms
@@ -166,8 +168,24 @@ def _check_hiding(hiding):
     unknown = set(hiding) - set(_HIDING_KEYS)
     if unknown:
         raise ValueError(f"`hiding` has unknown keys {sorted(unknown)}; expected only "
-                         f"{list(_HIDING_KEYS)} (the fill is always 0, the normalised mean).")
+                         f"{list(_HIDING_KEYS)} (fill_value default: the dataset mean pixel "
+                         "in the model's value space).")
     return dict(hiding)
+
+
+def _resolve_preprocessing(source, mean, std, preprocessing, split, cache_dir):
+    """The `Preprocessing` the pipeline applies (dataset statistics unless given)."""
+    from keras_has.preprocessing import Preprocessing, make_preprocessing
+
+    if preprocessing is None:
+        mean, std = _resolve_normalization(source, mean, std, split, cache_dir)
+        return make_preprocessing("dataset", mean, std)
+    if not isinstance(preprocessing, Preprocessing):
+        raise ValueError("`preprocessing` must be a keras_has.preprocessing.Preprocessing or "
+                         f"None; received {type(preprocessing).__name__}.")
+    if mean is not None or std is not None:
+        raise ValueError("pass either `preprocessing` or `mean`/`std`, not both.")
+    return preprocessing
 
 
 def _resolve_normalization(source, mean, std, split, cache_dir):
@@ -189,16 +207,17 @@ def _seed_stream(seed):
 
 def make_train_dataset(source, image_size, batch_size, hiding=None, seed=None, split="train",
                        mean=None, std=None, *, drop_remainder=False, shuffle=True,
-                       resize_size=None, stats_cache_dir=None):
-    """The training dataset: `(images float32 [B, S, S, 3] normalised, labels int32 [B])`.
+                       resize_size=None, stats_cache_dir=None, preprocessing=None):
+    """The training dataset: `(images float32 [B, S, S, 3] preprocessed, labels int32 [B])`.
 
     Args:
       source: a Source or anything `get_source` accepts.
       image_size: crop size `S`.
       batch_size: `B`.
-      hiding: None (no hiding) or `{"grid_sizes": (...), "hide_prob": p}`; patches are
-        hidden with fill 0 (the dataset mean after normalisation), per image, after
-        batching.
+      hiding: None (no hiding) or `{"grid_sizes": (...), "hide_prob": p}` with an
+        optional `"fill_value"` (a number or 3 per-channel values in the model's value
+        space); patches are hidden per image, after batching. The default fill is the
+        dataset's mean pixel in the model's value space (0 under dataset statistics).
       seed: int for a repeatable pipeline (order, crops, flips, masks); None otherwise.
       split: the split to read.
       mean, std: per-channel statistics in [0, 255] scale; None uses the source's
@@ -207,6 +226,8 @@ def make_train_dataset(source, image_size, batch_size, hiding=None, seed=None, s
       shuffle: shuffle the example order (each epoch anew).
       resize_size: pre-crop size (default `round(S * 256 / 224)`).
       stats_cache_dir: where statistics are cached when the data folder is read-only.
+      preprocessing: a `keras_has.preprocessing.Preprocessing` applied instead of
+        `mean` / `std` (e.g. a pretrained backbone's); None uses the statistics.
     """
     source = get_source(source) if not isinstance(source, Source) else source
     image_size = _check_int("image_size", image_size, 1)
@@ -217,9 +238,17 @@ def make_train_dataset(source, image_size, batch_size, hiding=None, seed=None, s
     if seed is not None:
         seed = _check_int("seed", seed, 0)
     source.check_split(split)
-    mean, std = _resolve_normalization(source, mean, std, split, stats_cache_dir)
+    prep = _resolve_preprocessing(source, mean, std, preprocessing, split, stats_cache_dir)
     if hiding is not None:
         from keras_has.hiding import hide_patches  # bad values raise when the map is traced
+
+        if "fill_value" not in hiding:
+            if prep.mode == "dataset":
+                hiding["fill_value"] = 0.0
+            else:
+                data_mean, _ = _resolve_normalization(source, None, None, split,
+                                                      stats_cache_dir)
+                hiding["fill_value"] = prep.value_of(data_mean)
 
     ds = source.load(split, shuffle=shuffle, seed=seed)
     ds = tf.data.Dataset.zip((ds, _seed_stream(seed)))
@@ -228,13 +257,13 @@ def make_train_dataset(source, image_size, batch_size, hiding=None, seed=None, s
         image, _, _ = train_transform(example["image"], example["boxes"], pair, image_size,
                                       resize_size)
         hide_seed = tf.random.experimental.stateless_fold_in(pair, 1)
-        return normalize(image, mean, std), example["label"], hide_seed
+        return prep.apply(image), example["label"], hide_seed
 
     ds = ds.map(augment, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
     if hiding is not None:
         def hide(images, labels, seeds):
-            images = hide_patches(images, fill_value=0.0, seed=seeds[0], **hiding)
+            images = hide_patches(images, seed=seeds[0], **hiding)
             return images, labels
         ds = ds.map(hide, num_parallel_calls=AUTOTUNE)
     else:
@@ -246,7 +275,7 @@ def make_train_dataset(source, image_size, batch_size, hiding=None, seed=None, s
 
 def make_eval_dataset(source, image_size, batch_size, split="test", mean=None, std=None, *,
                       max_boxes=None, drop_remainder=False, stats_split=None,
-                      stats_cache_dir=None):
+                      stats_cache_dir=None, preprocessing=None):
     """The evaluation dataset: batches of dicts (docs/architecture.md).
 
     Keys: `image` float32 `[B, S, S, 3]` normalised, `label` int32 `[B]`, `boxes` float32
@@ -267,6 +296,8 @@ def make_eval_dataset(source, image_size, batch_size, split="test", mean=None, s
       stats_split: split whose statistics normalise (default: "train" if offered, else
         `split`); ignored when `mean` and `std` are given.
       stats_cache_dir: where statistics are cached when the data folder is read-only.
+      preprocessing: a `keras_has.preprocessing.Preprocessing` applied instead of
+        `mean` / `std` (the training run's); None uses the statistics.
     """
     source = get_source(source) if not isinstance(source, Source) else source
     image_size = _check_int("image_size", image_size, 1)
@@ -276,7 +307,8 @@ def make_eval_dataset(source, image_size, batch_size, split="test", mean=None, s
     source.check_split(split)
     if stats_split is None:
         stats_split = "train" if "train" in source.splits else split
-    mean, std = _resolve_normalization(source, mean, std, stats_split, stats_cache_dir)
+    prep = _resolve_preprocessing(source, mean, std, preprocessing, stats_split,
+                                  stats_cache_dir)
     with_masks = source.has_masks(split)
     size = [image_size, image_size]
 
@@ -292,7 +324,7 @@ def make_eval_dataset(source, image_size, batch_size, split="test", mean=None, s
             with tf.control_dependencies([check]):
                 boxes = tf.identity(boxes)
         out = {
-            "image": normalize(_resize(image, image_size), mean, std),
+            "image": prep.apply(_resize(image, image_size)),
             "label": tf.cast(example["label"], tf.int32),
             "boxes": boxes,
             "num_boxes": num_boxes,

@@ -31,9 +31,12 @@ Weights (``weights=``):
 Stride changes do not change weight shapes, so pretrained weights are loaded into the
 unmodified ``keras.applications`` model and copied layer by layer into the modified one.
 
-Note: ImageNet weights expect ``keras.applications`` preprocessing (caffe-style BGR mean
-subtraction for VGG16/ResNet50, [-1, 1] for InceptionV3/MobileNetV2); this project feeds
-``(pixel - mean) / std`` RGB images, which fine-tuning adapts to.
+Pretrained weights are loaded into the application at its reference input size (the
+weights do not depend on it) and copied into the model at ``input_shape``.
+
+ImageNet weights expect ``keras.applications`` preprocessing (caffe-style BGR mean
+subtraction for VGG16/ResNet50, [-1, 1] for InceptionV3/MobileNetV2):
+``keras_has.preprocessing`` provides it, and training picks it whenever weights are loaded.
 """
 import os
 
@@ -93,6 +96,27 @@ def _modify_inceptionv3(config):
         raise RuntimeError(f"inceptionv3: expected 3 stride-2 layers in the mixed3 block, found {changed}")
 
 
+# The file names `keras.applications` caches ImageNet `include_top=False` weights under,
+# for the reference input size (every conv weight is independent of the input size).
+IMAGENET_WEIGHT_FILES = {
+    "vgg16": "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "resnet50": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "inceptionv3": "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "mobilenetv2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+}
+
+
+# Input shapes the applications load their cached weights at (None: any size).
+_REFERENCE_SHAPES = {"mobilenetv2": (224, 224, 3)}
+
+
+def imagenet_weights_path(kind):
+    """Where ``keras.applications`` caches the ImageNet weights of backbone ``kind``
+    (``$KERAS_HOME/models`` or ``~/.keras/models``)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(home, "models", IMAGENET_WEIGHT_FILES[kind])
+
+
 # kind: (keras.applications constructor name, output layer, config modifier, min input size)
 _BACKBONES = {
     "vgg16": ("VGG16", "block5_conv3", None, 32),
@@ -127,6 +151,48 @@ def _seed_initializers(layer_config, seeds):
             value["config"]["seed"] = seeds.next()
 
 
+def _set_input_shape(config, input_shape):
+    for layer in config["layers"]:
+        if layer["class_name"] == "InputLayer":
+            layer["config"]["batch_shape"] = (None, *input_shape)
+            layer["config"].pop("batch_input_shape", None)
+
+
+def _load_pretrained(kind, application, weights):
+    """The unmodified ``include_top=False`` application with ``weights`` loaded.
+
+    Raises:
+        FileNotFoundError: ``"imagenet"`` weights neither cached nor downloadable
+            (names the cache file to provide).
+        ValueError: a weights file that does not fit the architecture (names the file).
+    """
+    if weights == "imagenet":
+        path = imagenet_weights_path(kind)
+        try:
+            return application(include_top=False, weights="imagenet",
+                                input_shape=_REFERENCE_SHAPES.get(kind))
+        except Exception as error:  # noqa: BLE001 - download failures have many types
+            if os.path.isfile(path):
+                raise ValueError(
+                    f"{kind}: cannot load the cached ImageNet weights {path}: {error}"
+                ) from None
+            raise FileNotFoundError(
+                f"{kind}: weights='imagenet' needs the keras.applications cache file {path} "
+                f"(absent) or network access to download it ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}); copy the file there "
+                "or pass a weights file path"
+            ) from None
+    base = application(include_top=False, weights=None, input_shape=_REFERENCE_SHAPES.get(kind))
+    try:
+        base.load_weights(weights)
+    except Exception as error:  # noqa: BLE001 - h5py and Keras raise various types
+        raise ValueError(
+            f"{kind}: the weights file {weights} does not fit keras.applications."
+            f"{application.__name__}(include_top=False): {str(error).splitlines()[0]}"
+        ) from None
+    return base
+
+
 def build_backbone(kind, input_shape, weights=None, dtype_policy=None, seed=None):
     """Builds the modified feature extractor of ``kind`` (see module docstring).
 
@@ -146,8 +212,16 @@ def build_backbone(kind, input_shape, weights=None, dtype_policy=None, seed=None
         raise ValueError(f"unknown backbone {kind!r}; expected one of {sorted(_BACKBONES)}")
     app_name, output_name, modify, _ = _BACKBONES[kind]
     application = getattr(keras.applications, app_name)
-    base = application(include_top=False, weights=weights, input_shape=tuple(input_shape))
+    input_shape = tuple(input_shape)
+    if weights is None:
+        base = application(include_top=False, weights=None, input_shape=input_shape)
+    else:
+        # Loaded at the application's reference size: keras.applications would otherwise
+        # look for a size-specific file (e.g. MobileNetV2's `..._160_no_top.h5`) that is
+        # not the cached one. The weights do not depend on the input size.
+        base = _load_pretrained(kind, application, weights)
     config = base.get_config()
+    _set_input_shape(config, input_shape)
     if modify is not None:
         modify(config)
     seeds = LayerSeeds(seed)
