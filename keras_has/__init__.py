@@ -2,7 +2,8 @@
 
 Public API (see docs/architecture.md):
     hide_patches, HideAndSeek, and the submodules models, data, cam, localization,
-    metrics, evaluation, callbacks, visualize, config, training, comparison, export
+    metrics, evaluation, callbacks, visualize, config, training, comparison, export,
+    temporal
     (imported on first use: `keras_has.models.get_model(...)` works after
     `import keras_has`).
 """
@@ -17,7 +18,8 @@ from keras_has.layers import HideAndSeek  # noqa: E402
 __version__ = "0.1.0"
 
 _SUBMODULES = ("models", "data", "cam", "localization", "metrics", "evaluation",
-               "callbacks", "visualize", "config", "training", "comparison", "export")
+               "callbacks", "visualize", "config", "training", "comparison", "export",
+               "temporal")
 __all__ = ["hide_patches", "HideAndSeek", "__version__", *_SUBMODULES]
 
 
