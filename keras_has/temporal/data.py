@@ -140,7 +140,8 @@ def make_dataset(videos, num_classes: int, batch_size: int, shuffle: bool = Fals
     ds = tf.data.Dataset.from_generator(generate, output_signature=(
         tf.TensorSpec([None, dim], tf.float32), tf.TensorSpec([None], tf.float32),
         tf.TensorSpec([num_classes], tf.float32)))
-    ds = ds.cache()
+    # A known length lets Keras count the steps of an epoch.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(len(videos))).cache()
     if shuffle:
         ds = ds.shuffle(len(videos), seed=seed, reshuffle_each_iteration=True)
     longest = max(lengths)

@@ -52,7 +52,8 @@ def validate_tious(tiou_thresholds) -> tuple:
         raise ValueError("tiou_thresholds: expected at least one threshold in (0, 1], "
                          "received none")
     for t in values:
-        if isinstance(t, bool) or not _finite(t) or not 0.0 < float(t) <= 1.0:
+        if (isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating))
+                or not _finite(t) or not 0.0 < float(t) <= 1.0):
             raise ValueError(f"tiou_thresholds: expected numbers in (0, 1], received {t!r} "
                              f"in {list(values)}")
     return tuple(float(t) for t in values)

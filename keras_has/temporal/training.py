@@ -152,7 +152,8 @@ def train_temporal(config: TemporalConfig, source=None) -> TemporalTrainResult:
                                delete_checkpoint=False),
     ]
     with strategy.scope():
-        model.fit(dataset, epochs=config.epochs, callbacks=callbacks, verbose=config.verbose)
+        model.fit(dataset, epochs=config.epochs, callbacks=callbacks, shuffle=False,
+                  verbose=config.verbose)
     with atomic_path(paths["model.keras"]) as tmp:
         model.save(tmp)
     return TemporalTrainResult(model=model, source=source, fill_value=fill,
