@@ -40,6 +40,8 @@ flags.DEFINE_float("dropout", 0.0, "Dropout after each conv layer.")
 flags.DEFINE_list("segment_lengths", [], "Hiding segment lengths in frames, e.g. 0,4,8,16 "
                   "(empty: the baseline).")
 flags.DEFINE_float("hide_prob", 0.5, "Probability of hiding each segment.")
+flags.DEFINE_enum("hide_in", "data", ["data", "model"], "Hide in the input pipeline (data) or "
+                  "with a TemporalHideAndSeek first layer of the model (model).")
 flags.DEFINE_float("cam_threshold", 0.2, "Foreground threshold, fraction of the normalised CAM.")
 flags.DEFINE_float("class_threshold", 0.1, "Probability for a class to be predicted present.")
 flags.DEFINE_list("tiou_thresholds", ["0.1", "0.2", "0.3", "0.4", "0.5"],
@@ -77,7 +79,7 @@ def config_from_flags(f=FLAGS):
         weight_decay=f.weight_decay, hidden=f.hidden, num_layers=f.num_layers,
         kernel_size=f.kernel_size, dropout=f.dropout,
         segment_lengths=_parse_list("segment_lengths", f.segment_lengths, int),
-        hide_prob=f.hide_prob, cam_threshold=f.cam_threshold,
+        hide_prob=f.hide_prob, hide_in=f.hide_in, cam_threshold=f.cam_threshold,
         class_threshold=f.class_threshold,
         tiou_thresholds=_parse_list("tiou_thresholds", f.tiou_thresholds, float),
         strategy=f.strategy, mixed_precision=f.mixed_precision, seed=f.seed, verbose=f.verbose)

@@ -76,7 +76,8 @@ def test_compare_script_bad_input_fails_before_training(tmp_path):
     (folder / "class_names.txt").write_text("Jump\n")
     (folder / "videos.txt").write_text("v1 validation 1.0 Jump\n")
     (folder / "annotations.txt").write_text("")
-    out = _script("compare_temporal.py", "--flagfile=flags/temporal_quickstart.cfg",
+    # The THUMOS14 flagfile (nested flagfile, hiding flags) on a folder lacking features.
+    out = _script("compare_temporal.py", "--flagfile=flags/thumos14_has.cfg",
                   f"--source={folder}", f"--output_dir={tmp_path / 'run'}")
     assert out.returncode == 2
     assert "videos.txt:1: video 'v1' has no features file" in out.stderr

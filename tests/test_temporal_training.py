@@ -148,3 +148,25 @@ def test_dataset_batches_pad_and_mask():
                                       (np.arange(longest) < v.num_frames).astype(np.float32))
         np.testing.assert_array_equal(x["features"][i, :v.num_frames].numpy(), v.features)
         assert y[i].numpy().argmax() == v.labels[0]
+
+
+def test_dataset_hiding_in_pipeline_seeded_per_epoch_and_masked():
+    source = make_synthetic_source("tiny")
+    videos = source.splits["train"][:8]
+    hiding = {"segment_lengths": (2,), "hide_prob": 0.5, "fill_value": 100.0}
+
+    def epochs(ds, n):
+        it = [[(x["features"].numpy(), x["mask"].numpy()) for x, _ in ds] for _ in range(n)]
+        return it
+
+    a = epochs(make_dataset(videos, 3, 4, seed=3, hiding=hiding), 2)
+    b = epochs(make_dataset(videos, 3, 4, seed=3, hiding=hiding), 2)
+    plain = epochs(make_dataset(videos, 3, 4), 1)[0]
+    for (fa, _), (fb, _) in zip(a[0] + a[1], b[0] + b[1]):
+        np.testing.assert_array_equal(fa, fb)  # same seed, same run
+    assert not all(np.array_equal(x[0], y[0]) for x, y in zip(a[0], a[1]))  # fresh per epoch
+    for (f, m), (f0, _) in zip(a[0], plain):
+        hidden = np.all(f == 100.0, axis=-1)
+        assert hidden.any()
+        assert not hidden[m == 0].any()  # padding never filled
+        np.testing.assert_array_equal(f[~hidden], f0[~hidden])  # the rest untouched

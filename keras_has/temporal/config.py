@@ -16,6 +16,7 @@ from keras_has.config import MIXED_PRECISION_POLICIES, STRATEGIES, looks_like_pa
 __all__ = ["TemporalConfig", "DEFAULT_TIOUS"]
 
 DEFAULT_TIOUS = (0.1, 0.2, 0.3, 0.4, 0.5)
+HIDE_IN = ("data", "model")
 CONFIG_VERSION = 1
 
 
@@ -56,6 +57,9 @@ class TemporalConfig:
         (`keras_has.temporal.model.build_temporal_gap`).
       segment_lengths: hiding segment lengths in frames (empty or only zeros: baseline).
       hide_prob: probability of hiding each segment.
+      hide_in: `data` (hiding in the input pipeline, overlapping the training step; the
+        saved model has no hiding layer) or `model` (a `TemporalHideAndSeek` first
+        layer, identity at inference).
       cam_threshold: fraction of the min-max normalised CAM that makes a frame
         foreground (`keras_has.temporal.segments`).
       class_threshold: a class is predicted present in a video when its probability is
@@ -83,6 +87,7 @@ class TemporalConfig:
     dropout: float = 0.0
     segment_lengths: tuple = ()
     hide_prob: float = 0.5
+    hide_in: str = "data"
     cam_threshold: float = 0.2
     class_threshold: float = 0.1
     tiou_thresholds: tuple = DEFAULT_TIOUS
@@ -135,6 +140,8 @@ class TemporalConfig:
             _fail("segment_lengths", list(lengths), "no repeated lengths")
         object.__setattr__(self, "segment_lengths", lengths)
         _number_in("hide_prob", self.hide_prob, 0, 1)
+        if self.hide_in not in HIDE_IN:
+            _fail("hide_in", self.hide_in, f"one of {list(HIDE_IN)}")
         _number_in("cam_threshold", self.cam_threshold, 0, 1)
         _number_in("class_threshold", self.class_threshold, 0, 1)
         tious = tuple(self.tiou_thresholds)

@@ -114,8 +114,16 @@ def pad_batch(videos, num_classes: int, length: int | None = None):
 
 
 def make_dataset(videos, num_classes: int, batch_size: int, shuffle: bool = False,
-                 seed: int = 0, drop_remainder: bool = False, pad_to_multiple: int = 1):
+                 seed: int = 0, drop_remainder: bool = False, pad_to_multiple: int = 1,
+                 hiding=None):
     """Padded batches `({"features", "mask"}, labels)` of `videos`.
+
+    With `hiding` (a dict of `segment_lengths`, `hide_prob`, `fill_value`), every batch
+    goes through `keras_has.temporal.hide_segments` with its mask (padding untouched)
+    in the input pipeline, as the image side hides in `keras_has.data`: each batch
+    gets a stateless seed from `tf.data.Dataset.random(seed,
+    rerandomize_each_iteration=True)`, so runs repeat exactly and every epoch draws
+    fresh segments, and the work overlaps the training step instead of adding to it.
 
     Args:
       videos: list of `Video`.
@@ -148,5 +156,20 @@ def make_dataset(videos, num_classes: int, batch_size: int, shuffle: bool = Fals
     padded = -(-longest // pad_to_multiple) * pad_to_multiple
     ds = ds.padded_batch(batch_size, padded_shapes=([padded, dim], [padded], [num_classes]),
                          drop_remainder=drop_remainder)
+    if hiding:
+        from keras_has.temporal.hiding import hide_segments
+
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(
+            2, drop_remainder=True)
+
+        def hide(batch, pair):
+            f, m, y = batch
+            return hide_segments(f, hiding["segment_lengths"], hiding["hide_prob"],
+                                 hiding.get("fill_value", 0.0), seed=pair, mask=m), m, y
+
+        ds = tf.data.Dataset.zip((ds, seeds)).map(hide, num_parallel_calls=tf.data.AUTOTUNE)
+        options = tf.data.Options()
+        options.deterministic = True
+        ds = ds.with_options(options)
     ds = ds.map(lambda f, m, y: ({"features": f, "mask": m}, y))
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -124,18 +124,20 @@ def train_temporal(config: TemporalConfig, source=None) -> TemporalTrainResult:
         "fill_value": fill.tolist(), "split": config.train_split, "source": source.name,
         "num_train_videos": len(train_videos), "feature_dim": source.feature_dim,
         "class_names": list(source.class_names)})
-    dataset = make_dataset(train_videos, source.num_classes, config.batch_size, shuffle=True,
-                           seed=config.seed, drop_remainder=True)
-
     hiding = None
     if config.hiding_enabled:
         hiding = {"segment_lengths": config.segment_lengths, "hide_prob": config.hide_prob,
                   "fill_value": fill.tolist()}
+    in_data = config.hide_in == "data"
+    dataset = make_dataset(train_videos, source.num_classes, config.batch_size, shuffle=True,
+                           seed=config.seed, drop_remainder=True,
+                           hiding=hiding if in_data else None)
     with strategy.scope():
         model = build_temporal_gap(
             source.num_classes, source.feature_dim, hidden=config.hidden,
             num_layers=config.num_layers, kernel_size=config.kernel_size,
-            dropout=config.dropout, hiding=hiding, seed=config.seed, dtype_policy=policy)
+            dropout=config.dropout, hiding=None if in_data else hiding, seed=config.seed,
+            dtype_policy=policy)
         optimizer = keras.optimizers.Adam(
             config.learning_rate, weight_decay=config.weight_decay or None)
         if policy == "mixed_float16":
