@@ -5,7 +5,7 @@ Public API:
     build_temporal_gap, cam_model             temporal GAP classifier and its CAM
     cam_segments, detect_video                temporal CAM -> action segments
     tiou, detection_map, classification_map   THUMOS14 detection mAP, video-level mAP
-    make_synthetic_source, load_feature_folder, convert_thumos14   data sources
+    make_synthetic_source, load_feature_folder, convert_thumos14, load_tfds_source   data
     TemporalConfig, train_temporal, evaluate_temporal, run_temporal_comparison
 """
 from keras_has.temporal.hiding import hide_segments
@@ -18,13 +18,14 @@ __all__ = [
     "hide_segments", "TemporalHideAndSeek", "MaskedTemporalAverage", "build_temporal_gap",
     "cam_model", "cam_segments", "detect_video", "tiou", "detection_map",
     "classification_map", "make_synthetic_source", "load_feature_folder", "convert_thumos14",
-    "TemporalConfig", "train_temporal", "evaluate_temporal", "run_temporal_comparison",
+    "load_tfds_source", "TemporalConfig", "train_temporal", "evaluate_temporal", "run_temporal_comparison",
 ]
 
 _LAZY = {
     "make_synthetic_source": "keras_has.temporal.synthetic",
     "load_feature_folder": "keras_has.temporal.features",
     "convert_thumos14": "keras_has.temporal.features",
+    "load_tfds_source": "keras_has.temporal.tfds_builder",
     "TemporalConfig": "keras_has.temporal.config",
     "train_temporal": "keras_has.temporal.training",
     "evaluate_temporal": "keras_has.temporal.evaluation",

@@ -2,8 +2,8 @@
 
 Every temporal source (the built-in synthetic data, a feature folder) produces a
 `TemporalSource`: class names, the feature size and, per split, a list of `Video`s.
-`make_dataset` turns a list of videos into a `tf.data.Dataset` of padded batches
-`({"features": [B, T, D], "mask": [B, T]}, labels [B, K])`; `pad_batch` does the same
+`make_dataset` turns a list of videos into a `tf.data.Dataset` of batches padded to
+their longest video, `({"features": [B, T, D], "mask": [B, T]}, labels [B, K])`; `pad_batch` does the same
 in NumPy for evaluation.
 
 Time convention: feature `i` of a video covers `[i / rate, (i + 1) / rate)` seconds,
@@ -114,8 +114,7 @@ def pad_batch(videos, num_classes: int, length: int | None = None):
 
 
 def make_dataset(videos, num_classes: int, batch_size: int, shuffle: bool = False,
-                 seed: int = 0, drop_remainder: bool = False, pad_to_multiple: int = 1,
-                 hiding=None):
+                 seed: int = 0, drop_remainder: bool = False, hiding=None):
     """Padded batches `({"features", "mask"}, labels)` of `videos`.
 
     With `hiding` (a dict of `segment_lengths`, `hide_prob`, `fill_value`), every batch
@@ -132,13 +131,10 @@ def make_dataset(videos, num_classes: int, batch_size: int, shuffle: bool = Fals
       shuffle: reshuffle every epoch (order follows `seed`).
       seed: shuffle seed.
       drop_remainder: drop the last partial batch.
-      pad_to_multiple: pad T of every batch up to a multiple of this (fewer distinct
-        shapes, fewer retraces).
     """
     if not videos:
         raise ValueError("make_dataset: no videos")
     dim = int(videos[0].features.shape[1])
-    lengths = [v.num_frames for v in videos]
 
     def generate():
         for v in videos:
@@ -152,9 +148,9 @@ def make_dataset(videos, num_classes: int, batch_size: int, shuffle: bool = Fals
     ds = ds.apply(tf.data.experimental.assert_cardinality(len(videos))).cache()
     if shuffle:
         ds = ds.shuffle(len(videos), seed=seed, reshuffle_each_iteration=True)
-    longest = max(lengths)
-    padded = -(-longest // pad_to_multiple) * pad_to_multiple
-    ds = ds.padded_batch(batch_size, padded_shapes=([padded, dim], [padded], [num_classes]),
+    # Each batch is padded to its own longest video (long THUMOS14 videos do not inflate
+    # every batch); the time axis is dynamic, so the step is traced once.
+    ds = ds.padded_batch(batch_size, padded_shapes=([None, dim], [None], [num_classes]),
                          drop_remainder=drop_remainder)
     if hiding:
         from keras_has.temporal.hiding import hide_segments
