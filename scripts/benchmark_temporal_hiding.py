@@ -2,14 +2,17 @@
 
 For each setting (batch x frames x features), three pairs are timed, each as blocks of
 `--steps` `train_on_batch` steps interleaved `--repeats` times; a pair's ratio is the
-median over its block pairs of (with hiding) / (without), robust to load drifts:
+median over its block pairs of (with hiding) / (without), robust to load drifts, in
+wall time and in process CPU time (all threads of this process, tf.data's included:
+less sensitive to other processes on a shared machine):
 
 - `pipeline`: batches from `keras_has.temporal.data.make_dataset` (prefetched), with
   and without hiding in the pipeline (`hide_in=data`, what `train_temporal` does by
   default): the cost a training run pays.
 - `layer`: one fixed batch, the model with and without a `TemporalHideAndSeek` first
   layer (`hide_in=model`): hiding inside the step itself.
-- `op`: the hiding op alone (`tf.function`) on that batch, against the plain step.
+- `op`: the hiding op alone (`tf.function`) on that batch, against the plain step, and
+  the floor of any op that writes a new batch: `x * 2` on the same batch.
 
 Usage:
     python scripts/benchmark_temporal_hiding.py --repeats=15 --steps=20
@@ -32,7 +35,7 @@ FLAGS = flags.FLAGS
 
 SETTINGS = {
     "synthetic": dict(batch=32, frames=128, dim=32, hidden=64, classes=6),
-    # (its blocks are shorter: steps * 10 / hidden steps)
+    # (its blocks are shorter: max(5, steps / 4) steps)
     "thumos_like": dict(batch=16, frames=256, dim=1024, hidden=128, classes=20),
 }
 SEGMENTS = (0, 4, 8, 16)
@@ -44,15 +47,17 @@ def _median(values):
 
 
 def _interleaved(variants, repeats, steps):
-    """Median seconds per step of each variant, and per-block times."""
-    times = {name: [] for name in variants}
+    """Per-block wall and process-CPU seconds per step of each variant."""
+    wall = {name: [] for name in variants}
+    cpu = {name: [] for name in variants}
     for _ in range(repeats):
         for name, step in variants.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(steps):
                 step()
-            times[name].append((time.perf_counter() - t0) / steps)
-    return times
+            wall[name].append((time.perf_counter() - t0) / steps)
+            cpu[name].append((time.process_time() - c0) / steps)
+    return wall, cpu
 
 
 def run_setting(name, repeats, steps):
@@ -65,7 +70,7 @@ def run_setting(name, repeats, steps):
     from keras_has.temporal.training import normalized_target_loss
 
     s = SETTINGS[name]
-    steps = max(2, steps * 10 // s["hidden"]) if s["hidden"] > 64 else steps
+    steps = max(5, steps // 4) if s["hidden"] > 64 else steps
     rng = np.random.default_rng(0)
     hiding = {"segment_lengths": SEGMENTS, "hide_prob": 0.5, "fill_value": 0.0}
 
@@ -105,21 +110,32 @@ def run_setting(name, repeats, steps):
             step()  # trace and warm up
     features, mask = tf.constant(x["features"]), tf.constant(x["mask"])
     op = tf.function(lambda f, mk, seed: hide_segments(f, SEGMENTS, 0.5, 0.0, seed=seed, mask=mk))
+    floor = tf.function(lambda f: f * 2.0)
     counter = iter(range(10**9))
-    variants["op"] = lambda: op(features, mask, tf.constant([next(counter), 0])).numpy()
-    variants["op"]()
-    times = _interleaved(variants, repeats, steps)
+    last = {}
 
-    def ratio(a, b):
+    def run_op():
+        last["op"] = op(features, mask, tf.constant([next(counter), 0]))
+
+    def run_floor():
+        last["floor"] = floor(features)
+
+    variants["op"], variants["floor"] = run_op, run_floor
+    run_op(), run_floor()
+    wall, cpu = _interleaved(variants, repeats, steps)
+
+    def ratio(times, a, b):
         return _median([p / q for p, q in zip(times[a], times[b])])
 
-    med = {k: _median(v) * 1e3 for k, v in times.items()}
-    return [(name, s, "pipeline (hide_in=data)", med["pipe_plain"], med["pipe_hiding"],
-             ratio("pipe_hiding", "pipe_plain")),
-            (name, s, "layer (hide_in=model)", med["step_plain"], med["step_layer"],
-             ratio("step_layer", "step_plain")),
-            (name, s, "op alone vs plain step", med["step_plain"], med["op"],
-             ratio("op", "step_plain"))]
+    rows = []
+    for label, a, b in (("pipeline (hide_in=data)", "pipe_hiding", "pipe_plain"),
+                        ("layer (hide_in=model)", "step_layer", "step_plain"),
+                        ("op alone vs plain step", "op", "step_plain"),
+                        ("copy floor (x * 2) vs plain step", "floor", "step_plain")):
+        rows.append((name, s, label, _median(wall[b]) * 1e3, _median(wall[a]) * 1e3,
+                     ratio(wall, a, b), _median(cpu[b]) * 1e3, _median(cpu[a]) * 1e3,
+                     ratio(cpu, a, b)))
+    return rows
 
 
 def main(argv):
@@ -127,14 +143,14 @@ def main(argv):
     rows = []
     for n in FLAGS.settings:
         rows += run_setting(n, FLAGS.repeats, FLAGS.steps)
-    print("| setting | batch x T x D | where hiding runs | without (ms/step) | with (ms/step) "
-          "| ratio |")
-    print("| --- | --- | --- | ---: | ---: | ---: |")
-    for name, s, where, plain, hidden, ratio in rows:
-        print(f"| {name} | {s['batch']}x{s['frames']}x{s['dim']} | {where} | {plain:.2f} | "
-              f"{hidden:.2f} | {ratio:.3f} |")
-    print("(ratio: median over interleaved block pairs; for 'op alone' the op's time / the "
-          "plain step's)")
+    print("| setting | batch x T x D | where hiding runs | wall ms/step without -> with | "
+          "wall ratio | CPU ms/step without -> with | CPU ratio |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    for name, s, where, w0, w1, wr, c0, c1, cr in rows:
+        print(f"| {name} | {s['batch']}x{s['frames']}x{s['dim']} | {where} | "
+              f"{w0:.2f} -> {w1:.2f} | {wr:.3f} | {c0:.2f} -> {c1:.2f} | {cr:.3f} |")
+    print("(ratio: median over interleaved block pairs; for 'op alone' and 'copy floor' the "
+          "op's time / the plain step's: one tf.function call on the fixed batch)")
 
 
 if __name__ == "__main__":

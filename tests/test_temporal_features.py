@@ -105,7 +105,8 @@ def test_missing_folder_and_files(tmp_path):
 
 def test_convert_thumos14_then_load(tmp_path):
     ann = tmp_path / "ann"
-    _write(str(ann / "HighJump_val.txt"), "video_validation_1 1.0 3.0\nvideo_validation_2 0.5 1.5\n")
+    _write(str(ann / "HighJump_val.txt"),
+           "video_validation_1 1.0 3.0\nvideo_validation_2 0.5 1.5\n")
     _write(str(ann / "LongJump_val.txt"), "video_validation_2 2.0 3.5 \n")
     _write(str(ann / "HighJump_test.txt"), "video_test_1  0.0 2.0\n")
     _write(str(ann / "Ambiguous_val.txt"), "video_validation_1 5.0 6.0\n")

@@ -18,7 +18,8 @@ __all__ = [
     "hide_segments", "TemporalHideAndSeek", "MaskedTemporalAverage", "build_temporal_gap",
     "cam_model", "cam_segments", "detect_video", "tiou", "detection_map",
     "classification_map", "make_synthetic_source", "load_feature_folder", "convert_thumos14",
-    "load_tfds_source", "TemporalConfig", "train_temporal", "evaluate_temporal", "run_temporal_comparison",
+    "load_tfds_source", "TemporalConfig", "train_temporal", "evaluate_temporal",
+    "run_temporal_comparison",
 ]
 
 _LAZY = {

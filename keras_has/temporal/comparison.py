@@ -83,7 +83,8 @@ def format_table(summary, num_seeds):
         cells = [fmt(summary[arm]["map"][t]) for t in tious]
         cells.append(fmt(summary[arm]["classification_map"]))
         rows.append(f"| {ARM_LABELS[arm]} | " + " | ".join(cells) + " |")
-    note = f"(percent; {'mean ± std over ' + str(num_seeds) + ' seeds' if num_seeds > 1 else '1 seed'})"
+    over = f"mean ± std over {num_seeds} seeds" if num_seeds > 1 else "1 seed"
+    note = f"(percent; {over})"
     return "\n".join(rows) + "\n" + note
 
 

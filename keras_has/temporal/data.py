@@ -3,7 +3,8 @@
 Every temporal source (the built-in synthetic data, a feature folder) produces a
 `TemporalSource`: class names, the feature size and, per split, a list of `Video`s.
 `make_dataset` turns a list of videos into a `tf.data.Dataset` of batches padded to
-their longest video, `({"features": [B, T, D], "mask": [B, T]}, labels [B, K])`; `pad_batch` does the same
+their longest video, `({"features": [B, T, D], "mask": [B, T]}, labels [B, K])`;
+`pad_batch` does the same
 in NumPy for evaluation.
 
 Time convention: feature `i` of a video covers `[i / rate, (i + 1) / rate)` seconds,

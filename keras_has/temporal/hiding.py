@@ -8,10 +8,11 @@ channels of its frames) by `fill_value` with probability `hide_prob`: the image 
 of `keras_has.hiding.hide_patches`, transposed to time.
 
 Randomness is drawn at segment resolution only (one integer per segment of the
-shortest length, plus one per example for its length), statelessly from `seed`, as
-in the image op; the decision is then gathered to one entry per frame and applied as
-a single `tf.where` broadcast over the frame's values, so kept values keep their exact
-bits and hidden values get exactly the fill. Padded frames (where `mask` is False)
+shortest length, plus one per example for its length: `u mod n` picks it, uniform up
+to n parts in 2^24), statelessly from `seed`, as in the image op; the decisions are
+then gathered to one entry per frame and applied as a single `tf.where` broadcast over
+the frame's values, so kept values keep their exact bits and hidden values get exactly
+the fill. Padded frames (where `mask` is False)
 are never changed.
 """
 from __future__ import annotations
@@ -90,6 +91,38 @@ def validate_segment_args(segment_lengths, hide_prob, fill_value):
     return tuple(lengths), hide_prob, tuple(float(v) for v in fills.reshape(-1))
 
 
+def _hidden_frames(batch, frames, segment_lengths, hide_prob, seed):
+    """`(hidden [B, T] bool, length [B] int32)`: the frames to hide and each example's N.
+
+    One stateless integer draw `u` of shape `[B, 1 + ceil(T / N_min)]` in `[0, 2^24)`:
+    column 0 picks the length (`u mod n`: uniform over the n lengths up to n parts in
+    2^24), the others decide the segments (hidden iff `u < p * 2^24`: exactly never for
+    p = 0 and always for p = 1; an example of length N uses the first `ceil(T / N)`).
+    One small table gives each length its divisor and its threshold (0 for N = 0, so a
+    whole example is never hidden), which keeps the op to a few small ops besides the
+    per-frame gather.
+    """
+    positive = [n for n in segment_lengths if n > 0]
+    n_min = min(positive)
+    num_segments = (frames + n_min - 1) // n_min
+    draw_shape = tf.stack([batch, 1 + num_segments])
+    if seed is None:
+        u = tf.random.uniform(draw_shape, 0, _DRAW_RANGE, dtype=tf.int32)
+    else:
+        u = tf.random.stateless_uniform(draw_shape, seed=_stateless_seed(seed), minval=0,
+                                        maxval=_DRAW_RANGE, dtype=tf.int32)
+    threshold = int(round(hide_prob * _DRAW_RANGE))
+    # Per length: [divisor, hide threshold, N]; N = 0 -> one segment (divisor 2^30), never hidden.
+    table = tf.constant([[n if n > 0 else 2**30, threshold if n > 0 else 0, n]
+                         for n in segment_lengths], tf.int32)
+    row = tf.gather(table, u[:, 0] % len(segment_lengths))  # [B, 3]
+    hide_segment = u[:, 1:] < row[:, 1:2]  # [B, S]
+    # Frame t lies in segment t // N of its example.
+    segment_of_frame = tf.range(frames, dtype=tf.int32)[None, :] // row[:, 0:1]  # [B, T]
+    hidden = tf.gather(hide_segment, segment_of_frame, batch_dims=1)  # [B, T]
+    return hidden, row[:, 2]
+
+
 def segment_keep_mask(batch, frames, segment_lengths, hide_prob, seed=None):
     """The per-frame keep decisions of `hide_segments`, without touching any data.
 
@@ -102,29 +135,8 @@ def segment_keep_mask(batch, frames, segment_lengths, hide_prob, seed=None):
       `(keep, length)`: bool `[B, T]`, True where the frame is kept, and int32 `[B]`, the
       segment length each example drew (0 = whole).
     """
-    positive = [n for n in segment_lengths if n > 0]
-    n_min = min(positive)
-    num_segments = (frames + n_min - 1) // n_min
-    draw_shape = tf.stack([batch, 1 + num_segments])
-    if seed is None:
-        u = tf.random.uniform(draw_shape, 0, _DRAW_RANGE, dtype=tf.int32)
-    else:
-        u = tf.random.stateless_uniform(draw_shape, seed=_stateless_seed(seed), minval=0,
-                                        maxval=_DRAW_RANGE, dtype=tf.int32)
-    # floor(u * n / 2^24): uniform over the n lengths up to 1 part in 2^24.
-    index = tf.cast((tf.cast(u[:, 0], tf.int64) * len(segment_lengths)) // _DRAW_RANGE,
-                    tf.int32)
-    length = tf.gather(tf.constant(segment_lengths, tf.int32), index)  # [B]
-    # Hide iff u < p * 2^24 (exactly never for p = 0 and always for p = 1).
-    hide_segment = u[:, 1:] < int(round(hide_prob * _DRAW_RANGE))  # [B, S]
-    whole = tf.equal(length, 0)
-    # Frame t lies in segment t // N of its example (the first segments of the draw).
-    # (An example drawing 0 uses a divisor of T: one segment, always kept.)
-    divisor = tf.where(whole, tf.maximum(frames, 1), length)
-    segment_of_frame = tf.range(frames, dtype=tf.int32)[None, :] // divisor[:, None]
-    hidden = tf.gather(hide_segment, segment_of_frame, batch_dims=1)  # [B, T]
-    keep = tf.logical_or(tf.logical_not(hidden), whole[:, None])
-    return keep, length
+    hidden, length = _hidden_frames(batch, frames, segment_lengths, hide_prob, seed)
+    return tf.logical_not(hidden), length
 
 
 def hide_segments(x, segment_lengths=(0, 4, 8, 16), hide_prob=0.5, fill_value=0.0,
@@ -142,9 +154,9 @@ def hide_segments(x, segment_lengths=(0, 4, 8, 16), hide_prob=0.5, fill_value=0.
         in the paper. Rounded and clipped to [0, 255] for uint8.
       seed: None (fresh draws every call), a Python int or an integer `[2]` tensor (a
         stateless seed: the output is then a pure function of `x`, `mask` and `seed`).
-      mask: optional `[B, T]` (bool or 0/1 numbers), True on real frames; padded frames
-        (False) are never changed. Segments are counted from frame 0, so for a
-        sequence of real length L < T the last real segment is truncated at L.
+      mask: optional `[B, T]` (bool, or numbers where > 0 is real), True on real frames;
+        padded frames (False) are never changed. Segments are counted from frame 0, so
+        for a sequence of real length L < T the last real segment is truncated at L.
 
     Returns:
       A tensor with the shape and dtype of `x`.
@@ -168,18 +180,18 @@ def hide_segments(x, segment_lengths=(0, 4, 8, 16), hide_prob=0.5, fill_value=0.
             raise ValueError(f"`mask` must be [B, T]; received shape {mask.shape} for x of "
                              f"shape {x.shape}.")
         if mask.dtype != tf.bool:
-            mask = tf.not_equal(mask, tf.zeros([], mask.dtype))
+            mask = mask > tf.zeros([], mask.dtype)
     if not any(n > 0 for n in lengths) or hide_prob == 0.0:
         return tf.identity(x)
 
     with tf.name_scope("hide_segments"):
         shape = tf.shape(x)
-        keep, _ = segment_keep_mask(shape[0], shape[1], lengths, hide_prob, seed)
+        hidden, _ = _hidden_frames(shape[0], shape[1], lengths, hide_prob, seed)
         if mask is not None:
-            keep = tf.logical_or(keep, tf.logical_not(mask))
-        keep = tf.reshape(keep, tf.concat([shape[:2], tf.ones([rank - 2], tf.int32)], 0))
+            hidden = tf.logical_and(hidden, mask)
+        hidden = hidden[(Ellipsis,) + (None,) * (rank - 2)]  # [B, T, 1(, 1, 1)]
         values = np.asarray(fill, np.float64)
         if x.dtype == tf.uint8:
             values = np.clip(np.round(values), 0, 255)
         fill_t = tf.constant(values.astype(x.dtype.as_numpy_dtype), dtype=x.dtype)
-        return tf.where(keep, x, fill_t)
+        return tf.where(hidden, fill_t, x)
