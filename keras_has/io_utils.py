@@ -15,6 +15,12 @@ from typing import Any
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path beside `path`; on success renames it onto `path`.
@@ -32,6 +38,10 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
+        if os.path.isfile(tmp):
+            # mkstemp creates 0600; give the file the mode a plain open() would have, so
+            # outputs (exports, figures, logs) stay readable by other users and services.
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -42,3 +42,15 @@ def test_atomic_path_keeps_extension_and_old_file_on_error(tmp_path):
             raise RuntimeError("writer failed")
     assert path.read_bytes() == b"new"
     assert os.listdir(tmp_path) == ["model.keras"]
+
+
+def test_written_files_get_the_usual_mode_not_mkstemps_0600(tmp_path):
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "out.json"
+        atomic_write_json(path, {"a": 1})
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    finally:
+        os.umask(old)
