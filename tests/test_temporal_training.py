@@ -120,6 +120,9 @@ def test_one_training_run_resume_and_evaluation(tmp_path):
     assert len(result.history["epoch"]) == 1 and np.isfinite(result.history["loss"][0])
     # The same command again resumes as finished: no epoch runs.
     assert train_temporal(cfg).epochs_run == []
+    # A longer run in the same folder continues after the last finished epoch.
+    longer = train_temporal(dataclasses.replace(cfg, epochs=2))
+    assert longer.epochs_run == [1] and longer.history["epoch"] == [0, 1]
     videos = result.source.splits["test"]
     ev = evaluate_temporal(result.model, videos, result.source.class_names, keep_cams=2)
     m = ev.metrics
