@@ -120,6 +120,9 @@ def test_one_training_run_resume_and_evaluation(tmp_path):
     assert len(result.history["epoch"]) == 1 and np.isfinite(result.history["loss"][0])
     # The same command again resumes as finished: no epoch runs.
     assert train_temporal(cfg).epochs_run == []
+    # A longer run in the same folder continues after the last finished epoch.
+    longer = train_temporal(dataclasses.replace(cfg, epochs=2))
+    assert longer.epochs_run == [1] and longer.history["epoch"] == [0, 1]
     videos = result.source.splits["test"]
     ev = evaluate_temporal(result.model, videos, result.source.class_names, keep_cams=2)
     m = ev.metrics
@@ -170,3 +173,31 @@ def test_dataset_hiding_in_pipeline_seeded_per_epoch_and_masked():
         assert hidden.any()
         assert not hidden[m == 0].any()  # padding never filled
         np.testing.assert_array_equal(f[~hidden], f0[~hidden])  # the rest untouched
+
+
+def test_mirrored_strategy_mixed_precision_and_model_hiding(tmp_path):
+    from keras_has.temporal.training import train_temporal
+
+    cfg = TemporalConfig(output_dir=str(tmp_path / "run"), source_config="tiny", batch_size=8,
+                         epochs=1, hidden=8, segment_lengths=(2,), hide_in="model",
+                         strategy="mirrored", mixed_precision="mixed_bfloat16", seed=2)
+    result = train_temporal(cfg)
+    model = result.model
+    assert model.get_layer("temporal_conv1").compute_dtype == "bfloat16"
+    assert model.get_layer("cam").compute_dtype == "float32"
+    assert model.get_layer("hide_segments").hide_prob == 0.5
+    np.testing.assert_allclose(model.get_layer("hide_segments").fill_value,
+                               result.fill_value, rtol=1e-6)
+    assert np.isfinite(result.history["loss"][0])
+    loaded = keras.models.load_model(result.model_path)
+    assert loaded.output.dtype == "float32"
+    # A fresh process loads the compiled model after importing keras_has.temporal only.
+    import subprocess
+    import sys
+
+    code = ("import keras_has.temporal, keras; "
+            f"m = keras.models.load_model({result.model_path!r}); print(m.loss.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert out.stdout.strip().endswith("normalized_target_loss")

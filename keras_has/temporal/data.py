@@ -161,12 +161,12 @@ def make_dataset(videos, num_classes: int, batch_size: int, shuffle: bool = Fals
 
         def hide(batch, pair):
             f, m, y = batch
-            return hide_segments(f, hiding["segment_lengths"], hiding["hide_prob"],
-                                 hiding.get("fill_value", 0.0), seed=pair, mask=m), m, y
+            f = hide_segments(f, hiding["segment_lengths"], hiding["hide_prob"],
+                              hiding.get("fill_value", 0.0), seed=pair, mask=m)
+            return {"features": f, "mask": m}, y
 
-        ds = tf.data.Dataset.zip((ds, seeds)).map(hide, num_parallel_calls=tf.data.AUTOTUNE)
-        options = tf.data.Options()
-        options.deterministic = True
-        ds = ds.with_options(options)
-    ds = ds.map(lambda f, m, y: ({"features": f, "mask": m}, y))
+        # One sequential map: its work is small, and extra threads only add overhead.
+        ds = tf.data.Dataset.zip((ds, seeds)).map(hide)
+    else:
+        ds = ds.map(lambda f, m, y: ({"features": f, "mask": m}, y))
     return ds.prefetch(tf.data.AUTOTUNE)

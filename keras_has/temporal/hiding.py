@@ -12,8 +12,7 @@ shortest length, plus one per example for its length: `u mod n` picks it, unifor
 to n parts in 2^24), statelessly from `seed`, as in the image op; the decisions are
 then gathered to one entry per frame and applied as a single `tf.where` broadcast over
 the frame's values, so kept values keep their exact bits and hidden values get exactly
-the fill. Padded frames (where `mask` is False)
-are never changed.
+the fill. Padded frames (where `mask` is False) are never changed.
 """
 from __future__ import annotations
 
@@ -112,7 +111,8 @@ def _hidden_frames(batch, frames, segment_lengths, hide_prob, seed):
         u = tf.random.stateless_uniform(draw_shape, seed=_stateless_seed(seed), minval=0,
                                         maxval=_DRAW_RANGE, dtype=tf.int32)
     threshold = int(round(hide_prob * _DRAW_RANGE))
-    # Per length: [divisor, hide threshold, N]; N = 0 -> one segment (divisor 2^30), never hidden.
+    # Per length: [divisor, hide threshold, N]; N = 0: one segment (divisor 2^30), never
+    # hidden.
     table = tf.constant([[n if n > 0 else 2**30, threshold if n > 0 else 0, n]
                          for n in segment_lengths], tf.int32)
     row = tf.gather(table, u[:, 0] % len(segment_lengths))  # [B, 3]

@@ -10,10 +10,11 @@ the `cam` layer's output is exactly the per-frame CAM of the image side
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 from keras_has.temporal.layers import MaskedTemporalAverage, TemporalHideAndSeek
 
-__all__ = ["build_temporal_gap", "cam_model"]
+__all__ = ["build_temporal_gap", "cam_model", "normalized_target_loss"]
 
 
 def build_temporal_gap(num_classes, feature_dim, hidden=64, num_layers=2, kernel_size=3,
@@ -71,3 +72,15 @@ def cam_model(model):
     """A model with the same inputs that returns `(cam [B, T, K], logits [B, K])`."""
     return keras.Model(model.inputs, [model.get_layer("cam").output, model.output],
                        name=f"{model.name}_cam")
+
+
+@keras.saving.register_keras_serializable(package="keras_has")
+def normalized_target_loss(y_true, logits):
+    """Softmax cross-entropy against `y_true / sum(y_true)` (multi-hot video labels).
+
+    Registered with Keras (and defined here, imported with `keras_has.temporal`) so a
+    saved, compiled `model.keras` loads after `import keras_has.temporal`.
+    """
+    y = tf.cast(y_true, tf.float32)
+    y = y / tf.maximum(tf.reduce_sum(y, axis=-1, keepdims=True), 1.0)
+    return tf.nn.softmax_cross_entropy_with_logits(y, tf.cast(logits, tf.float32))

@@ -26,12 +26,11 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_has.io_utils import atomic_path, atomic_write_json
 from keras_has.temporal.config import TemporalConfig
 from keras_has.temporal.data import make_dataset, mean_feature
-from keras_has.temporal.model import build_temporal_gap
+from keras_has.temporal.model import build_temporal_gap, normalized_target_loss
 
 __all__ = ["train_temporal", "TemporalTrainResult", "load_source", "normalized_target_loss"]
 
@@ -45,13 +44,6 @@ def load_source(config: TemporalConfig):
     from keras_has.temporal.features import load_feature_folder
 
     return load_feature_folder(config.source)
-
-
-def normalized_target_loss(y_true, logits):
-    """Softmax cross-entropy against `y_true / sum(y_true)` (multi-hot labels)."""
-    y = tf.cast(y_true, tf.float32)
-    y = y / tf.maximum(tf.reduce_sum(y, axis=-1, keepdims=True), 1.0)
-    return tf.nn.softmax_cross_entropy_with_logits(y, tf.cast(logits, tf.float32))
 
 
 @dataclasses.dataclass
