@@ -414,6 +414,14 @@ class TrainConfig:
         if not isinstance(self.model_kwargs, Mapping):
             _fail("model_kwargs", self.model_kwargs, "a mapping of keyword arguments")
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
+        too_big = [g for g in self.hiding.scaled_grid_sizes(self.data.image_size)
+                   if g > self.data.image_size]
+        if too_big:
+            # A patch larger than the image hides the whole image or nothing: with
+            # hide_prob 0.5 half of those images would be blank.
+            _fail("grid_sizes", list(self.hiding.grid_sizes),
+                  f"patch sides at most image_size ({self.data.image_size} px); "
+                  f"{too_big} px would hide whole images")
         if self.verbose not in (0, 1, 2):
             _fail("verbose", self.verbose, "0, 1 or 2")
         if self.preprocessing not in PREPROCESSING_MODES:

@@ -515,18 +515,19 @@ def read_run_preprocessing(run_dir):
     return Preprocessing.from_json(values, where=path)
 
 
-def train(config: TrainConfig) -> TrainResult:
+def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
     """Trains `config.model` as `config` says; resumes when `output_dir` has a backup.
 
     Everything that can be checked before work (the strategy's replica count against
     the batch, the data splits, the mixed-precision policy) is checked before any
-    file is created. Returns a `TrainResult`.
+    file is created. The run folder is locked for the whole run
+    (`keras_has.run_folder.RunLock`: a second process fails at once); a folder that
+    holds a run with other settings is refused (`check_resume`), or with `overwrite`
+    moved aside and started afresh. Returns a `TrainResult`.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: expected a keras_has.config.TrainConfig, received "
                         f"{type(config).__name__}")
-    from keras_has import data
-
     # The strategy comes first: MultiWorkerMirroredStrategy must configure collective
     # ops before TensorFlow runs anything.
     strategy = make_strategy(config.strategy, config.tpu)
@@ -551,6 +552,20 @@ def train(config: TrainConfig) -> TrainResult:
         "normalization": os.path.join(own, "normalization.json"),
         "preprocessing": os.path.join(own, "preprocessing.json"),
     }
+    from keras_has.run_folder import RunLock, check_resume
+
+    # One process per run folder; a rerun must have the folder's settings (or start over).
+    with RunLock(own):
+        check_resume(own, config.to_dict(), overwrite=overwrite)
+        return _train_in_folder(config, strategy, policy, source, is_chief, own, paths)
+
+
+def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> TrainResult:
+    """`train` after the checks, with the run folder locked."""
+    from keras_has import data
+
+    replicas = strategy.num_replicas_in_sync
+    per_replica, global_batch = config.per_replica_batch(replicas)
 
     # ------------------------------------------------------------------- data
     prep, mean, std = run_preprocessing(config, source)
@@ -566,14 +581,13 @@ def train(config: TrainConfig) -> TrainResult:
         # `per_replica` and the step function sees one static shape.
         drop_remainder=True)
     steps = config.steps_per_epoch
+    cardinality = int(train_ds.cardinality())  # -2 (unknown) is let through
+    if cardinality == 0:
+        raise ValueError(f"batch_size: the global batch {global_batch} is larger "
+                         f"than the training split {config.data.train_split!r} of "
+                         f"{config.data.source!r}; expected at least one full batch")
     if steps is not None:
         train_ds = train_ds.repeat()
-    else:
-        cardinality = int(train_ds.cardinality())
-        if cardinality == 0:
-            raise ValueError(f"batch_size: the global batch {global_batch} is larger "
-                             f"than the training split {config.data.train_split!r} of "
-                             f"{config.data.source!r}; expected at least one full batch")
     eval_ds = val_ds = None
     if config.data.eval_split is not None:
         eval_ds = data.make_eval_dataset(

@@ -58,10 +58,12 @@ def main(argv):
         return 2
     from keras_has.comparison import run_comparison
 
-    result = run_comparison(config, output_dir=FLAGS.output_dir, seeds=seeds,
-                            cam_threshold=FLAGS.cam_threshold, part_split=FLAGS.part_split,
-                            gallery_size=FLAGS.gallery_size, export=FLAGS.export,
-                            verbose=config.verbose)
+    result = train_flags.run_reporting_errors(
+        "compare.py", run_comparison, config, output_dir=FLAGS.output_dir, seeds=seeds,
+        cam_threshold=FLAGS.cam_threshold, part_split=FLAGS.part_split,
+        gallery_size=FLAGS.gallery_size, export=FLAGS.export, verbose=config.verbose)
+    if result is None:
+        return 2
     print()
     print(result.table)
     print(f"\ncompare.py: results {result.results_path}")

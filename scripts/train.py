@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import os
 import sys
+import traceback
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -78,6 +79,9 @@ flags.DEFINE_bool("freeze_batchnorm", False, "Keep the backbone's BatchNorm laye
                   "(inference mode, not trained).")
 # -- run
 flags.DEFINE_string("output_dir", None, "Run folder (checkpoints, logs, final model).")
+flags.DEFINE_bool("overwrite", False, "Start over in an --output_dir that holds a run with "
+                  "other settings (the old folder is moved aside to <output_dir>.old-<time>); "
+                  "without it such a rerun is refused, listing the differences.")
 flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "multi_worker", "tpu", "one_device"],
                   "tf.distribute strategy.")
 flags.DEFINE_string("tpu", "", "TPU name/address for --strategy=tpu.")
@@ -124,6 +128,21 @@ def quiet_unless_verbosity(flag_values=FLAGS) -> None:
         console.quiet_tensorflow()
     if console.fit_verbosity(flag_values.verbose) != 1:
         console.disable_dataset_progress_bars()
+
+
+def run_reporting_errors(script: str, fn, *args, flag_values=FLAGS, **kwargs):
+    """`fn(*args, **kwargs)`, or None after one line on stderr for an expected error (bad
+    data or settings found while running, a run folder in use); the traceback too under
+    --verbosity=1 or more."""
+    from keras_has.run_folder import RunFolderBusy
+
+    try:
+        return fn(*args, **kwargs)
+    except (ValueError, RunFolderBusy) as e:
+        if flag_values["verbosity"].present and flag_values.verbosity >= 1:
+            traceback.print_exc()
+        print(f"{script}: {e}", file=sys.stderr)
+        return None
 
 
 def config_from_flags(flag_values=FLAGS):
@@ -173,7 +192,9 @@ def main(argv):
         return 2
     from keras_has.training import train
 
-    result = train(config)
+    result = run_reporting_errors("train.py", train, config, overwrite=FLAGS.overwrite)
+    if result is None:
+        return 2
     print(f"train.py: done; replicas={result.num_replicas} "
           f"global_batch={result.global_batch_size} epochs_run={result.epochs_run} "
           f"epochs_logged={len(result.history.get('epoch', []))} model={result.model_path}",

@@ -182,3 +182,13 @@ def test_resize_size_at_least_the_crop():
     assert cfg.DataConfig(image_size=64).resize_size is None
     with pytest.raises(ValueError, match=r"resize_size: expected an integer >= image_size \(64\)"):
         cfg.DataConfig(image_size=64, resize_size=63)
+
+
+def test_grid_sizes_larger_than_the_image_are_rejected():
+    with pytest.raises(ValueError, match=r"grid_sizes: expected patch sides at most image_size "
+                                         r"\(32 px\); \[64, 100\] px would hide whole images"):
+        cfg.TrainConfig(model="tiny_gap", output_dir="/tmp/x",
+                        data=cfg.DataConfig(image_size=32),
+                        hiding=cfg.HidingConfig(grid_sizes=(16, 64, 100)))
+    cfg.TrainConfig(model="tiny_gap", output_dir="/tmp/x", data=cfg.DataConfig(image_size=32),
+                    hiding=cfg.HidingConfig(grid_sizes=(0, 32)))
