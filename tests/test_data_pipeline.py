@@ -338,8 +338,8 @@ def test_bad_pipeline_arguments(folder):
         D.make_eval_dataset(folder, 8, 2, split="val", **NO_NORM)
     with pytest.raises(ValueError, match="`image_size` must be an int >= 1; received 0"):
         D.make_train_dataset(folder, 0, 2, **NO_NORM)
-    with pytest.raises(ValueError, match="`hiding` has unknown keys \\['fill_value'\\]"):
-        D.make_train_dataset(folder, 8, 2, hiding={"fill_value": 1.0}, **NO_NORM)
+    with pytest.raises(ValueError, match="`hiding` has unknown keys \\['fill'\\]"):
+        D.make_train_dataset(folder, 8, 2, hiding={"fill": 1.0}, **NO_NORM)
     with pytest.raises(ValueError, match="`std` must be positive"):
         D.make_train_dataset(folder, 8, 2, mean=(0, 0, 0), std=(1, 0, 1))
     with pytest.raises(ValueError, match="given together"):

@@ -113,7 +113,9 @@ def test_run_localization_rejects_other_objects():
 def test_evaluate_script_on_saved_model_writes_metrics(export_dir, tmp_path, monkeypatch):
     model, settings = evaluation.load_for_evaluation(export_dir)
     assert isinstance(model, evaluation.SavedModelCamSource)
+    prep = settings.pop("preprocessing")
     assert settings == {"image_size": SIZE, "mean": MEAN, "std": STD}
+    assert (prep.mode, prep.mean, prep.std, prep.channel_order) == ("dataset", MEAN, STD, "rgb")
     with pytest.raises(ValueError, match="takes 32 px images, received 64"):
         evaluation.load_for_evaluation(export_dir, image_size=64)
 
@@ -124,8 +126,8 @@ def test_evaluate_script_on_saved_model_writes_metrics(export_dir, tmp_path, mon
     spec.loader.exec_module(script)
     seen = {}
 
-    def fake_eval_dataset(source, image_size, batch_size, split, mean, std):
-        seen.update(image_size=image_size, mean=tuple(mean), std=tuple(std))
+    def fake_eval_dataset(source, image_size, batch_size, split, preprocessing):
+        seen.update(image_size=image_size, mean=preprocessing.mean, std=preprocessing.std)
         return eval_batches(seed=2)
 
     from keras_has import data

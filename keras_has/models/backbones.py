@@ -110,11 +110,27 @@ IMAGENET_WEIGHT_FILES = {
 _REFERENCE_SHAPES = {"mobilenetv2": (224, 224, 3)}
 
 
-def imagenet_weights_path(kind):
+def _keras_home():
+    try:
+        from keras.src.backend import config as keras_config
+
+        return keras_config.keras_home()
+    except (ImportError, AttributeError):  # the private accessor moved: the documented rule
+        return os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+
+
+def imagenet_weights_path(kind, size=None):
     """Where ``keras.applications`` caches the ImageNet weights of backbone ``kind``
-    (``$KERAS_HOME/models`` or ``~/.keras/models``)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return os.path.join(home, "models", IMAGENET_WEIGHT_FILES[kind])
+    (``$KERAS_HOME/models`` or ``~/.keras/models``); for MobileNetV2 ``size`` names the
+    size-specific file (96, 128, 160, 192 or 224; default 224)."""
+    name = IMAGENET_WEIGHT_FILES[kind]
+    if kind == "mobilenetv2" and size is not None:
+        name = name.replace("_224_", f"_{int(size)}_")
+    return os.path.join(_keras_home(), "models", name)
+
+
+# MobileNetV2 has ImageNet weights trained at these square input sizes.
+_MOBILENETV2_SIZES = (96, 128, 160, 192, 224)
 
 
 # kind: (keras.applications constructor name, output layer, config modifier, min input size)
@@ -158,8 +174,11 @@ def _set_input_shape(config, input_shape):
             layer["config"].pop("batch_input_shape", None)
 
 
-def _load_pretrained(kind, application, weights):
+def _load_pretrained(kind, application, weights, input_shape):
     """The unmodified ``include_top=False`` application with ``weights`` loaded.
+
+    MobileNetV2 has ImageNet weights per input size: the file for ``input_shape`` is used
+    when it is cached (what ``keras.applications`` does), else the cached 224 px file.
 
     Raises:
         FileNotFoundError: ``"imagenet"`` weights neither cached nor downloadable
@@ -168,9 +187,14 @@ def _load_pretrained(kind, application, weights):
     """
     if weights == "imagenet":
         path = imagenet_weights_path(kind)
+        shape = _REFERENCE_SHAPES.get(kind)
+        rows = input_shape[0]
+        if (kind == "mobilenetv2" and rows in _MOBILENETV2_SIZES and input_shape[1] == rows
+                and (os.path.isfile(imagenet_weights_path(kind, rows))
+                     or not os.path.isfile(path))):
+            path, shape = imagenet_weights_path(kind, rows), (rows, rows, 3)
         try:
-            return application(include_top=False, weights="imagenet",
-                                input_shape=_REFERENCE_SHAPES.get(kind))
+            return application(include_top=False, weights="imagenet", input_shape=shape)
         except Exception as error:  # noqa: BLE001 - download failures have many types
             if os.path.isfile(path):
                 raise ValueError(
@@ -180,7 +204,8 @@ def _load_pretrained(kind, application, weights):
                 f"{kind}: weights='imagenet' needs the keras.applications cache file {path} "
                 f"(absent) or network access to download it ({type(error).__name__}: "
                 f"{str(error).splitlines()[0] if str(error) else ''}); copy the file there "
-                "or pass a weights file path"
+                "(for MobileNetV2 the 224 px file serves every input size) or pass a weights "
+                "file path"
             ) from None
     base = application(include_top=False, weights=None, input_shape=_REFERENCE_SHAPES.get(kind))
     try:
@@ -219,7 +244,7 @@ def build_backbone(kind, input_shape, weights=None, dtype_policy=None, seed=None
         # Loaded at the application's reference size: keras.applications would otherwise
         # look for a size-specific file (e.g. MobileNetV2's `..._160_no_top.h5`) that is
         # not the cached one. The weights do not depend on the input size.
-        base = _load_pretrained(kind, application, weights)
+        base = _load_pretrained(kind, application, weights, input_shape)
     config = base.get_config()
     _set_input_shape(config, input_shape)
     if modify is not None:
