@@ -29,7 +29,7 @@ import os
 import numpy as np
 
 from keras_has import config as config_lib
-from keras_has.io_utils import atomic_write_json
+from keras_has.io_utils import atomic_write_json, jsonable
 
 __all__ = ["ARMS", "ComparisonResult", "run_comparison", "format_table", "summarize"]
 
@@ -173,18 +173,6 @@ def _figures(examples: dict, ious: dict, preprocessing, output_dir: str,
     return gallery_path, iou_path
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    return value
-
-
 def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
                    cam_threshold: float = 0.2, part_split: str | None = "auto",
                    gallery_size: int = 8, export: bool = True,
@@ -294,7 +282,7 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
     if set(ARMS) <= set(examples):
         gallery_path, iou_path = _figures(examples, ious, prep, output_dir)
     results_path = os.path.join(output_dir, "results.json")
-    atomic_write_json(results_path, _jsonable({
+    atomic_write_json(results_path, jsonable({
         "seeds": list(seeds), "cam_threshold": cam_threshold,
         "eval_split": base.data.eval_split,
         "part_boxes": None if part is None else {"split": part[1]},

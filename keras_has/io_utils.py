@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "jsonable"]
 
 
 def _umask() -> int:
@@ -60,3 +61,19 @@ def atomic_write_json(path, payload: Any) -> None:
     """Writes `payload` as indented, key-sorted JSON (and a final newline) atomically."""
     text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def jsonable(value):
+    """`value` with NumPy scalars as Python numbers, tuples as lists, dict keys as strings
+    and NaN / inf as None (JSON has no non-finite numbers), recursively."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # NumPy scalars
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value

@@ -54,3 +54,16 @@ def test_written_files_get_the_usual_mode_not_mkstemps_0600(tmp_path):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
     finally:
         os.umask(old)
+
+
+def test_jsonable_converts_numpy_and_non_finite_values():
+    import numpy as np
+
+    from keras_has.io_utils import jsonable
+
+    value = {1: (np.float32(0.5), np.int64(3), float("nan")), "b": [np.inf, True, None, "s"],
+             "c": np.float64(2.25)}
+    out = jsonable(value)
+    assert out == {"1": [0.5, 3, None], "b": [None, True, None, "s"], "c": 2.25}
+    assert type(out["1"][1]) is int and type(out["1"][0]) is float
+    json.dumps(out, allow_nan=False)

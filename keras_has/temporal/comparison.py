@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 
 import numpy as np
 
-from keras_has.io_utils import atomic_write_json
+from keras_has.io_utils import atomic_write_json, jsonable
 from keras_has.temporal.config import TemporalConfig
 
 __all__ = ["ARMS", "ARM_LABELS", "run_temporal_comparison", "summarize", "format_table",
@@ -88,19 +87,6 @@ def format_table(summary, num_seeds):
     return "\n".join(rows) + "\n" + note
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def run_temporal_comparison(config: TemporalConfig, output_dir: str, seeds=(0,),
                             figure_videos: int = 4, source=None, log=print):
     """Trains and evaluates both arms for every seed; writes results.json and timeline.png.
@@ -154,7 +140,7 @@ def run_temporal_comparison(config: TemporalConfig, output_dir: str, seeds=(0,),
             timings[f"{arm}_seed{seed}"] = {"train_s": t1 - t0, "eval_s": t2 - t1,
                                             "epochs_run": len(result.epochs_run)}
             runs[arm][seed] = ev.metrics
-            atomic_write_json(os.path.join(cfg.output_dir, "metrics.json"), _jsonable(ev.metrics))
+            atomic_write_json(os.path.join(cfg.output_dir, "metrics.json"), jsonable(ev.metrics))
             if keep:
                 figure_arms.append((ARM_LABELS[arm].split(" (")[0], ev.cams, ev.detections))
             maps = " ".join(f"{ev.metrics['map'][t]:.1f}" for t in cfg.tiou_thresholds)
@@ -170,7 +156,7 @@ def run_temporal_comparison(config: TemporalConfig, output_dir: str, seeds=(0,),
                                        source.class_names, config.cam_threshold)
     wall = time.perf_counter() - start
     results_path = os.path.join(output_dir, "results.json")
-    atomic_write_json(results_path, _jsonable({
+    atomic_write_json(results_path, jsonable({
         "seeds": list(seeds), "eval_split": config.eval_split, "source": source.name,
         "config": config.to_dict(), "runs": runs, "summary": summary, "table": table,
         "timings": timings, "wall_seconds": wall,
