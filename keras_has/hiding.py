@@ -6,7 +6,7 @@ image uniformly from `grid_sizes` (0 means "leave this image whole") and replace
 every pixel of each cell, in all channels, by `fill_value` with probability
 `hide_prob`.
 
-How it is made fast (design and measurements in docs/notes/issue-2.md):
+How it is made fast (design and measurements in docs/design/hiding.md):
 
 1. Random numbers are drawn at *cell* resolution only: one integer per cell of the
    finest grid, `[B, ceil(H / S_min), ceil(W / S_min)]`, plus one per image for its

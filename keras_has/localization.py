@@ -25,7 +25,7 @@ Two box rules:
   ``cv2.contourArea`` (first in OpenCV's order on ties), and its box is
   ``x, y, x + w, y + h`` from ``cv2.boundingRect`` with ``x1, y1`` clipped to
   ``W - 1, H - 1``; i.e. one pixel wider and taller than the tight inclusive box unless
-  the region touches the right / bottom border. See docs/notes/issue-5.md.
+  the region touches the right / bottom border. See docs/design/evaluation.md.
 
 The threshold sweep (:func:`sweep_levels`, :func:`component_table`) reads the regions
 of every level from one pass per map over the pixels sorted by value (a compiled
