@@ -3,6 +3,7 @@ training determinism and hiding, normalisation statistics, and the real pets3 su
 import json
 import logging
 import os
+import pathlib
 import shutil
 import struct
 
@@ -114,7 +115,7 @@ def make_folder(root):
     boxes = {
         "rgb.jpg": ["1,2,10,20", "16,0,31,23"],           # two boxes
         "sub/gray.png": ["0,0,15,19"],
-        "rgba.png": ["3,3,30,12"],                        # x1 beyond width 24: clipped to 23
+        "rgba.png": ["3,3,25,12"],                        # x1 2 px beyond width 24: clipped to 23
         "cmyk.jpg": ["2,4,9,9"],
         "png_named.jpg": ["0,0,5,5", "6,6,11,11", "3,3,8,8"],
     }
@@ -315,13 +316,26 @@ def test_bad_metadata_names_file_and_line(folder, rel, transform, pattern):
 
 def test_boxes_outside_image_are_clipped_and_counted(folder, caplog):
     _edit(folder, "metadata/test/localization.txt",
-          lambda ls: ls + ["cmyk.jpg,-3,-1,40,15", "cmyk.jpg,0,0,23,15"])
+          lambda ls: ls + ["cmyk.jpg,-2,-1,25,15", "cmyk.jpg,0,0,23,15"])
     with caplog.at_level(logging.WARNING, logger="keras_has.data.wsol_metadata"):
         meta = D.read_split(folder, "test")
-    assert meta.num_clipped == 2  # rgba's x1 = 30 and the first new line
+    assert meta.num_clipped == 2  # rgba's x1 = 25 and the first new line (2 px out at most)
     i = meta.image_ids.index("cmyk.jpg")
     np.testing.assert_array_equal(meta.boxes(i), [[2, 4, 9, 9], [0, 0, 23, 15], [0, 0, 23, 15]])
     assert sum("clipped 2 box(es)" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_box_far_outside_its_image_is_an_error_naming_the_line_unless_clipped(folder, caplog):
+    _edit(folder, "metadata/test/localization.txt",
+          lambda ls: ls + ["cmyk.jpg,5000,5000,6000,6000"])
+    line = len((pathlib.Path(folder) / "metadata/test/localization.txt").read_text().splitlines())
+    with pytest.raises(D.MetadataError, match=rf"test/localization\.txt:{line}: box \(5000, "
+                       rf"5000, 6000, 6000\) of 'cmyk\.jpg' reaches 5985 px outside its 24x16"):
+        D.read_split(folder, "test")
+    with caplog.at_level(logging.WARNING, logger="keras_has.data.wsol_metadata"):
+        meta = D.read_split(folder, "test", clip_boxes=True)
+    assert meta.num_clipped == 2
+    assert any(f"localization.txt:{line}: box (5000" in r.getMessage() for r in caplog.records)
 
 
 def test_unknown_source_lists_valid_names(tmp_path):

@@ -114,10 +114,12 @@ class WsolSource(Source):
         over all splits plus one.
       verify: image check before use: "header" (default), "decode" or "none".
       skip_corrupt: skip missing/corrupt images (counted in one log line) instead of failing.
+      clip_boxes: clip boxes reaching more than 2 px outside their image (a warning per
+        line) instead of failing.
     """
 
     def __init__(self, root, num_classes: int | None = None, verify: str = "header",
-                 skip_corrupt: bool = False):
+                 skip_corrupt: bool = False, clip_boxes: bool = False):
         root = os.path.abspath(os.fspath(root))
         self.root = root
         self.name = root
@@ -139,6 +141,7 @@ class WsolSource(Source):
         self.class_names = names or tuple(str(i) for i in range(self.num_classes))
         self._verify = verify
         self._skip_corrupt = skip_corrupt
+        self._clip_boxes = clip_boxes
         self._cache = {}
 
     def _max_label(self, split: str) -> int:
@@ -155,7 +158,7 @@ class WsolSource(Source):
         if split not in self._cache:
             self._cache[split] = wsol_metadata.read_split(
                 self.root, split, num_classes=self.num_classes, verify=self._verify,
-                skip_corrupt=self._skip_corrupt)
+                skip_corrupt=self._skip_corrupt, clip_boxes=self._clip_boxes)
         return self._cache[split]
 
     def has_masks(self, split: str) -> bool:

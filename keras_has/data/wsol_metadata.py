@@ -194,8 +194,13 @@ def check_image(path: str, verify: str = "header") -> tuple | None:
     return size
 
 
+# Boxes may reach this many pixels outside their image (the x + w convention of some
+# published metadata) and are then clipped silently; farther is an error unless clip_boxes.
+BOX_TOLERANCE = 2
+
+
 def read_split(root: str, split: str, num_classes: int | None = None, verify: str = "header",
-               skip_corrupt: bool = False) -> WsolSplit:
+               skip_corrupt: bool = False, clip_boxes: bool = False) -> WsolSplit:
     """Reads and validates ROOT/metadata/<split>.
 
     Args:
@@ -209,9 +214,12 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
         only for their boxes, e.g. ILSVRC boxes beside TFDS imagenet2012 images).
       skip_corrupt: skip missing or corrupt images (counted in one log line) instead of
         raising.
+      clip_boxes: clip boxes that reach more than `BOX_TOLERANCE` pixels outside their
+        image, with a warning naming each line, instead of raising.
 
     Returns:
-      a WsolSplit. Boxes that reach outside the image are clipped (counted, logged once).
+      a WsolSplit. Boxes that reach at most `BOX_TOLERANCE` pixels outside the image are
+      clipped (counted in `num_clipped`, logged once).
 
     Raises:
       MetadataError naming the file and line of the first problem found.
@@ -347,6 +355,16 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
                 clipped = (min(max(x0, 0), w - 1), min(max(y0, 0), h - 1),
                            min(max(x1, 0), w - 1), min(max(y1, 0), h - 1))
                 if clipped != (x0, y0, x1, y1):
+                    beyond = max(-x0, -y0, x1 - (w - 1), y1 - (h - 1))
+                    if beyond > BOX_TOLERANCE:
+                        where = (f"{loc_path}:{n}: box ({x0}, {y0}, {x1}, {y1}) of "
+                                 f"{image_id!r} reaches {beyond} px outside its {w}x{h} image")
+                        if not clip_boxes:
+                            raise MetadataError(
+                                f"{where}; expected boxes inside the image (up to "
+                                f"{BOX_TOLERANCE} px outside is clipped), or pass clip_boxes "
+                                "to clip it.")
+                        logger.warning("%s; clipped to %s.", where, clipped)
                     num_clipped += 1
                     x0, y0, x1, y1 = clipped
             boxes[image_id].append((x0, y0, x1, y1))
