@@ -52,11 +52,12 @@ import json
 import os
 import pathlib
 import shutil
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
+
+from keras_has.io_utils import staging_dir
 
 SERVING_DEFAULT = "serving_default"
 SERVING_IMAGES = "serving_images"
@@ -953,7 +954,7 @@ def export_saved_model(
 
     parent = export_dir.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=parent))
+    staging = pathlib.Path(staging_dir(parent, export_dir.name))
     try:
         saved = staging / "saved_model"
         archive = keras.export.ExportArchive()

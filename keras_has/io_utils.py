@@ -3,6 +3,8 @@
 Every file keras-has writes (configs, metrics, logs, PNGs, predictions) goes through a
 temporary file in the destination folder, then `os.replace` (atomic on POSIX and
 Windows); on any error the temporary file is removed and the error propagates.
+Temporary names carry the writer's pid (`.tmp-<name>.<pid>.<random>`), so what a killed
+writer left behind is recognised and removed by the next writer of the same name.
 """
 from __future__ import annotations
 
@@ -10,10 +12,59 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "jsonable"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "jsonable",
+           "staging_dir", "remove_stale_temporaries"]
+
+
+def _prefix(name: str) -> str:
+    return f".tmp-{name}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or cannot tell: keep its files
+    return True
+
+
+def remove_stale_temporaries(folder, name: str) -> list[str]:
+    """Removes `.tmp-<name>.<pid>.*` files and folders in `folder` whose writer process no
+    longer runs (a killed export or write); returns what was removed."""
+    removed = []
+    prefix = _prefix(name)
+    try:
+        entries = os.listdir(folder)
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if not entry.startswith(prefix):
+            continue
+        pid = entry[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        full = os.path.join(folder, entry)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(full)
+        removed.append(full)
+    return removed
+
+
+def staging_dir(folder, name: str) -> str:
+    """A new temporary folder in `folder` for building `name` before a rename onto it;
+    stale staging folders of dead writers of `name` are removed first."""
+    os.makedirs(folder, exist_ok=True)
+    remove_stale_temporaries(folder, name)
+    return tempfile.mkdtemp(prefix=_prefix(name) + f"{os.getpid()}.", dir=folder)
 
 
 def _umask() -> int:
@@ -33,9 +84,10 @@ def atomic_path(path):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     base = os.path.basename(path)
+    remove_stale_temporaries(folder, base)
     # Keep the extension last: some writers (Keras) pick the format from it.
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{base}.", suffix=os.path.splitext(base)[1],
-                               dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(base) + f"{os.getpid()}.",
+                               suffix=os.path.splitext(base)[1], dir=folder)
     os.close(fd)
     try:
         yield tmp

@@ -67,3 +67,24 @@ def test_jsonable_converts_numpy_and_non_finite_values():
     assert out == {"1": [0.5, 3, None], "b": [None, True, None, "s"], "c": 2.25}
     assert type(out["1"][1]) is int and type(out["1"][0]) is float
     json.dumps(out, allow_nan=False)
+
+
+def test_a_killed_writers_temporaries_are_removed_by_the_next_writer(tmp_path):
+    import subprocess
+    import sys
+
+    from keras_has.io_utils import staging_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    alive = str(os.getppid())  # a running process that is not this one
+    for pid in (dead, alive):
+        (tmp_path / f".tmp-out.json.{pid}.abc.json").write_text("partial")
+        (tmp_path / f".tmp-export.{pid}.xyz").mkdir()
+        (tmp_path / f".tmp-export.{pid}.xyz" / "saved_model.pb").write_text("partial")
+    atomic_write_json(tmp_path / "out.json", {"a": 1})
+    staging = staging_dir(tmp_path, "export")
+    left = sorted(os.listdir(tmp_path))
+    assert f".tmp-out.json.{dead}.abc.json" not in left and f".tmp-export.{dead}.xyz" not in left
+    assert f".tmp-out.json.{alive}.abc.json" in left and f".tmp-export.{alive}.xyz" in left
+    assert os.path.basename(staging).startswith(f".tmp-export.{os.getpid()}.")
