@@ -234,8 +234,15 @@ def main(argv):
     except ValueError as error:
         print(f"predict.py: {error}", file=sys.stderr)
         return 2
-    records, skipped = predict_files(predictor, files, FLAGS.output_dir, FLAGS.batch_size,
-                                     FLAGS.overlays)
+    from keras_has.run_folder import RunFolderBusy, RunLock
+
+    try:  # one writer per output folder: two runs would interleave their files
+        with RunLock(FLAGS.output_dir):
+            records, skipped = predict_files(predictor, files, FLAGS.output_dir,
+                                             FLAGS.batch_size, FLAGS.overlays)
+    except RunFolderBusy as error:
+        print(f"predict.py: {error}", file=sys.stderr)
+        return 2
     print(f"{len(records)} image(s) predicted, {len(skipped) + len(unmatched)} skipped; "
           f"wrote {os.path.join(FLAGS.output_dir, 'predictions.jsonl')}")
     return 1 if skipped or unmatched else 0

@@ -177,3 +177,26 @@ def test_export_and_predict_command_lines(saved, images, tmp_path):
     assert sorted(r["file"] for r in records) == sorted(good)
     assert {r["class_name"] for r in records} <= set(NAMES)
     assert all(r["overlay"] is None for r in records)
+
+
+def test_predict_into_a_folder_another_process_writes_fails_fast(saved, images, tmp_path):
+    from test_run_folder import _HOLD
+
+    _, export_dir = saved
+    folder, _, _ = images
+    preds = tmp_path / "busy_preds"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(preds)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        done = subprocess.run(
+            [sys.executable, "scripts/predict.py", f"--model={export_dir}",
+             f"--output_dir={preds}", "--nooverlays", str(folder)],
+            capture_output=True, text=True, cwd=REPO, timeout=300,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{preds} is in use by another process (pid {holder.pid})" in done.stderr
+    assert not (preds / "predictions.jsonl").exists()
