@@ -99,6 +99,10 @@ class DataConfig:
         best checkpoint; empty string or None disables evaluation during training.
       eval_batch_size: global batch of the evaluation dataset (default: the global
         training batch).
+      skip_corrupt: WSOL folders: skip missing or unreadable images (counted and logged
+        once per split) instead of failing.
+      clip_boxes: WSOL folders: clip boxes that reach more than 2 px outside their image
+        (a warning per line) instead of failing.
     """
 
     source: str = "synthetic"
@@ -111,6 +115,8 @@ class DataConfig:
     train_split: str = "train"
     eval_split: str | None = "test"
     eval_batch_size: int | None = None
+    skip_corrupt: bool = False
+    clip_boxes: bool = False
 
     def __post_init__(self):
         if not isinstance(self.source, str) or not self.source:
@@ -140,6 +146,12 @@ class DataConfig:
             _fail("eval_split", self.eval_split, "a split name or empty")
         if self.eval_batch_size is not None:
             _positive_int("eval_batch_size", self.eval_batch_size)
+        for flag in ("skip_corrupt", "clip_boxes"):
+            if not isinstance(getattr(self, flag), bool):
+                _fail(flag, getattr(self, flag), "a boolean")
+            if getattr(self, flag) and not looks_like_path(self.source):
+                _fail(flag, True, f"False unless source is a WSOL folder path (source is "
+                      f"{self.source!r})")
         self._check_source()
 
     def _check_source(self) -> None:

@@ -440,6 +440,10 @@ def source_from_config(config: TrainConfig, **extra):
         kwargs["data_dir"] = config.data.data_dir
     if config.data.source_config is not None:
         kwargs["config"] = config.data.source_config
+    if config.data.skip_corrupt:  # WSOL folders only (config checks this)
+        kwargs["skip_corrupt"] = True
+    if config.data.clip_boxes:
+        kwargs["clip_boxes"] = True
     return data.get_source(config.data.source, **kwargs)
 
 

@@ -36,6 +36,10 @@ flags.DEFINE_string("source", "synthetic", "Dataset: 'synthetic', a TFDS name kn
 flags.DEFINE_string("source_config", "", "TFDS builder config of a named source (empty: default).")
 flags.DEFINE_string("data_dir", "", "TFDS data directory for named sources (empty: TFDS default).")
 flags.DEFINE_integer("image_size", 224, "Side of the square training/eval images.")
+flags.DEFINE_bool("skip_corrupt", False, "WSOL folders: skip missing or unreadable images "
+                  "(counted, logged once per split) instead of failing.")
+flags.DEFINE_bool("clip_boxes", False, "WSOL folders: clip boxes more than 2 px outside "
+                  "their image (a warning per line) instead of failing.")
 flags.DEFINE_integer("resize_size", 0, "Side training images are resized to before the "
                      "random crop (0: the paper's round(image_size * 256 / 224)).")
 flags.DEFINE_string("preprocessing", "auto", "Input preprocessing: auto (the backbone's "
@@ -158,7 +162,8 @@ def config_from_flags(flag_values=FLAGS):
         source=f.source, source_config=f.source_config or None, data_dir=f.data_dir or None,
         image_size=f.image_size, resize_size=f.resize_size or None, batch_size=f.batch_size,
         global_batch_size=f.global_batch_size or None, train_split=f.train_split,
-        eval_split=f.eval_split or None, eval_batch_size=f.eval_batch_size or None)
+        eval_split=f.eval_split or None, eval_batch_size=f.eval_batch_size or None,
+        skip_corrupt=f.skip_corrupt, clip_boxes=f.clip_boxes)
     hiding = cfg.HidingConfig(grid_sizes=parse_list("grid_sizes", f.grid_sizes),
                               hide_prob=f.hide_prob,
                               reference_size=f.grid_reference_size or None)

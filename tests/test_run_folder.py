@@ -129,3 +129,22 @@ def test_batch_larger_than_the_split_with_fixed_steps_is_a_clear_error(tmp_path)
                                          "training split 'train'"):
         train(config)
     assert not (tmp_path / "run").exists()  # nothing written for a rejected run
+
+
+def test_skip_corrupt_and_clip_boxes_reach_the_wsol_source(tmp_path):
+    from keras_has import config as cfg
+    from keras_has.training import source_from_config
+    from test_train_script import make_wsol_folder
+
+    root = make_wsol_folder(str(tmp_path / "d"), n_train=4, n_test=2, size=32)
+    (tmp_path / "d" / "images" / "train" / "1" / "1.png").write_bytes(b"not a png")
+    base = dict(model="tiny_gap", output_dir=str(tmp_path / "run"))
+    strict = source_from_config(cfg.TrainConfig(**base, data=cfg.DataConfig(source=root)))
+    with pytest.raises(ValueError, match=r"train/1/1\.png"):
+        strict.split_metadata("train")
+    lenient = source_from_config(cfg.TrainConfig(**base, data=cfg.DataConfig(
+        source=root, skip_corrupt=True, clip_boxes=True)))
+    meta = lenient.split_metadata("train")
+    assert meta.num_skipped == 1 and "train/1/1.png" not in meta.image_ids
+    with pytest.raises(ValueError, match="skip_corrupt: expected False unless source is a WSOL"):
+        cfg.DataConfig(source="synthetic", skip_corrupt=True)
