@@ -472,3 +472,14 @@ def test_pets3_smoke(pets3_root, tmp_path):
     x, y = next(iter(D.make_train_dataset(source, 32, 4, seed=0, hiding={"grid_sizes": (8,), "hide_prob": 0.5},
                                           **stats)))
     assert x.shape == (4, 32, 32, 3) and np.isfinite(x.numpy()).all() and set(y.numpy()) <= {0, 1, 2}
+
+
+def test_statistics_cache_follows_the_image_files_not_only_their_names(folder, tmp_path):
+    source = D.get_source(folder)
+    _, _, before = source.stats_location("train")
+    assert source.stats_location("train")[2] == before  # stable while nothing changes
+    path = os.path.join(folder, "images", "cmyk.jpg")
+    with open(path, "ab") as f:  # same name, other bytes (trailing data still decodes)
+        f.write(b"\0" * 16)
+    after = D.get_source(folder).stats_location("train")[2]
+    assert after != before

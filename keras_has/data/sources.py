@@ -169,7 +169,16 @@ class WsolSource(Source):
 
     def stats_location(self, split: str) -> tuple:
         meta = self.split_metadata(split)
-        fingerprint = hashlib.sha1("\n".join(meta.image_ids).encode()).hexdigest()
+        # The image files' sizes and modification times are part of the key: replacing
+        # or truncating an image invalidates the cached statistics.
+        digest = hashlib.sha1()
+        for image_id, path in zip(meta.image_ids, meta.image_paths):
+            try:
+                st = os.stat(path)
+                digest.update(f"{image_id}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                digest.update(f"{image_id}\0missing\n".encode())
+        fingerprint = digest.hexdigest()
         return os.path.join(self.root, "metadata", split), _safe(self.root) + "_" + split, fingerprint
 
     def load(self, split: str, shuffle: bool = False, seed: int | None = None) -> tf.data.Dataset:
