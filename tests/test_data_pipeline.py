@@ -284,7 +284,11 @@ def test_decode_verification_catches_undecodable_png(folder):
     with open(path, "rb") as f:
         head = f.read(40)
     with open(path, "wb") as f:
-        f.write(head)  # valid signature and IHDR, no image data
+        f.write(head)  # valid signature and IHDR, no image data, no end
+    with pytest.raises(D.MetadataError, match=r"image_ids\.txt:3: .*truncated image"):
+        D.read_split(folder, "train")  # the header check sees the missing IEND
+    with open(path, "wb") as f:  # an IEND chunk, but still no image data
+        f.write(head + b"\x00\x00\x00\x00IEND\xaeB`\x82")
     D.read_split(folder, "train")  # header check passes
     with pytest.raises(D.MetadataError, match=r"image_ids\.txt:3: .*OpenCV could not decode"):
         D.read_split(folder, "train", verify="decode")
@@ -483,3 +487,16 @@ def test_statistics_cache_follows_the_image_files_not_only_their_names(folder, t
         f.write(b"\0" * 16)
     after = D.get_source(folder).stats_location("train")[2]
     assert after != before
+
+
+def test_truncated_jpeg_with_a_valid_header_is_named_before_training(folder):
+    path = os.path.join(folder, "images", "rgb.jpg")
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:  # the header (and its size) intact, the scan cut short
+        f.write(data[: len(data) * 2 // 3])
+    assert D.wsol_metadata.image_header_size(path) == (32, 24)
+    with pytest.raises(D.MetadataError, match=r"train/image_ids\.txt:1: image .*rgb\.jpg' is "
+                                              r"unusable: truncated image: no end marker"):
+        D.read_split(folder, "train")
+    meta = D.read_split(folder, "train", skip_corrupt=True)
+    assert "rgb.jpg" not in meta.image_ids and meta.num_skipped == 1

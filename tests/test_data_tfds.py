@@ -112,7 +112,7 @@ def test_imagenet_labels_from_tfds_boxes_from_wsol_folder(tmp_path):
         (meta / "image_ids.txt").write_text(f"{first}\n")
         (meta / "class_labels.txt").write_text(f"{first},{raw[0]['label']}\n")
         (meta / "image_sizes.txt").write_text(f"{first},{w},{h}\n")
-        (meta / "localization.txt").write_text(f"{first},0,1,{w - 1},{h - 1}\n{first},1,0,{w + 5},1\n")
+        (meta / "localization.txt").write_text(f"{first},0,1,{w - 1},{h - 1}\n{first},1,0,{w + 1},1\n")
         source = D.get_source("imagenet2012", data_dir=str(tmp_path / "tfds"), boxes_root=str(root))
         assert source.num_classes == 1000 and set(source.splits) == {"train", "validation"}
         got = list(source.load("validation").as_numpy_iterator())

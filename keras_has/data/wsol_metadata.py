@@ -164,6 +164,24 @@ def image_header_size(path: str) -> tuple | None:
             f.seek(length - 2, os.SEEK_CUR)
 
 
+_END_WINDOW = 65536  # trailing bytes searched for the end marker (some files carry extras)
+
+
+def _has_end_marker(path: str, png: bool) -> bool:
+    """False when a JPEG has no EOI marker (FF D9) or a PNG no IEND chunk in its last
+    64 KiB: the file was cut short (a valid header alone does not show that). Other
+    formats are not checked."""
+    with open(path, "rb") as f:
+        head = f.read(3)
+        if not (png or head.startswith(_JPEG_MAGIC)):
+            return True
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - _END_WINDOW))
+        tail = f.read()
+    return (b"IEND" in tail) if png else (b"\xff\xd9" in tail)
+
+
 def check_image(path: str, verify: str = "header") -> tuple | None:
     """Checks one image file; returns its (width, height) when known.
 
@@ -184,6 +202,9 @@ def check_image(path: str, verify: str = "header") -> tuple | None:
     size = image_header_size(path)
     if head.startswith((_JPEG_MAGIC, _PNG_MAGIC)) and size is None:
         raise ValueError("truncated or corrupt image header")
+    if not _has_end_marker(path, png=head.startswith(_PNG_MAGIC)):
+        raise ValueError("truncated image: no end marker (JPEG EOI / PNG IEND) near the end "
+                         "of the file")
     if verify == "decode":
         import cv2  # local: only needed for full verification
 
