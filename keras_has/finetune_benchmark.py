@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from keras_has import config as config_lib
-from keras_has.io_utils import atomic_write_json
+from keras_has.io_utils import atomic_write_json, jsonable
 
 __all__ = ["ARMS", "BenchmarkResult", "run_benchmark", "format_table"]
 
@@ -179,18 +179,6 @@ def _same_images(source, split_a: str, split_b: str) -> bool:
     return tuple(metadata(split_a).image_ids) == tuple(metadata(split_b).image_ids)
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def run_benchmark(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0, 1, 2),
                   body_split: str = "test", head_split: str = "test_head",
                   mask_split: str = "test_mask", cam_threshold: float = 0.2,
@@ -305,7 +293,7 @@ def run_benchmark(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0, 1,
         gallery_path = os.path.join(output_dir, "gallery.png")
         _draw_gallery(examples, head_boxes, prep, gallery_path)
     results_path = os.path.join(output_dir, "results.json")
-    atomic_write_json(results_path, _jsonable({
+    atomic_write_json(results_path, jsonable({
         "seeds": list(seeds), "cam_threshold": cam_threshold,
         "splits": {"body": body_split, "head": head_split, "mask": mask_split},
         "config": base.to_dict(), "preprocessing": prep.to_json(), "linear_probe": probe,
