@@ -31,7 +31,8 @@ import numpy as np
 from keras_has import config as config_lib
 from keras_has.io_utils import atomic_write_json, jsonable
 
-__all__ = ["ARMS", "ComparisonResult", "run_comparison", "format_table", "summarize"]
+__all__ = ["ARMS", "ComparisonResult", "run_comparison", "format_table", "summarize",
+           "check_arms_settings"]
 
 ARMS = ("gap", "has")
 ARM_TITLES = {"gap": "GAP (baseline)", "has": "Hide-and-Seek"}
@@ -94,6 +95,28 @@ def _part_target(base: config_lib.TrainConfig, part_split: str | None):
         raise ValueError(f"part_split: expected one of the splits {list(source.splits)} "
                          f"of {base.data.source!r}, received {part_split!r}")
     return None
+
+
+def check_arms_settings(base: config_lib.TrainConfig, seeds, cam_threshold: float,
+                        what: str) -> tuple[int, ...]:
+    """Checks what every GAP-vs-Hide-and-Seek run needs; returns the seeds as ints.
+
+    Raises ValueError naming `seeds` (none or repeated), `hiding` (nothing hidden) or
+    `cam_threshold` (outside [0, 1]); `what` names the caller in the message.
+    """
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds:
+        raise ValueError("seeds: expected at least one seed, received none")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: expected distinct seeds, received {list(seeds)}")
+    if not base.hiding.enabled:
+        raise ValueError(f"hiding: the {what} needs Hide-and-Seek settings "
+                         f"(grid_sizes with a non-zero size and hide_prob > 0), received "
+                         f"grid_sizes={list(base.hiding.grid_sizes)} "
+                         f"hide_prob={base.hiding.hide_prob}")
+    if not 0.0 <= cam_threshold <= 1.0:
+        raise ValueError(f"cam_threshold: expected a value in [0, 1], received {cam_threshold}")
+    return seeds
 
 
 def summarize(runs: dict) -> dict:
@@ -200,20 +223,9 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
     from keras_has.evaluation import run_localization
     from keras_has.training import run_preprocessing, source_from_config, train
 
-    seeds = tuple(int(s) for s in seeds)
-    if not seeds:
-        raise ValueError("seeds: expected at least one seed, received none")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds: expected distinct seeds, received {list(seeds)}")
-    if not base.hiding.enabled:
-        raise ValueError("hiding: the comparison needs Hide-and-Seek settings "
-                         f"(grid_sizes with a non-zero size and hide_prob > 0), received "
-                         f"grid_sizes={list(base.hiding.grid_sizes)} "
-                         f"hide_prob={base.hiding.hide_prob}")
+    seeds = check_arms_settings(base, seeds, cam_threshold, "comparison")
     if base.data.eval_split is None:
         raise ValueError("eval_split: the comparison evaluates on a split; received none")
-    if not 0.0 <= cam_threshold <= 1.0:
-        raise ValueError(f"cam_threshold: expected a value in [0, 1], received {cam_threshold}")
     output_dir = os.path.abspath(os.path.expanduser(output_dir))
     part = _part_target(base, part_split)
 

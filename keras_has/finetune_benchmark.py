@@ -204,6 +204,7 @@ def run_benchmark(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0, 1,
       `BenchmarkResult`.
     """
     from keras_has import data, models
+    from keras_has.comparison import check_arms_settings
     from keras_has.evaluation import run_localization
     from keras_has.probe import linear_probe as fit_probe
     from keras_has.training import run_preprocessing, source_from_config
@@ -211,16 +212,7 @@ def run_benchmark(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0, 1,
     arms = tuple(arms)
     if not arms or any(a not in ARMS for a in arms) or len(set(arms)) != len(arms):
         raise ValueError(f"arms: expected distinct names among {list(ARMS)}, received {list(arms)}")
-    seeds = tuple(int(s) for s in seeds)
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds: expected distinct seeds, received {list(seeds)}")
-    if not base.hiding.enabled:
-        raise ValueError("hiding: the benchmark needs Hide-and-Seek settings (grid_sizes "
-                         f"with a non-zero size and hide_prob > 0), received "
-                         f"grid_sizes={list(base.hiding.grid_sizes)} "
-                         f"hide_prob={base.hiding.hide_prob}")
-    if not 0.0 <= cam_threshold <= 1.0:
-        raise ValueError(f"cam_threshold: expected a value in [0, 1], received {cam_threshold}")
+    seeds = check_arms_settings(base, seeds, cam_threshold, "benchmark")
     source = source_from_config(base)
     _check_splits(source, {"body_split": body_split, "head_split": head_split,
                            "mask_split": mask_split})
