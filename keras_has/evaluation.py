@@ -42,13 +42,12 @@ def _check_batch(batch):
 
 
 def _keras_forward(model):
-    cam_model = cam_lib.make_cam_model(model)
-    kernel = model.get_layer(cam_lib.CLASSIFIER_LAYER).kernel
+    rule = cam_lib.cam_rule(model)  # the model's CAM rule (its method's, when recorded)
 
     @tf.function(reduce_retracing=True)
     def forward(images, labels):
-        logits, features = cam_model(images, training=False)
-        return logits, cam_lib.cams_from_features(features, kernel, labels)
+        logits, features = rule.forward(images, training=False)
+        return logits, rule.cams(features, labels)
 
     return forward
 

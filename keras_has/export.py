@@ -590,12 +590,13 @@ class ServingFunctions:
     """
 
     def __init__(self, model, config: ServingConfig):
-        from keras_has.cam import cams_from_features, make_cam_model
+        from keras_has.cam import cam_rule
 
-        self._cams_from_features = cams_from_features
         self.config = config
-        self.cam_model = make_cam_model(model)
-        self._kernel = model.get_layer("classifier").kernel
+        # The model's CAM rule (its method's when the model records one): one path for
+        # evaluation, callbacks and serving.
+        self._rule = cam_rule(model)
+        self.cam_model = self._rule.cam_model
         size = config.image_size
         self._reverse = config.channel_order == "bgr"
         self._mean = tf.constant(config.mean, tf.float32)
@@ -673,10 +674,8 @@ class ServingFunctions:
         )
 
     def _class_cams(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits, features = self.cam_model(images, training=False)
-        kernel = tf.cast(self._kernel, tf.float32)
-        class_cams = tf.einsum("bhwc,ck->bhwk", tf.cast(features, tf.float32), kernel)
-        return {"logits": tf.cast(logits, tf.float32), "class_cams": class_cams}
+        logits, features = self._rule.forward(images, training=False)
+        return {"logits": logits, "class_cams": self._rule.class_cams(features)}
 
     def _predict(self, resized: tf.Tensor, image_sizes: tf.Tensor) -> dict[str, tf.Tensor]:
         config = self.config
@@ -687,11 +686,11 @@ class ServingFunctions:
         count = tf.shape(images)[0]
         blank = tf.zeros([1, *config.image_size, 3], tf.float32)
         images = tf.cond(count > 0, lambda: images, lambda: blank)
-        logits, features = self.cam_model(images, training=False)
-        logits = tf.cast(logits, tf.float32)[:count]
-        features = tf.cast(features, tf.float32)[:count]
+        logits, features = self._rule.forward(images, training=False)
+        logits = logits[:count]
+        features = [f[:count] for f in features]
         scores, classes = tf.math.top_k(tf.nn.softmax(logits, axis=-1), k=config.top_k)
-        cams = self._cams_from_features(features, self._kernel, classes[:, 0])
+        cams = self._rule.cams(features, classes[:, 0])
         finite = tf.reduce_all(tf.math.is_finite(cams), axis=[1, 2])  # on the small maps
         maps = normalize_cams_tf(resize_cams_tf(cams, config.image_size), finite)
         boxes, found = _largest_regions(maps, config.cam_threshold)
