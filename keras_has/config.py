@@ -419,7 +419,8 @@ class TrainConfig:
       output_dir: where checkpoints, logs, the final model and `config.json` go.
         Re-running with the same `output_dir` resumes an interrupted run.
       data, hiding, optim, wsol: the nested groups above (`wsol`: the WSOL method and
-        its hyperparameters; `method="auto"` resolves to `has` or `cam`).
+        its hyperparameters; `method="auto"` resolves to `has` or `cam`, see
+        `method_config`).
       epochs: number of epochs (>= 1).
       steps_per_epoch: optional fixed number of steps per epoch (the training data is
         then repeated); None runs one pass over the training split per epoch.
@@ -527,14 +528,19 @@ class TrainConfig:
         known = list(models.list_models())
         if self.model not in known:
             _fail("model", self.model, f"one of {known}")
-        if self.wsol.method == "auto":
-            object.__setattr__(self, "wsol", dataclasses.replace(
-                self.wsol, method="has" if self.hiding.enabled else "cam"))
         from keras_has import methods
 
-        methods.from_config(self.wsol).check(self)
+        methods.from_config(self.method_config).check(self)
 
     # ----------------------------------------------------------------- derived values
+    @property
+    def method_config(self) -> MethodConfig:
+        """`wsol` with `method="auto"` resolved: `has` when the hiding settings hide
+        something, else `cam`."""
+        if self.wsol.method != "auto":
+            return self.wsol
+        return dataclasses.replace(self.wsol, method="has" if self.hiding.enabled else "cam")
+
     def per_replica_batch(self, num_replicas: int) -> tuple[int, int]:
         """`(per_replica, global)` batch sizes for `num_replicas` replicas.
 

@@ -574,7 +574,7 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
     # ------------------------------------------------------------------- data
     from keras_has import methods
 
-    method = methods.from_config(config.wsol)
+    method = methods.from_config(config.method_config)
     prep, mean, std = run_preprocessing(config, source)
     hiding = method.pipeline_hiding(config.hiding, config.data.image_size)
     if hiding is not None:

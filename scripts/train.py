@@ -14,6 +14,7 @@ finished epoch.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import os
 import sys
 import traceback
@@ -57,6 +58,24 @@ flags.DEFINE_list("grid_sizes", [], "Hide-and-Seek patch sides in pixels, e.g. 1
 flags.DEFINE_float("hide_prob", 0.5, "Probability of hiding each patch (0 = baseline).")
 flags.DEFINE_integer("grid_reference_size", 0, "Image side the grid sizes are written for; "
                      "they are scaled to --image_size (0: sizes are pixels of --image_size).")
+# -- WSOL method (keras_has.methods) and its hyperparameters: the MethodConfig fields,
+# with their defaults and help text.
+def _define_method_flags():
+    import dataclasses as _dc
+
+    from keras_has.config import MethodConfig
+
+    for field in _dc.fields(MethodConfig):
+        helptext = field.metadata.get("help", field.name)
+        if field.name == "adl_layers":
+            flags.DEFINE_list(field.name, list(field.default), helptext)
+        elif field.name == "method":
+            flags.DEFINE_string(field.name, field.default, helptext)
+        else:
+            flags.DEFINE_float(field.name, field.default, helptext)
+
+
+_define_method_flags()
 # -- optimisation
 flags.DEFINE_integer("epochs", 55, "Number of epochs.")
 flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch (0: one pass over the split).")
@@ -177,8 +196,13 @@ def config_from_flags(flag_values=FLAGS):
         weight_decay_until_epoch=(None if f.weight_decay_until_epoch == -1
                                   else f.weight_decay_until_epoch),
         lr_classifier_ratio=f.lr_classifier_ratio, warmup_epochs=f.warmup_epochs)
+    wsol = cfg.MethodConfig(**{field.name: (tuple(getattr(f, field.name))
+                                            if field.name == "adl_layers"
+                                            else getattr(f, field.name))
+                               for field in dataclasses.fields(cfg.MethodConfig)})
     return cfg.TrainConfig(
         model=f.model, output_dir=f.output_dir, data=data, hiding=hiding, optim=optim,
+        wsol=wsol,
         epochs=f.epochs, steps_per_epoch=f.steps_per_epoch or None, strategy=f.strategy,
         tpu=f.tpu, mixed_precision=f.mixed_precision, seed=f.seed, eval_every=f.eval_every,
         best_metric=f.best_metric, best_mode=f.best_mode,
