@@ -274,3 +274,53 @@ def test_compare_runs_the_given_methods_and_reports_relative_train_time(tmp_path
     assert (out / "iou_acol.png").exists() and (out / "gallery.png").exists()
     with pytest.raises(ValueError, match="methods: expected names among"):
         comparison.run_comparison(config, output_dir=str(out), methods=("cam", "foo"))
+
+
+# ----------------------------------------------------------------------------- tune
+def test_plan_is_the_grid_or_a_seeded_draw_and_the_tuning_split_is_never_test():
+    from keras_has import tuning
+
+    space = {"acol_threshold": (0.5, 0.7), "lr": (0.1, 0.01)}
+    assert tuning.plan_trials(space, None) == [
+        {"acol_threshold": 0.5, "lr": 0.1}, {"acol_threshold": 0.5, "lr": 0.01},
+        {"acol_threshold": 0.7, "lr": 0.1}, {"acol_threshold": 0.7, "lr": 0.01}]
+    draw = tuning.plan_trials(space, 2, seed=3)
+    assert len(draw) == 2 and draw == tuning.plan_trials(space, 2, seed=3)
+
+    class Source:
+        splits = ("train", "validation", "test")
+
+    assert tuning.tuning_split(Source()) == "validation"
+    Source.splits = ("train", "test")
+    with pytest.raises(ValueError, match="no split kept apart from test"):
+        tuning.tuning_split(Source())
+    with pytest.raises(ValueError, match="'bogus' is not a hyperparameter"):
+        tuning._check_space({"bogus": (1,)}, "acol")
+
+
+def test_tune_writes_every_trial_and_a_flagfile_and_resumes(tmp_path):
+    from keras_has import tuning
+
+    root = make_wsol_folder(str(tmp_path / "d"), n_train=8, n_test=4)
+    # A `val` split with boxes, apart from test.
+    import shutil
+
+    shutil.copytree(os.path.join(root, "metadata", "test"), os.path.join(root, "metadata", "val"))
+    base = dataclasses.replace(_train_config(tmp_path, "auto"), strategy="one_device",
+                               eval_every=0, output_dir=str(tmp_path / "ignored"))
+    out = tmp_path / "tune"
+    result = tuning.run_tuning(base, output_dir=str(out), method="acol",
+                               space={"acol_threshold": (0.5, 0.9)}, verbose=0)
+    assert [int(r["trial"]) for r in result.rows] == [0, 1]
+    scores = [float(r["max_box_acc_v2"]) for r in result.rows]
+    best = int(np.argmax(scores))
+    lines = (out / "best.cfg").read_text().splitlines()
+    assert lines[1:] == ["--method=acol", f"--acol_threshold={(0.5, 0.9)[best]!r}"]
+    # A rerun trains nothing (the CSV is kept) and refuses another plan.
+    before = (out / "trials.csv").read_text()
+    tuning.run_tuning(base, output_dir=str(out), method="acol",
+                      space={"acol_threshold": (0.5, 0.9)}, verbose=0)
+    assert (out / "trials.csv").read_text() == before
+    with pytest.raises(ValueError, match="another plan"):
+        tuning.run_tuning(base, output_dir=str(out), method="acol",
+                          space={"acol_threshold": (0.6,)}, verbose=0)
