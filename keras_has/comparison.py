@@ -223,6 +223,9 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
     from keras_has.evaluation import run_localization
     from keras_has.training import run_preprocessing, source_from_config, train
 
+    from keras_has.console import fit_verbosity
+
+    verbose = fit_verbosity(verbose)
     seeds = check_arms_settings(base, seeds, cam_threshold, "comparison")
     if base.data.eval_split is None:
         raise ValueError("eval_split: the comparison evaluates on a split; received none")

@@ -37,6 +37,7 @@ __all__ = [
     "HidingConfig",
     "OptimConfig",
     "TrainConfig",
+    "ComparisonConfig",
     "STRATEGIES",
     "MIXED_PRECISION_POLICIES",
     "OPTIMIZERS",
@@ -199,7 +200,8 @@ class HidingConfig:
 
     grid_sizes: tuple[int, ...] = ()
     hide_prob: float = 0.5
-    reference_size: int | None = None
+    reference_size: int | None = dataclasses.field(
+        default=None, metadata={"flag": "grid_reference_size"})
 
     def __post_init__(self):
         sizes = self.grid_sizes
@@ -360,7 +362,8 @@ class TrainConfig:
         `val_accuracy`, or a localization key such as `val_gt_known_loc`); empty disables.
       best_mode: `min`, `max` or `auto` (max for accuracy/loc-like keys, min otherwise).
       model_kwargs: extra keyword arguments for `keras_has.models.get_model`.
-      verbose: Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+      verbose: Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch, -1
+        (default) a progress bar on a terminal, else one line per epoch.
       preprocessing: `auto` (the backbone's `keras.applications` preprocessing when
         `model_kwargs["weights"]` loads pretrained weights, else the dataset's
         statistics), `dataset`, `caffe`, `tf` or `torch` (`keras_has.preprocessing`).
@@ -382,8 +385,9 @@ class TrainConfig:
     eval_every: int = 1
     best_metric: str = "val_loss"
     best_mode: str = "auto"
-    model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    verbose: int = 1
+    model_kwargs: Mapping[str, Any] = dataclasses.field(
+        default_factory=dict, metadata={"flag": "model_arg"})
+    verbose: int = -1
     preprocessing: str = "auto"
     freeze_batchnorm: bool = False
 
@@ -434,8 +438,8 @@ class TrainConfig:
             _fail("grid_sizes", list(self.hiding.grid_sizes),
                   f"patch sides at most image_size ({self.data.image_size} px); "
                   f"{too_big} px would hide whole images")
-        if self.verbose not in (0, 1, 2):
-            _fail("verbose", self.verbose, "0, 1 or 2")
+        if self.verbose not in (-1, 0, 1, 2):
+            _fail("verbose", self.verbose, "-1 (auto), 0, 1 or 2")
         if self.preprocessing not in PREPROCESSING_MODES:
             _fail("preprocessing", self.preprocessing, f"one of {list(PREPROCESSING_MODES)}")
         if not isinstance(self.freeze_batchnorm, bool):
@@ -499,6 +503,51 @@ class TrainConfig:
         _check_keys(cls, kwargs, "TrainConfig")
         return cls(**kwargs)
 
+
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonConfig:
+    """How `keras_has.comparison.run_comparison` runs its arms (the training settings are
+    a `TrainConfig`).
+
+    Args:
+      seeds: one training run per arm and seed (distinct integers >= 0).
+      cam_threshold: CAM threshold (fraction of max) of GT-known / Top-1 Loc (the paper:
+        0.2 for AlexNet-GAP, 0.3 for GoogLeNet-GAP).
+      part_split: where boxes of the most discriminative part come from: 'auto' (the
+        synthetic data's part boxes, or the WSOL split <eval_split>_head when present),
+        empty for none, or a split name.
+      gallery_size: test images in gallery.png, the first ones of the evaluation split
+        (0: neither gallery.png nor iou.png).
+      export: export the first seed's Hide-and-Seek model as a SavedModel.
+    """
+
+    seeds: tuple[int, ...] = (0,)
+    cam_threshold: float = 0.2
+    part_split: str | None = "auto"
+    gallery_size: int = 8
+    export: bool = True
+
+    def __post_init__(self):
+        seeds = self.seeds
+        if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+            _fail("seeds", seeds, "a list of integers >= 0")
+        seeds = tuple(seeds)
+        if not seeds or any(not _is_int(v) or v < 0 for v in seeds):
+            _fail("seeds", list(seeds), "one or more integers >= 0")
+        if len(set(seeds)) != len(seeds):
+            _fail("seeds", list(seeds), "no repeated seeds")
+        object.__setattr__(self, "seeds", seeds)
+        if not _is_number(self.cam_threshold) or not 0.0 <= self.cam_threshold <= 1.0:
+            _fail("cam_threshold", self.cam_threshold, "a fraction of the CAM's max in [0, 1]")
+        if self.part_split == "":
+            object.__setattr__(self, "part_split", None)
+        if self.part_split is not None and not isinstance(self.part_split, str):
+            _fail("part_split", self.part_split, "'auto', a split name or empty")
+        if not _is_int(self.gallery_size) or self.gallery_size < 0:
+            _fail("gallery_size", self.gallery_size, "an integer >= 0")
+        if not isinstance(self.export, bool):
+            _fail("export", self.export, "a boolean")
 
 _TUPLE_FIELDS = {"grid_sizes", "lr_values", "lr_boundaries"}
 
