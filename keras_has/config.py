@@ -204,19 +204,14 @@ class HidingConfig:
         default=None, metadata={"flag": "grid_reference_size"})
 
     def __post_init__(self):
-        sizes = self.grid_sizes
-        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
-            _fail("grid_sizes", sizes, "a list of integers")
-        sizes = tuple(sizes)
-        for size in sizes:
-            if not _is_int(size) or size < 0:
-                _fail("grid_sizes", list(sizes), "non-negative integers (patch sides in pixels)")
-        if len(set(sizes)) != len(sizes):
-            _fail("grid_sizes", list(sizes), "no repeated sizes")
-        object.__setattr__(self, "grid_sizes", sizes)
-        if not _is_number(self.hide_prob) or not 0.0 <= self.hide_prob <= 1.0:
-            _fail("hide_prob", self.hide_prob, "a probability in [0, 1]")
-        object.__setattr__(self, "hide_prob", float(self.hide_prob))
+        from keras_has.hiding_args import check_grid_sizes, check_hide_prob
+
+        try:  # the op's own check: the config accepts what hide_patches accepts
+            object.__setattr__(self, "grid_sizes",
+                               check_grid_sizes(self.grid_sizes, allow_empty=True))
+            object.__setattr__(self, "hide_prob", check_hide_prob(self.hide_prob))
+        except TypeError as e:
+            raise ValueError(str(e)) from None
         if self.reference_size == 0:
             object.__setattr__(self, "reference_size", None)
         if self.reference_size is not None:
