@@ -278,6 +278,9 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
     from keras_has.evaluation import run_localization
     from keras_has.training import run_preprocessing, source_from_config, train
 
+    from keras_has.console import fit_verbosity
+
+    verbose = fit_verbosity(verbose)
     methods = check_methods(methods)
     seeds = check_arms_settings(base, seeds, cam_threshold, "comparison", methods)
     # Every method's config is checked before the first run trains.

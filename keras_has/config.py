@@ -38,6 +38,8 @@ __all__ = [
     "OptimConfig",
     "MethodConfig",
     "TrainConfig",
+    "ComparisonConfig",
+    "TuneConfig",
     "STRATEGIES",
     "MIXED_PRECISION_POLICIES",
     "OPTIMIZERS",
@@ -200,22 +202,18 @@ class HidingConfig:
 
     grid_sizes: tuple[int, ...] = ()
     hide_prob: float = 0.5
-    reference_size: int | None = None
+    reference_size: int | None = dataclasses.field(
+        default=None, metadata={"flag": "grid_reference_size"})
 
     def __post_init__(self):
-        sizes = self.grid_sizes
-        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
-            _fail("grid_sizes", sizes, "a list of integers")
-        sizes = tuple(sizes)
-        for size in sizes:
-            if not _is_int(size) or size < 0:
-                _fail("grid_sizes", list(sizes), "non-negative integers (patch sides in pixels)")
-        if len(set(sizes)) != len(sizes):
-            _fail("grid_sizes", list(sizes), "no repeated sizes")
-        object.__setattr__(self, "grid_sizes", sizes)
-        if not _is_number(self.hide_prob) or not 0.0 <= self.hide_prob <= 1.0:
-            _fail("hide_prob", self.hide_prob, "a probability in [0, 1]")
-        object.__setattr__(self, "hide_prob", float(self.hide_prob))
+        from keras_has.hiding_args import check_grid_sizes, check_hide_prob
+
+        try:  # the op's own check: the config accepts what hide_patches accepts
+            object.__setattr__(self, "grid_sizes",
+                               check_grid_sizes(self.grid_sizes, allow_empty=True))
+            object.__setattr__(self, "hide_prob", check_hide_prob(self.hide_prob))
+        except TypeError as e:
+            raise ValueError(str(e)) from None
         if self.reference_size == 0:
             object.__setattr__(self, "reference_size", None)
         if self.reference_size is not None:
@@ -437,7 +435,8 @@ class TrainConfig:
         `val_accuracy`, or a localization key such as `val_gt_known_loc`); empty disables.
       best_mode: `min`, `max` or `auto` (max for accuracy/loc-like keys, min otherwise).
       model_kwargs: extra keyword arguments for `keras_has.models.get_model`.
-      verbose: Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+      verbose: Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch, -1
+        (default) a progress bar on a terminal, else one line per epoch.
       preprocessing: `auto` (the backbone's `keras.applications` preprocessing when
         `model_kwargs["weights"]` loads pretrained weights, else the dataset's
         statistics), `dataset`, `caffe`, `tf` or `torch` (`keras_has.preprocessing`).
@@ -460,8 +459,9 @@ class TrainConfig:
     eval_every: int = 1
     best_metric: str = "val_loss"
     best_mode: str = "auto"
-    model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    verbose: int = 1
+    model_kwargs: Mapping[str, Any] = dataclasses.field(
+        default_factory=dict, metadata={"flag": "model_arg"})
+    verbose: int = -1
     preprocessing: str = "auto"
     freeze_batchnorm: bool = False
 
@@ -512,8 +512,8 @@ class TrainConfig:
             _fail("grid_sizes", list(self.hiding.grid_sizes),
                   f"patch sides at most image_size ({self.data.image_size} px); "
                   f"{too_big} px would hide whole images")
-        if self.verbose not in (0, 1, 2):
-            _fail("verbose", self.verbose, "0, 1 or 2")
+        if self.verbose not in (-1, 0, 1, 2):
+            _fail("verbose", self.verbose, "-1 (auto), 0, 1 or 2")
         if self.preprocessing not in PREPROCESSING_MODES:
             _fail("preprocessing", self.preprocessing, f"one of {list(PREPROCESSING_MODES)}")
         if not isinstance(self.freeze_batchnorm, bool):
@@ -588,6 +588,115 @@ class TrainConfig:
                 kwargs[key] = value
         _check_keys(cls, kwargs, "TrainConfig")
         return cls(**kwargs)
+
+
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonConfig:
+    """How `keras_has.comparison.run_comparison` runs its arms (the training settings are
+    a `TrainConfig`).
+
+    Args:
+      seeds: one training run per arm and seed (distinct integers >= 0).
+      cam_threshold: CAM threshold (fraction of max) of GT-known / Top-1 Loc (the paper:
+        0.2 for AlexNet-GAP, 0.3 for GoogLeNet-GAP).
+      part_split: where boxes of the most discriminative part come from: 'auto' (the
+        synthetic data's part boxes, or the WSOL split <eval_split>_head when present),
+        empty for none, or a split name.
+      gallery_size: test images in gallery.png, the first ones of the evaluation split
+        (0: neither gallery.png nor iou.png).
+      export: export the first seed's Hide-and-Seek model (else the last method's) as a
+        SavedModel.
+      methods: WSOL methods to compare, in table order (keras_has.methods.list_methods():
+        cam, has, acol, spg, adl, cutmix); the first is the reference of the relative
+        training time. Hiding flags apply to has only; each method's own flags to it.
+    """
+
+    seeds: tuple[int, ...] = (0,)
+    cam_threshold: float = 0.2
+    part_split: str | None = "auto"
+    gallery_size: int = 8
+    export: bool = True
+    methods: tuple[str, ...] = ("cam", "has")
+
+    def __post_init__(self):
+        from keras_has.comparison import check_methods
+
+        object.__setattr__(self, "methods", check_methods(self.methods))
+        seeds = self.seeds
+        if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+            _fail("seeds", seeds, "a list of integers >= 0")
+        seeds = tuple(seeds)
+        if not seeds or any(not _is_int(v) or v < 0 for v in seeds):
+            _fail("seeds", list(seeds), "one or more integers >= 0")
+        if len(set(seeds)) != len(seeds):
+            _fail("seeds", list(seeds), "no repeated seeds")
+        object.__setattr__(self, "seeds", seeds)
+        if not _is_number(self.cam_threshold) or not 0.0 <= self.cam_threshold <= 1.0:
+            _fail("cam_threshold", self.cam_threshold, "a fraction of the CAM's max in [0, 1]")
+        if self.part_split == "":
+            object.__setattr__(self, "part_split", None)
+        if self.part_split is not None and not isinstance(self.part_split, str):
+            _fail("part_split", self.part_split, "'auto', a split name or empty")
+        if not _is_int(self.gallery_size) or self.gallery_size < 0:
+            _fail("gallery_size", self.gallery_size, "an integer >= 0")
+        if not isinstance(self.export, bool):
+            _fail("export", self.export, "a boolean")
+
+@dataclasses.dataclass(frozen=True)
+class TuneConfig:
+    """How `keras_has.tuning.run_tuning` searches (the training settings are a
+    `TrainConfig`).
+
+    Args:
+      tune_method: method whose hyperparameters are searched (keras_has.methods).
+      tune_space: candidate values of hyperparameters as name=v1;v2;... entries (a
+        MethodConfig field or hide_prob); empty: the method's default space.
+      tune_lrs: candidate first learning rates (the schedule is scaled); empty: the
+        flagfile's schedule only.
+      tune_trials: grid points to train, drawn with tune_seed (0: the whole grid).
+      tune_seed: seed of the trial draw.
+      tune_split: split the trials are scored on (empty: validation or val, whichever
+        the source has; never the test split).
+      cam_threshold: CAM threshold of GT-known / Top-1 Loc in trials.csv.
+    """
+
+    tune_method: str = "acol"
+    tune_space: tuple[str, ...] = ()
+    tune_lrs: tuple[float, ...] = ()
+    tune_trials: int = 0
+    tune_seed: int = 0
+    tune_split: str | None = None
+    cam_threshold: float = 0.2
+
+    def __post_init__(self):
+        from keras_has import methods
+
+        methods.get_method(self.tune_method)
+        if not _is_int(self.tune_trials) or self.tune_trials < 0:
+            _fail("tune_trials", self.tune_trials, "an integer >= 0 (0: the whole grid)")
+        if self.tune_split == "":
+            object.__setattr__(self, "tune_split", None)
+        if not _is_number(self.cam_threshold) or not 0.0 <= self.cam_threshold <= 1.0:
+            _fail("cam_threshold", self.cam_threshold, "a fraction of the CAM's max in [0, 1]")
+        object.__setattr__(self, "tune_space", tuple(self.tune_space))
+        self.space()  # checks the entries
+
+    def space(self) -> dict | None:
+        """`{name: (values...)}` of `tune_space`, None when empty."""
+        if not self.tune_space:
+            return None
+        out = {}
+        for item in self.tune_space:
+            key, sep, values = str(item).partition("=")
+            try:
+                parsed = tuple(float(v) for v in values.split(";") if v.strip())
+            except ValueError:
+                parsed = ()
+            if not sep or not key or not parsed:
+                _fail("tune_space", item, "name=v1;v2;... with numbers")
+            out[key] = parsed
+        return out
 
 
 _TUPLE_FIELDS = {"grid_sizes", "lr_values", "lr_boundaries", "adl_layers"}

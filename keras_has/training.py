@@ -532,6 +532,10 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: expected a keras_has.config.TrainConfig, received "
                         f"{type(config).__name__}")
+    from keras_has.console import fit_verbosity
+
+    if config.verbose == -1:  # auto: a progress bar on a terminal, else a line per epoch
+        config = dataclasses.replace(config, verbose=fit_verbosity(-1))
     # The strategy comes first: MultiWorkerMirroredStrategy must configure collective
     # ops before TensorFlow runs anything.
     strategy = make_strategy(config.strategy, config.tpu)

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from keras_has.config import MIXED_PRECISION_POLICIES, STRATEGIES, looks_like_path
 
-__all__ = ["TemporalConfig", "DEFAULT_TIOUS"]
+__all__ = ["TemporalConfig", "TemporalComparisonConfig", "DEFAULT_TIOUS"]
 
 DEFAULT_TIOUS = (0.1, 0.2, 0.3, 0.4, 0.5)
 HIDE_IN = ("data", "model")
@@ -85,12 +85,12 @@ class TemporalConfig:
     num_layers: int = 2
     kernel_size: int = 3
     dropout: float = 0.0
-    segment_lengths: tuple = ()
+    segment_lengths: tuple[int, ...] = ()
     hide_prob: float = 0.5
     hide_in: str = "data"
     cam_threshold: float = 0.2
     class_threshold: float = 0.1
-    tiou_thresholds: tuple = DEFAULT_TIOUS
+    tiou_thresholds: tuple[float, ...] = DEFAULT_TIOUS
     strategy: str = "one_device"
     mixed_precision: str = "none"
     seed: int = 0
@@ -184,3 +184,30 @@ class TemporalConfig:
             if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class TemporalComparisonConfig:
+    """How `keras_has.temporal.comparison.run_temporal_comparison` runs its two arms.
+
+    Args:
+      seeds: one baseline + Hide-and-Seek pair per seed (distinct integers >= 0).
+      figure_videos: evaluation videos drawn in timeline.png (0: none).
+    """
+
+    seeds: tuple[int, ...] = (0,)
+    figure_videos: int = 4
+
+    def __post_init__(self):
+        seeds = self.seeds
+        if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+            _fail("seeds", seeds, "a list of integers >= 0")
+        seeds = tuple(seeds)
+        if not seeds:
+            _fail("seeds", list(seeds), "at least one seed")
+        for seed in seeds:
+            _int_at_least("seeds", seed, 0)
+        if len(set(seeds)) != len(seeds):
+            _fail("seeds", list(seeds), "no repeated seeds")
+        object.__setattr__(self, "seeds", seeds)
+        _int_at_least("figure_videos", self.figure_videos, 0)
