@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _ATTRIBUTES = {"hide_patches": "keras_has.hiding", "HideAndSeek": "keras_has.layers"}
 _SUBMODULES = ("console", "models", "data", "cam", "localization", "metrics", "evaluation",
                "callbacks", "visualize", "config", "training", "comparison", "export",
-               "temporal", "preprocessing", "probe")
+               "temporal", "preprocessing", "probe", "methods", "tuning")
 __all__ = ["hide_patches", "HideAndSeek", "__version__", *_SUBMODULES]
 
 
