@@ -126,8 +126,12 @@ def trial_config(base: config_lib.TrainConfig, method: str, params: dict, split:
 
 
 def flagfile_lines(config: config_lib.TrainConfig, params: dict) -> list[str]:
-    """Flag lines of a trial's chosen values (method, its values, learning rates)."""
+    """Flag lines of a trial's chosen values (method, its values, learning rates; an
+    empty `--grid_sizes=` for every method but `has`, so that the lines also apply after
+    a flagfile with hiding settings)."""
     lines = [f"--method={config.wsol.method}"]
+    if config.wsol.method != "has":
+        lines.append("--grid_sizes=")  # only Hide-and-Seek hides patches
     for key in sorted(params):
         if key == "lr":
             lines.append("--lr_values=" + ",".join(repr(v) for v in config.optim.lr_values))

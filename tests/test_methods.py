@@ -315,7 +315,8 @@ def test_tune_writes_every_trial_and_a_flagfile_and_resumes(tmp_path):
     scores = [float(r["max_box_acc_v2"]) for r in result.rows]
     best = int(np.argmax(scores))
     lines = (out / "best.cfg").read_text().splitlines()
-    assert lines[1:] == ["--method=acol", f"--acol_threshold={(0.5, 0.9)[best]!r}"]
+    assert lines[1:] == ["--method=acol", "--grid_sizes=",
+                         f"--acol_threshold={(0.5, 0.9)[best]!r}"]
     # A rerun trains nothing (the CSV is kept) and refuses another plan.
     before = (out / "trials.csv").read_text()
     tuning.run_tuning(base, output_dir=str(out), method="acol",
