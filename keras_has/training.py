@@ -54,7 +54,7 @@ import keras
 import tensorflow as tf
 
 from keras_has.io_utils import atomic_path
-from keras_has.io_utils import atomic_write_json as write_json_atomic
+from keras_has.io_utils import atomic_write_json
 from keras_has.config import TrainConfig
 
 __all__ = [
@@ -72,7 +72,6 @@ __all__ = [
     "AtomicBackupAndRestore",
     "make_strategy",
     "resolve_mixed_precision",
-    "write_json_atomic",
     "read_csv_log",
     "head_variable_paths",
     "run_preprocessing",
@@ -306,7 +305,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         tmp_weights = os.path.join(self.backup_dir, "tmp-latest.weights.h5")
         self.model.save_weights(filepath=tmp_weights, overwrite=True)
         os.replace(tmp_weights, self._weights_path)
-        write_json_atomic(self._training_metadata_path,
+        atomic_write_json(self._training_metadata_path,
                           {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
 
@@ -627,11 +626,11 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
 
     # Only now, with the model and its weights built, is anything written.
     os.makedirs(paths["checkpoints"], exist_ok=True)
-    write_json_atomic(paths["config"], config.to_dict())
+    atomic_write_json(paths["config"], config.to_dict())
     # Saved with the run, so export and evaluation need not reach the data again.
-    write_json_atomic(paths["normalization"], {"mean": list(mean), "std": list(std),
+    atomic_write_json(paths["normalization"], {"mean": list(mean), "std": list(std),
                                                "split": config.data.train_split})
-    write_json_atomic(paths["preprocessing"], {
+    atomic_write_json(paths["preprocessing"], {
         **prep.to_json(), "dataset_mean": list(mean), "dataset_std": list(std),
         "split": config.data.train_split,
         "hiding_fill_value": None if hiding is None else list(hiding["fill_value"])})
@@ -670,7 +669,7 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
                   validation_data=val_ds, callbacks=callbacks, shuffle=False,
                   verbose=1 if config.verbose == 1 else 0)
     _save_model_atomic(model, paths["model"])
-    write_json_atomic(paths["config"], config.to_dict())
+    atomic_write_json(paths["config"], config.to_dict())
 
     return TrainResult(
         model=model, history=read_csv_log(paths["csv"]), epochs_run=epochs_run,

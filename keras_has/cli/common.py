@@ -4,12 +4,12 @@ from __future__ import annotations
 import sys
 import traceback
 
-from absl import flags
+from absl import app, flags
 
 from keras_has import console  # imports no TensorFlow
 
 __all__ = ["command_name", "quiet_unless_verbosity", "run_reporting_errors",
-           "debug_requested"]
+           "debug_requested", "run_command"]
 
 
 def command_name(argv) -> str:
@@ -46,3 +46,30 @@ def run_reporting_errors(command: str, fn, *args, flag_values=flags.FLAGS, **kwa
             traceback.print_exc()
         print(f"{command}: {e}", file=sys.stderr)
         return None
+
+
+def run_command(argv, config_classes, body, prepare=None,
+                flag_values: flags.FlagValues = flags.FLAGS) -> int:
+    """The frame of every subcommand's `main`: no stray arguments, quiet start-up, the
+    configs built from the flags (`config_classes`, each by
+    `keras_has.cli.config_flags.config_from_flags`) and `prepare(*configs)` run (checks
+    and loading that must fail before any work; its result is passed on), a bad value
+    reported as one line `<command>: invalid configuration: ...` with status 2; then
+    `body(command, *configs, prepared)` gives the status, with expected errors while
+    running reported in one line (`run_reporting_errors`, status 2)."""
+    from keras_has.cli.config_flags import config_from_flags
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    command = command_name(argv)
+    verbose = flag_values["verbose"].value if "verbose" in flag_values else -1
+    quiet_unless_verbosity(flag_values, verbose)
+    try:
+        configs = [config_from_flags(cls, flag_values) for cls in config_classes]
+        prepared = prepare(*configs) if prepare is not None else None
+    except ValueError as e:
+        print(f"{command}: invalid configuration: {e}", file=sys.stderr)
+        return 2
+    status = run_reporting_errors(command, body, command, *configs, prepared,
+                                  flag_values=flag_values)
+    return 2 if status is None else status
