@@ -96,12 +96,16 @@ def list_splits(root: str) -> tuple:
 
 
 def read_class_names(root: str) -> tuple | None:
-    """ROOT/class_names.txt as a tuple (one name per non-empty line), or None."""
+    """ROOT/class_names.txt as a tuple (one name per line), or None when absent."""
     path = os.path.join(root, "class_names.txt")
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return tuple(line.strip() for line in f if line.strip())
+    from keras_has.io_utils import read_class_names as read_names_file
+
+    try:
+        return read_names_file(path)
+    except ValueError as error:
+        raise MetadataError(str(error)) from None
 
 
 def _read_lines(path: str, required: bool = True):
