@@ -166,9 +166,9 @@ def test_bytes_any_size_boxes_in_each_image_frame(loaded):
 
 def test_rest_request_body_as_tf_serving_decodes_it(loaded):
     images = [smooth_image(20, 40, 30), smooth_image(21, 24, 36)]
+    blobs = [encode(images[0], ".jpg"), b"not an image", encode(images[1], ".jpg")]
     body = json.dumps({"instances": [
-        {"images_bytes": {"b64": base64.b64encode(encode(im, ".jpg")).decode("ascii")}}
-        for im in images
+        {"images_bytes": {"b64": base64.b64encode(blob).decode("ascii")}} for blob in blobs
     ]})
     # TF Serving's row format: each instance maps input names to values, {"b64": ...}
     # is binary data for a string tensor, and instances stack along the batch axis.
@@ -182,16 +182,20 @@ def test_rest_request_body_as_tf_serving_decodes_it(loaded):
             is_binary = isinstance(value, dict)
             columns[name].append(base64.b64decode(value["b64"]) if is_binary else value)
     outputs = signature(**{name: tf.constant(values) for name, values in columns.items()})
-    predictions = [{k: v.numpy()[i].tolist() for k, v in outputs.items()}
-                   for i in range(len(images))]
-    response = json.dumps({"predictions": predictions},
-                          default=lambda b: b.decode())  # strings come back as JSON strings
-    assert len(json.loads(response)["predictions"]) == len(images)
-    direct = run_bytes(loaded, [encode(im, ".jpg") for im in images])
-    for i, prediction in enumerate(predictions):
-        assert prediction["boxes"] == direct["boxes"][i].tolist()
-        assert prediction["image_sizes"] == list(images[i].shape[:2])
-        assert prediction["class_names"][0].decode() in CLASS_NAMES
+    # The response lists one prediction per instance, in order, with every output.
+    predictions = [{k: np.asarray(v.numpy()[i]).tolist() for k, v in outputs.items()}
+                   for i in range(len(blobs))]
+    response = json.loads(json.dumps({"predictions": predictions},
+                                     default=lambda b: b.decode()))  # strings -> JSON strings
+    answered = response["predictions"]
+    assert [p["valid"] for p in answered] == [True, False, True]
+    assert answered[1]["error"].startswith("not an image") and answered[0]["error"] == ""
+    assert answered[1]["boxes"] == [0, 0, 0, 0] and answered[1]["class_names"] == ["", ""]
+    direct = run_bytes(loaded, [blobs[0], blobs[2]])
+    for i, j in ((0, 0), (2, 1)):
+        assert answered[i]["boxes"] == direct["boxes"][j].tolist()
+        assert answered[i]["image_sizes"] == list(images[j].shape[:2])
+        assert answered[i]["class_names"][0] in CLASS_NAMES
     # The uint8 signature takes nested lists per instance.
     rows = {"instances": [{"images": images[0].tolist()}]}
     instances = json.loads(json.dumps(rows))["instances"]
@@ -440,7 +444,8 @@ FRESH_PROCESS = textwrap.dedent("""
     pixels = tf.io.decode_image(data, channels=3, expand_animations=False)[None]
     by_pixels = model.signatures["serving_images"](images=pixels)
     print(json.dumps({
-        "bytes": {k: v.numpy().tolist() for k, v in by_bytes.items() if k != "class_names"},
+        "bytes": {k: v.numpy().tolist() for k, v in by_bytes.items()
+                  if k not in ("class_names", "error")},
         "pixels_boxes": by_pixels["boxes"].numpy().tolist(),
         "class_names": [[s.decode() for s in row] for row in by_bytes["class_names"].numpy()],
         "keras_has_loaded": any(m.startswith("keras_has") and sys.modules[m] is not None
@@ -481,7 +486,7 @@ def test_loads_without_keras_has_and_runs_under_saved_model_cli(export_dir, load
     assert result["keras_has_loaded"] is False
     assert result["bytes"]["boxes"] == expected["boxes"].tolist()
     assert result["pixels_boxes"] == expected["boxes"].tolist()
-    assert result["bytes"]["image_sizes"] == [[45, 60]]
+    assert result["bytes"]["image_sizes"] == [[45, 60]] and result["bytes"]["valid"] == [True]
     assert result["class_names"] == [[CLASS_NAMES[c] for c in expected["classes"][0]]]
     np.testing.assert_allclose(result["bytes"]["cams"], expected["cams"], atol=1e-5)
 
