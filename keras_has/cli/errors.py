@@ -13,7 +13,7 @@ import traceback
 from absl import flags
 
 __all__ = ["USAGE_ERROR", "command_name", "quiet_unless_verbosity", "debug_requested",
-           "expected_errors", "report", "run_reporting_errors"]
+           "expected_errors", "report", "run_reporting_errors", "run_command"]
 
 USAGE_ERROR = 2  # the exit status of a rejected run
 
@@ -78,3 +78,18 @@ def run_reporting_errors(command: str, fn, *args, flag_values=flags.FLAGS, **kwa
         return True, fn(*args, **kwargs)
     except expected_errors() as error:
         return False, report(command, error, flag_values)
+
+
+def run_command(argv, job, done, flag_values=flags.FLAGS, takes_arguments=False) -> int:
+    """The body of a command's `main(argv)`: quiet start-up, `job()` (or, with
+    `takes_arguments`, `job(argv[1:])`) with expected errors reported in one line, then
+    `done(result)` -> the exit status. Returns 2 for a rejected run."""
+    command = command_name(argv)
+    arguments = list(argv[1:])
+    if arguments and not takes_arguments:
+        print(f"{command}: unexpected arguments: {arguments}", file=sys.stderr)
+        return USAGE_ERROR
+    quiet_unless_verbosity(flag_values)
+    ok, value = run_reporting_errors(command, job, *([arguments] if takes_arguments else []),
+                                     flag_values=flag_values)
+    return done(value) if ok else value

@@ -15,8 +15,6 @@ The logic is `keras_has.evaluation.evaluate_model_file`.
 """
 from __future__ import annotations
 
-import sys
-
 from absl import flags
 
 from keras_has.cli import errors
@@ -80,15 +78,7 @@ def evaluate(fv=FLAGS):
         out_dir=fv.out_dir, verbose=1 if console.fit_verbosity(-1) == 1 else 0)
 
 
-def main(argv) -> int:
-    command = errors.command_name(argv)
-    if len(argv) > 1:
-        print(f"{command}: unexpected arguments: {argv[1:]}", file=sys.stderr)
-        return errors.USAGE_ERROR
-    errors.quiet_unless_verbosity(FLAGS)
-    ok, value = errors.run_reporting_errors(command, evaluate, FLAGS)
-    if not ok:
-        return value
+def print_metrics(value) -> int:
     result, _, written = value
     print(f"\n{'metric':36s} {'value':>10s}")
     for k, v in result.metrics.items():
@@ -96,3 +86,7 @@ def main(argv) -> int:
     if written:
         print("wrote " + ", ".join(written))
     return 0
+
+
+def main(argv) -> int:
+    return errors.run_command(argv, lambda: evaluate(FLAGS), print_metrics, FLAGS)

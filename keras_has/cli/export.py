@@ -15,7 +15,6 @@ none of them has its statistics measured on --source. See keras_has.export.
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import flags
 
@@ -76,16 +75,12 @@ def export(fv=FLAGS):
         max_image_pixels=fv.max_image_pixels)
 
 
-def main(argv) -> int:
-    command = errors.command_name(argv)
-    if len(argv) > 1:
-        print(f"{command}: unexpected arguments: {argv[1:]}", file=sys.stderr)
-        return errors.USAGE_ERROR
-    errors.quiet_unless_verbosity(FLAGS)
-    ok, value = errors.run_reporting_errors(command, export, FLAGS)
-    if not ok:
-        return value
+def print_done(path) -> int:
     signatures = "serving_default, serving_images" + (", cam_features"
                                                       if FLAGS.cam_signature else "")
-    print(f"exported {FLAGS.model_path} to {value} (signatures {signatures})")
+    print(f"exported {FLAGS.model_path} to {path} (signatures {signatures})")
     return 0
+
+
+def main(argv) -> int:
+    return errors.run_command(argv, lambda: export(FLAGS), print_done, FLAGS)

@@ -74,14 +74,13 @@ def predict(patterns, fv=FLAGS):
     return records, skipped, unmatched
 
 
-def main(argv) -> int:
-    command = errors.command_name(argv)
-    errors.quiet_unless_verbosity(FLAGS)
-    ok, value = errors.run_reporting_errors(command, predict,
-                                            list(FLAGS.inputs) + list(argv[1:]), FLAGS)
-    if not ok:
-        return value
+def print_summary(value) -> int:
     records, skipped, unmatched = value
     print(f"{len(records)} image(s) predicted, {len(skipped) + len(unmatched)} skipped; "
           f"wrote {os.path.join(FLAGS.output_dir, 'predictions.jsonl')}")
     return 1 if skipped or unmatched else 0
+
+
+def main(argv) -> int:
+    return errors.run_command(argv, lambda arguments: predict(list(FLAGS.inputs) + arguments),
+                              print_summary, FLAGS, takes_arguments=True)
