@@ -85,9 +85,10 @@ def _part_target(base: config_lib.TrainConfig, part_split: str | None):
 
     if not part_split or base.data.eval_split is None:
         return None
-    if base.data.source == "synthetic":
-        return source_from_config(base, boxes="part"), base.data.eval_split
     source = source_from_config(base)
+    part_source = source.part_box_source()
+    if part_source is not None:
+        return part_source, base.data.eval_split
     split = f"{base.data.eval_split}_head" if part_split == "auto" else part_split
     if split in tuple(source.splits):
         return source, split
@@ -223,6 +224,9 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
     from keras_has.evaluation import run_localization
     from keras_has.training import run_preprocessing, source_from_config, train
 
+    from keras_has.console import fit_verbosity
+
+    verbose = fit_verbosity(verbose)
     seeds = check_arms_settings(base, seeds, cam_threshold, "comparison")
     if base.data.eval_split is None:
         raise ValueError("eval_split: the comparison evaluates on a split; received none")

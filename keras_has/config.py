@@ -37,6 +37,7 @@ __all__ = [
     "HidingConfig",
     "OptimConfig",
     "TrainConfig",
+    "ComparisonConfig",
     "STRATEGIES",
     "MIXED_PRECISION_POLICIES",
     "OPTIMIZERS",
@@ -199,22 +200,18 @@ class HidingConfig:
 
     grid_sizes: tuple[int, ...] = ()
     hide_prob: float = 0.5
-    reference_size: int | None = None
+    reference_size: int | None = dataclasses.field(
+        default=None, metadata={"flag": "grid_reference_size"})
 
     def __post_init__(self):
-        sizes = self.grid_sizes
-        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
-            _fail("grid_sizes", sizes, "a list of integers")
-        sizes = tuple(sizes)
-        for size in sizes:
-            if not _is_int(size) or size < 0:
-                _fail("grid_sizes", list(sizes), "non-negative integers (patch sides in pixels)")
-        if len(set(sizes)) != len(sizes):
-            _fail("grid_sizes", list(sizes), "no repeated sizes")
-        object.__setattr__(self, "grid_sizes", sizes)
-        if not _is_number(self.hide_prob) or not 0.0 <= self.hide_prob <= 1.0:
-            _fail("hide_prob", self.hide_prob, "a probability in [0, 1]")
-        object.__setattr__(self, "hide_prob", float(self.hide_prob))
+        from keras_has.hiding_args import check_grid_sizes, check_hide_prob
+
+        try:  # the op's own check: the config accepts what hide_patches accepts
+            object.__setattr__(self, "grid_sizes",
+                               check_grid_sizes(self.grid_sizes, allow_empty=True))
+            object.__setattr__(self, "hide_prob", check_hide_prob(self.hide_prob))
+        except TypeError as e:
+            raise ValueError(str(e)) from None
         if self.reference_size == 0:
             object.__setattr__(self, "reference_size", None)
         if self.reference_size is not None:
@@ -360,7 +357,8 @@ class TrainConfig:
         `val_accuracy`, or a localization key such as `val_gt_known_loc`); empty disables.
       best_mode: `min`, `max` or `auto` (max for accuracy/loc-like keys, min otherwise).
       model_kwargs: extra keyword arguments for `keras_has.models.get_model`.
-      verbose: Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+      verbose: Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch, -1
+        (default) a progress bar on a terminal, else one line per epoch.
       preprocessing: `auto` (the backbone's `keras.applications` preprocessing when
         `model_kwargs["weights"]` loads pretrained weights, else the dataset's
         statistics), `dataset`, `caffe`, `tf` or `torch` (`keras_has.preprocessing`).
@@ -382,8 +380,9 @@ class TrainConfig:
     eval_every: int = 1
     best_metric: str = "val_loss"
     best_mode: str = "auto"
-    model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    verbose: int = 1
+    model_kwargs: Mapping[str, Any] = dataclasses.field(
+        default_factory=dict, metadata={"flag": "model_arg"})
+    verbose: int = -1
     preprocessing: str = "auto"
     freeze_batchnorm: bool = False
 
@@ -434,8 +433,8 @@ class TrainConfig:
             _fail("grid_sizes", list(self.hiding.grid_sizes),
                   f"patch sides at most image_size ({self.data.image_size} px); "
                   f"{too_big} px would hide whole images")
-        if self.verbose not in (0, 1, 2):
-            _fail("verbose", self.verbose, "0, 1 or 2")
+        if self.verbose not in (-1, 0, 1, 2):
+            _fail("verbose", self.verbose, "-1 (auto), 0, 1 or 2")
         if self.preprocessing not in PREPROCESSING_MODES:
             _fail("preprocessing", self.preprocessing, f"one of {list(PREPROCESSING_MODES)}")
         if not isinstance(self.freeze_batchnorm, bool):
@@ -478,44 +477,95 @@ class TrainConfig:
     # ----------------------------------------------------------------------- JSON
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (tuples become lists) with a `version` key."""
-        out = dataclasses.asdict(self)
-        out["version"] = CONFIG_VERSION
-        return out
+        return config_to_dict(self, CONFIG_VERSION)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
         """Inverse of `to_dict`; validates like the constructor. Unknown keys fail."""
-        values = dict(values)
-        version = values.pop("version", CONFIG_VERSION)
-        if version != CONFIG_VERSION:
-            _fail("version", version, f"config version {CONFIG_VERSION}")
-        groups = {"data": DataConfig, "hiding": HidingConfig, "optim": OptimConfig}
-        kwargs = {}
-        for key, value in values.items():
-            if key in groups:
-                kwargs[key] = _build(groups[key], value, key)
-            else:
-                kwargs[key] = value
-        _check_keys(cls, kwargs, "TrainConfig")
-        return cls(**kwargs)
+        return config_from_dict(cls, values, CONFIG_VERSION)
 
 
-_TUPLE_FIELDS = {"grid_sizes", "lr_values", "lr_boundaries"}
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonConfig:
+    """How `keras_has.comparison.run_comparison` runs its arms (the training settings are
+    a `TrainConfig`).
+
+    Args:
+      seeds: one training run per arm and seed (distinct integers >= 0).
+      cam_threshold: CAM threshold (fraction of max) of GT-known / Top-1 Loc (the paper:
+        0.2 for AlexNet-GAP, 0.3 for GoogLeNet-GAP).
+      part_split: where boxes of the most discriminative part come from: 'auto' (the
+        synthetic data's part boxes, or the WSOL split <eval_split>_head when present),
+        empty for none, or a split name.
+      gallery_size: test images in gallery.png, the first ones of the evaluation split
+        (0: neither gallery.png nor iou.png).
+      export: export the first seed's Hide-and-Seek model as a SavedModel.
+    """
+
+    seeds: tuple[int, ...] = (0,)
+    cam_threshold: float = 0.2
+    part_split: str | None = "auto"
+    gallery_size: int = 8
+    export: bool = True
+
+    def __post_init__(self):
+        seeds = self.seeds
+        if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+            _fail("seeds", seeds, "a list of integers >= 0")
+        seeds = tuple(seeds)
+        if not seeds or any(not _is_int(v) or v < 0 for v in seeds):
+            _fail("seeds", list(seeds), "one or more integers >= 0")
+        if len(set(seeds)) != len(seeds):
+            _fail("seeds", list(seeds), "no repeated seeds")
+        object.__setattr__(self, "seeds", seeds)
+        if not _is_number(self.cam_threshold) or not 0.0 <= self.cam_threshold <= 1.0:
+            _fail("cam_threshold", self.cam_threshold, "a fraction of the CAM's max in [0, 1]")
+        if self.part_split == "":
+            object.__setattr__(self, "part_split", None)
+        if self.part_split is not None and not isinstance(self.part_split, str):
+            _fail("part_split", self.part_split, "'auto', a split name or empty")
+        if not _is_int(self.gallery_size) or self.gallery_size < 0:
+            _fail("gallery_size", self.gallery_size, "an integer >= 0")
+        if not isinstance(self.export, bool):
+            _fail("export", self.export, "a boolean")
+
+def config_to_dict(config, version: int) -> dict:
+    """`config` (a config dataclass) as a JSON-serialisable dict with a `version` key."""
+    out = dataclasses.asdict(config)
+    out["version"] = version
+    return out
 
 
-def _check_keys(cls, kwargs: Mapping[str, Any], where: str) -> None:
+def config_from_dict(cls, values: Mapping[str, Any], version: int | None = None,
+                     where: str | None = None):
+    """The config dataclass `cls` from `config_to_dict`'s dict (a nested dict becomes
+    the nested dataclass its field's type names; a JSON list becomes the tuple a
+    `tuple[...]` field holds). Validates like the constructor; an unknown key or another
+    `version` fails naming it (`where`: the name errors give the dict, default the
+    class name; a nested group is named by its field)."""
+    import typing
+
+    where = where or cls.__name__
+    if not isinstance(values, Mapping):
+        _fail(where, values, "a mapping")
+    values = dict(values)
+    if version is not None:
+        got = values.pop("version", version)
+        if got != version:
+            _fail("version", got, f"config version {version}")
+    hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(kwargs) - names)
+    unknown = sorted(set(values) - names)
     if unknown:
         _fail(where, unknown, f"keys among {sorted(names)}")
-
-
-def _build(cls, value: Any, where: str):
-    if isinstance(value, cls):
-        return value
-    if not isinstance(value, Mapping):
-        _fail(where, value, "a mapping")
-    kwargs = {k: (tuple(v) if k in _TUPLE_FIELDS and isinstance(v, list) else v)
-              for k, v in value.items()}
-    _check_keys(cls, kwargs, where)
+    kwargs = {}
+    for key, value in values.items():
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            value = value if isinstance(value, tp) else config_from_dict(tp, value, where=key)
+        elif isinstance(value, list) and (typing.get_origin(tp) is tuple or tuple in [
+                typing.get_origin(a) for a in typing.get_args(tp)]):
+            value = tuple(value)
+        kwargs[key] = value
     return cls(**kwargs)

@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["hide_patches", "validate_hiding_args"]
+from keras_has.hiding_args import check_grid_sizes, check_hide_prob
+
+__all__ = ["hide_patches", "validate_hiding_args", "stateless_seed"]
 
 _SUPPORTED_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.uint8)
 
@@ -55,51 +56,8 @@ def validate_hiding_args(grid_sizes, hide_prob, fill_value):
     Raises:
       ValueError / TypeError naming the argument and the value received.
     """
-    if isinstance(grid_sizes, (numbers.Integral, np.integer)) and not isinstance(
-        grid_sizes, bool
-    ):
-        grid_sizes = (grid_sizes,)
-    if isinstance(grid_sizes, (str, bytes)) or not isinstance(
-        grid_sizes, (Sequence, np.ndarray)
-    ):
-        raise TypeError(
-            "`grid_sizes` must be a sequence of non-negative ints, e.g. (16, 32, 44, 56); "
-            f"received {grid_sizes!r} of type {type(grid_sizes).__name__}."
-        )
-    sizes = []
-    for s in list(grid_sizes):
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (numbers.Integral, np.integer)):
-            # Accept integral floats such as 16.0 (e.g. from a JSON config).
-            if isinstance(s, (float, np.floating)) and float(s).is_integer():
-                s = int(s)
-            else:
-                raise TypeError(
-                    "`grid_sizes` must contain only integers (0 = leave the image whole); "
-                    f"received {s!r} in grid_sizes={tuple(grid_sizes)!r}."
-                )
-        s = int(s)
-        if s < 0:
-            raise ValueError(
-                "`grid_sizes` must contain only non-negative integers (0 = leave the "
-                f"image whole); received {s} in grid_sizes={tuple(grid_sizes)!r}."
-            )
-        sizes.append(s)
-    if not sizes:
-        raise ValueError(
-            "`grid_sizes` must contain at least one size, e.g. (16, 32, 44, 56); "
-            f"received an empty sequence {grid_sizes!r}."
-        )
-
-    if isinstance(hide_prob, (bool, np.bool_)) or not isinstance(
-        hide_prob, (numbers.Real, np.floating, np.integer)
-    ):
-        raise TypeError(
-            f"`hide_prob` must be a number in [0, 1]; received {hide_prob!r} "
-            f"of type {type(hide_prob).__name__}."
-        )
-    hide_prob = float(hide_prob)
-    if not 0.0 <= hide_prob <= 1.0:  # also rejects NaN
-        raise ValueError(f"`hide_prob` must be in [0, 1]; received {hide_prob!r}.")
+    grid_sizes = check_grid_sizes(grid_sizes)
+    hide_prob = check_hide_prob(hide_prob)
 
     if isinstance(fill_value, (tf.Tensor, tf.Variable)):
         static = tf.get_static_value(fill_value)
@@ -119,7 +77,7 @@ def validate_hiding_args(grid_sizes, hide_prob, fill_value):
         )
     if not np.all(np.isfinite(fills)):
         raise ValueError(f"`fill_value` must be finite; received {fill_value!r}.")
-    return tuple(sizes), hide_prob, tuple(float(v) for v in fills.reshape(-1))
+    return grid_sizes, hide_prob, tuple(float(v) for v in fills.reshape(-1))
 
 
 def _check_images(images):
@@ -136,7 +94,7 @@ def _check_images(images):
         )
 
 
-def _stateless_seed(seed):
+def stateless_seed(seed):
     """Returns the stateless seed `[2]` int64 for a Python int or an integer `[2]` tensor."""
     if isinstance(seed, (numbers.Integral, np.integer)) and not isinstance(seed, bool):
         return tf.constant([int(seed), 0], dtype=tf.int64)
@@ -187,7 +145,7 @@ def hide_patches(images, grid_sizes=(16, 32, 44, 56), hide_prob=0.5, fill_value=
             f"received {len(fill)} values {fill!r}."
         )
 
-    seeds = None if seed is None else _stateless_seed(seed)
+    seeds = None if seed is None else stateless_seed(seed)
     positive = [s for s in grid_sizes if s > 0]
     if not positive or hide_prob == 0.0:
         return tf.identity(images)

@@ -61,7 +61,7 @@ class LocalizationEvaluator:
 
     def __init__(self, cam_threshold=0.2, cam_curve_interval=DEFAULT_CAM_CURVE_INTERVAL,
                  iou_thresholds=(30, 50, 70), box_rule="tight", loc_iou=50):
-        loc._check_box_rule(box_rule)
+        loc.check_box_rule(box_rule)
         if not 0.0 <= float(cam_threshold) < 1.0:
             raise ValueError(f"cam_threshold: expected a fraction in [0, 1), received "
                              f"{cam_threshold!r}")

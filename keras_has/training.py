@@ -57,7 +57,7 @@ import keras
 import tensorflow as tf
 
 from keras_has.io_utils import atomic_path
-from keras_has.io_utils import atomic_write_json as write_json_atomic
+from keras_has.io_utils import atomic_write_json
 from keras_has.config import TrainConfig
 
 __all__ = [
@@ -75,7 +75,6 @@ __all__ = [
     "AtomicBackupAndRestore",
     "make_strategy",
     "resolve_mixed_precision",
-    "write_json_atomic",
     "read_csv_log",
     "head_variable_paths",
     "run_preprocessing",
@@ -308,7 +307,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         tmp_weights = os.path.join(self.backup_dir, "tmp-latest.weights.h5")
         self.model.save_weights(filepath=tmp_weights, overwrite=True)
         os.replace(tmp_weights, self._weights_path)
-        write_json_atomic(self._training_metadata_path,
+        atomic_write_json(self._training_metadata_path,
                           {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
 
@@ -518,6 +517,10 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: expected a keras_has.config.TrainConfig, received "
                         f"{type(config).__name__}")
+    from keras_has.console import fit_verbosity
+
+    if config.verbose == -1:  # auto: a progress bar on a terminal, else a line per epoch
+        config = dataclasses.replace(config, verbose=fit_verbosity(-1))
     # The strategy comes first: MultiWorkerMirroredStrategy must configure collective
     # ops before TensorFlow runs anything.
     strategy = make_strategy(config.strategy, config.tpu)
@@ -600,7 +603,7 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
 
     # Only now, with the model and its weights built, is anything written.
     os.makedirs(paths["checkpoints"], exist_ok=True)
-    write_json_atomic(paths["config"], config.to_dict())
+    atomic_write_json(paths["config"], config.to_dict())
     # Saved with the run, so export and evaluation need not reach the data again.
     from keras_has import run_folder
 
@@ -643,7 +646,7 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
                   validation_data=val_ds, callbacks=callbacks, shuffle=False,
                   verbose=1 if config.verbose == 1 else 0)
     _save_model_atomic(model, paths["model"])
-    write_json_atomic(paths["config"], config.to_dict())
+    atomic_write_json(paths["config"], config.to_dict())
 
     return TrainResult(
         model=model, history=read_csv_log(paths["csv"]), epochs_run=epochs_run,

@@ -5,7 +5,7 @@ Usage (from the repository root; needs the ImageNet weights in ~/.keras/models):
     python scripts/benchmark_finetune.py --flagfile=flags/finetune_mobilenetv2_has.cfg \\
         --source=../shared/data/pets3 --seeds=0,1,2 --output_dir=outputs/finetune_pets3
 
-It takes every flag of scripts/train.py (the flagfile's hiding flags define the
+It takes every flag of `keras-has train` (the flagfile's hiding flags define the
 Hide-and-Seek arm; the baseline is the same run without hiding) plus the flags below.
 For each seed it fine-tunes both arms (timed; no evaluation during training), then
 scores each on the body boxes (--body_split), the head boxes (--head_split) and the
@@ -23,7 +23,13 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from absl import app, flags  # noqa: E402
 
-import train as train_flags  # noqa: E402  (scripts/train.py: shared training flags)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+from keras_has.cli import config_flags  # noqa: E402
+from keras_has.cli.flagfiles import expand_flagfiles  # noqa: E402
+from keras_has.config import TrainConfig  # noqa: E402
+
+config_flags.define_config_flags(TrainConfig)
 
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: one GAP + Hide-and-Seek pair per seed.")
 flags.DEFINE_string("body_split", "test", "Split with the whole-object boxes.")
@@ -42,8 +48,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        config = train_flags.config_from_flags(FLAGS)
-        seeds = train_flags.parse_list("seeds", FLAGS.seeds)
+        config = config_flags.config_from_flags(TrainConfig, FLAGS)
+        try:
+            seeds = tuple(int(s) for s in FLAGS.seeds)
+        except ValueError:
+            raise ValueError(f"seeds: expected integers, received {FLAGS.seeds}") from None
     except ValueError as e:
         print(f"benchmark_finetune.py: invalid configuration: {e}", file=sys.stderr)
         return 2
@@ -72,4 +81,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, argv=[sys.argv[0]] + expand_flagfiles(sys.argv[1:]))

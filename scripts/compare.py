@@ -1,79 +1,13 @@
-"""The main job: GAP baseline vs Hide-and-Seek, trained and evaluated side by side.
-
-Usage (from the repository root; nested --flagfile paths are relative to it):
+"""`keras-has compare` for a clone of the repository: see keras_has/cli/compare.py.
 
     python scripts/compare.py --flagfile=flags/quickstart.cfg --output_dir=outputs/quickstart
-    python scripts/compare.py --flagfile=flags/quickstart.cfg --seeds=0,1,2 \\
-        --output_dir=outputs/quickstart_3seeds
-
-It takes every flag of scripts/train.py (the flagfile's hiding flags define the
-Hide-and-Seek arm; the baseline is the same run without hiding) plus the flags below,
-trains both arms for each seed, evaluates them on --eval_split, prints a table in the
-form of the paper's Table 1 and writes results.json, gallery.png (baseline left,
-Hide-and-Seek right) and the exported Hide-and-Seek SavedModel under --output_dir.
-Running the same command again resumes interrupted runs and re-evaluates.
 """
-from __future__ import annotations
-
 import os
 import sys
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from absl import app, flags  # noqa: E402
-
-import train as train_flags  # noqa: E402  (scripts/train.py: shared training flags)
-
-flags.DEFINE_list("seeds", ["0"], "Seeds: one baseline + Hide-and-Seek pair per seed.")
-flags.DEFINE_float("cam_threshold", 0.2, "CAM threshold (fraction of max) for GT-known / "
-                   "Top-1 Loc (the paper: 0.2 for AlexNet-GAP, 0.3 for GoogLeNet-GAP).")
-flags.DEFINE_string("part_split", "auto", "Where boxes of the most discriminative part come "
-                    "from: 'auto' (the synthetic data's part boxes, or the WSOL split "
-                    "<eval_split>_head when present), '' for none, or a split name.")
-flags.DEFINE_integer("gallery_size", 8, "Test images in gallery.png, the first ones of "
-                     "--eval_split (0: neither gallery.png nor iou.png).")
-flags.DEFINE_bool("export", True, "Export the first seed's Hide-and-Seek model.")
-
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    train_flags.quiet_unless_verbosity(FLAGS)
-    try:
-        config = train_flags.config_from_flags(FLAGS)
-        seeds = train_flags.parse_list("seeds", FLAGS.seeds)
-        if not 0.0 <= FLAGS.cam_threshold <= 1.0:
-            raise ValueError(f"cam_threshold: expected a value in [0, 1], received "
-                             f"{FLAGS.cam_threshold}")
-        if not seeds:
-            raise ValueError("seeds: expected at least one seed, received none")
-        if not config.hiding.enabled:
-            raise ValueError("grid_sizes/hide_prob: the Hide-and-Seek arm must hide "
-                             f"something, received grid_sizes={FLAGS.grid_sizes} "
-                             f"hide_prob={FLAGS.hide_prob}")
-    except ValueError as e:
-        print(f"compare.py: invalid configuration: {e}", file=sys.stderr)
-        return 2
-    from keras_has.comparison import run_comparison
-
-    result = train_flags.run_reporting_errors(
-        "compare.py", run_comparison, config, output_dir=FLAGS.output_dir, seeds=seeds,
-        cam_threshold=FLAGS.cam_threshold, part_split=FLAGS.part_split,
-        gallery_size=FLAGS.gallery_size, export=FLAGS.export, verbose=config.verbose)
-    if result is None:
-        return 2
-    print()
-    print(result.table)
-    print(f"\ncompare.py: results {result.results_path}")
-    if result.gallery_path:
-        print(f"compare.py: gallery {result.gallery_path}")
-        print(f"compare.py: per-image IoU {result.iou_path}")
-    if result.export_dir:
-        print(f"compare.py: SavedModel {result.export_dir}")
-    return 0
-
+from keras_has.cli import run  # noqa: E402
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(run("compare", sys.argv[1:], program="compare.py"))

@@ -3,12 +3,11 @@
     python scripts/evaluate.py --help
 """
 import os
+import sys
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from absl import app  # noqa: E402
-
-from keras_has.cli import evaluate  # noqa: E402
+from keras_has.cli import run  # noqa: E402
 
 if __name__ == "__main__":
-    app.run(evaluate.main)
+    sys.exit(run("evaluate", sys.argv[1:], program="evaluate.py"))

@@ -92,6 +92,8 @@ def test_oxford_pet_whole_body_box_from_trimap(tmp_path):
         got = list(source.load("test").as_numpy_iterator())
         heads = list(D.get_source("oxford_iiit_pet", data_dir=str(tmp_path), boxes="part")
                      .load("test").as_numpy_iterator())
+        from_source = list(source.part_box_source().load("test").as_numpy_iterator())
+        assert [e["boxes"].tolist() for e in heads] == [e["boxes"].tolist() for e in from_source]
         for ex, head, ref in zip(got, heads, raw):
             h, w = ref["image"].shape[:2]
             assert ex["mask"].shape == (h, w) and ex["ignore"].shape == (h, w)
@@ -201,9 +203,11 @@ def test_synthetic_wrapper_on_stand_in_builder(tmp_path):
         assert [xs.min(), ys.min(), xs.max(), ys.max()] == box  # boxes are the masks' tight boxes
         assert not ex["ignore"].any() and ex["image_id"] == f"s2_{i}".encode()
     part = tfds_sources.SyntheticSource(builder=builder, boxes="part")
-    for ex in part.load("test").as_numpy_iterator():
-        i = int(ex["image_id"].decode()[-1])
-        np.testing.assert_array_equal(ex["boxes"], [[2 + i, 5, 3 + i, 6]])
+    assert source.fixed_normalization is None  # measured, not prescribed
+    for part in (part, source.part_box_source()):  # the comparison asks the source
+        for ex in part.load("test").as_numpy_iterator():
+            i = int(ex["image_id"].decode()[-1])
+            np.testing.assert_array_equal(ex["boxes"], [[2 + i, 5, 3 + i, 6]])
     batch = next(iter(D.make_eval_dataset(source, 8, 3, split="test", **NO_NORM)))
     for ids, boxes in zip(batch["image_id"].numpy(), batch["boxes"].numpy()):
         i = int(ids.decode()[-1])

@@ -293,14 +293,14 @@ def test_under_xla_same_masks_as_without(dtype, fill):
 @pytest.mark.parametrize(
     "kwargs,error,pattern",
     [
-        ({"hide_prob": 1.5}, ValueError, r"`hide_prob`.*1\.5"),
-        ({"hide_prob": -0.1}, ValueError, r"`hide_prob`.*-0\.1"),
-        ({"hide_prob": float("nan")}, ValueError, r"`hide_prob`.*nan"),
-        ({"hide_prob": "half"}, TypeError, r"`hide_prob`.*'half'"),
-        ({"grid_sizes": (16, -4)}, ValueError, r"`grid_sizes`.*-4"),
-        ({"grid_sizes": ()}, ValueError, r"`grid_sizes`.*empty"),
-        ({"grid_sizes": (16, 2.5)}, TypeError, r"`grid_sizes`.*2\.5"),
-        ({"grid_sizes": "16"}, TypeError, r"`grid_sizes`.*'16'"),
+        ({"hide_prob": 1.5}, ValueError, r"hide_prob: .*1\.5"),
+        ({"hide_prob": -0.1}, ValueError, r"hide_prob: .*-0\.1"),
+        ({"hide_prob": float("nan")}, ValueError, r"hide_prob: .*nan"),
+        ({"hide_prob": "half"}, TypeError, r"hide_prob: .*'half'"),
+        ({"grid_sizes": (16, -4)}, ValueError, r"grid_sizes: .*-4"),
+        ({"grid_sizes": ()}, ValueError, r"grid_sizes: .*empty"),
+        ({"grid_sizes": (16, 2.5)}, TypeError, r"grid_sizes: .*2\.5"),
+        ({"grid_sizes": "16"}, TypeError, r"grid_sizes: .*'16'"),
         ({"fill_value": (1.0, 2.0)}, ValueError, r"`fill_value`.*C=3.*2 values"),
         ({"fill_value": [[0.0]]}, ValueError, r"`fill_value`"),
         ({"seed": tf.constant([1, 2, 3])}, ValueError, r"`seed`.*shape"),
@@ -328,3 +328,26 @@ def test_dynamic_channel_count_mismatch_fails_at_run_time():
                      input_signature=[tf.TensorSpec([None, None, None, None], tf.float32)])
     with pytest.raises(tf.errors.InvalidArgumentError, match="fill_value"):
         fn(tf.zeros([1, 8, 8, 2]))
+
+
+@pytest.mark.parametrize("sizes, ok", [
+    ((16, 16), False), ((16.0, 32), True), ((16, -1), False), ((), False), (("16",), False),
+])
+def test_op_layer_and_config_accept_the_same_grid_sizes(sizes, ok):
+    """One validator: what hide_patches accepts, HideAndSeek and HidingConfig accept
+    (the config also accepts () = no hiding)."""
+    from keras_has.config import HidingConfig
+    from keras_has.layers import HideAndSeek
+
+    outcomes = []
+    for build in (lambda: hide_patches(tf.zeros([1, 8, 8, 3]), sizes),
+                  lambda: HideAndSeek(grid_sizes=sizes),
+                  lambda: HidingConfig(grid_sizes=sizes)):
+        try:
+            build()
+            outcomes.append(True)
+        except (TypeError, ValueError) as e:
+            assert "grid_sizes" in str(e)
+            outcomes.append(False)
+    expected_config = True if sizes == () else ok
+    assert outcomes == [ok, ok, expected_config]

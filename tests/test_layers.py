@@ -82,11 +82,11 @@ def test_layer_hides_like_hide_patches_with_the_generator_seed():
 
 
 def test_bad_arguments_fail_at_construction():
-    with pytest.raises(ValueError, match=r"`hide_prob`.*2\.0"):
+    with pytest.raises(ValueError, match=r"hide_prob: .*2\.0"):
         HideAndSeek(hide_prob=2.0)
-    with pytest.raises(ValueError, match=r"`grid_sizes`.*-1"):
+    with pytest.raises(ValueError, match=r"grid_sizes: .*-1"):
         HideAndSeek(grid_sizes=(-1,))
-    with pytest.raises(ValueError, match=r"`grid_sizes`.*empty"):
+    with pytest.raises(ValueError, match=r"grid_sizes: .*empty"):
         HideAndSeek(grid_sizes=[])
     with pytest.raises(TypeError, match=r"`seed`.*'7'"):
         HideAndSeek(seed="7")

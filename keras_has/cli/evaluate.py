@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from keras_has.cli import errors
+from keras_has.cli import common
 
 flags.DEFINE_string("model_path", None, "A .keras file, a .weights.h5 checkpoint or a "
                     "SavedModel directory (required).")
@@ -78,8 +78,8 @@ def evaluate(fv=FLAGS):
         out_dir=fv.out_dir, verbose=1 if console.fit_verbosity(-1) == 1 else 0)
 
 
-def print_metrics(value) -> int:
-    result, _, written = value
+def _evaluate(command, _):
+    result, _, written = evaluate(FLAGS)
     print(f"\n{'metric':36s} {'value':>10s}")
     for k, v in result.metrics.items():
         print(f"{k:36s} {v:10.3f}" if isinstance(v, float) else f"{k:36s} {v:>10}")
@@ -89,4 +89,4 @@ def print_metrics(value) -> int:
 
 
 def main(argv) -> int:
-    return errors.run_command(argv, lambda: evaluate(FLAGS), print_metrics, FLAGS)
+    return common.run_command(argv, (), _evaluate)

@@ -18,7 +18,7 @@ import os
 
 from absl import flags
 
-from keras_has.cli import errors
+from keras_has.cli import common
 
 flags.DEFINE_string("model_path", None, "Trained model: a .keras file (required).")
 flags.DEFINE_string("output_dir", None, "SavedModel directory to create (required).")
@@ -75,12 +75,13 @@ def export(fv=FLAGS):
         max_image_pixels=fv.max_image_pixels)
 
 
-def print_done(path) -> int:
+def _export(command, _):
+    path = export(FLAGS)
     signatures = "serving_default, serving_images" + (", cam_features"
                                                       if FLAGS.cam_signature else "")
-    print(f"exported {FLAGS.model_path} to {path} (signatures {signatures})")
+    print(f"{command}: exported {FLAGS.model_path} to {path} (signatures {signatures})")
     return 0
 
 
 def main(argv) -> int:
-    return errors.run_command(argv, lambda: export(FLAGS), print_done, FLAGS)
+    return common.run_command(argv, (), _export)

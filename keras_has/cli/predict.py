@@ -19,7 +19,7 @@ import sys
 
 from absl import flags
 
-from keras_has.cli import errors
+from keras_has.cli import common
 
 flags.DEFINE_string("model_path", None, "Exported SavedModel directory or a .keras model "
                     "(required).")
@@ -74,13 +74,18 @@ def predict(patterns, fv=FLAGS):
     return records, skipped, unmatched
 
 
-def print_summary(value) -> int:
-    records, skipped, unmatched = value
-    print(f"{len(records)} image(s) predicted, {len(skipped) + len(unmatched)} skipped; "
+def _predict(command, patterns):
+    records, skipped, unmatched = predict(patterns, FLAGS)
+    print(f"{command}: {len(records)} image(s) predicted, "
+          f"{len(skipped) + len(unmatched)} skipped; "
           f"wrote {os.path.join(FLAGS.output_dir, 'predictions.jsonl')}")
     return 1 if skipped or unmatched else 0
 
 
 def main(argv) -> int:
-    return errors.run_command(argv, lambda arguments: predict(list(FLAGS.inputs) + arguments),
-                              print_summary, FLAGS, takes_arguments=True)
+    # Positional arguments are inputs (`common.run_command` refuses any).
+    command = common.command_name(argv)
+    common.quiet_unless_verbosity(FLAGS)
+    status = common.run_reporting_errors(command, _predict, command,
+                                         list(FLAGS.inputs) + list(argv[1:]))
+    return 2 if status is None else status

@@ -44,6 +44,16 @@ class Source:
         """Whether `load(split)` examples carry `mask` and `ignore`."""
         return False
 
+    # Prescribed input statistics `(mean, std)` (RGB, [0, 255]) instead of a pass over
+    # the data (ImageNet's constants for imagenet2012); None: measure them.
+    fixed_normalization: tuple | None = None
+
+    def part_box_source(self) -> "Source | None":
+        """The same data with boxes of the most discriminative part instead of the whole
+        object (the built-in dataset), or None when the source has no part boxes in its
+        splits (a WSOL folder keeps them in a split of its own, e.g. `test_head`)."""
+        return None
+
     def load(self, split: str, shuffle: bool = False, seed: int | None = None) -> tf.data.Dataset:
         """Raw examples of `split` in the common format (module docstring).
 
@@ -186,9 +196,9 @@ class WsolSource(Source):
     def _max_label(self, split: str) -> int:
         path = os.path.join(self.root, "metadata", split, "class_labels.txt")
         best = 0
-        for n, fields in wsol_metadata._read_lines(path):
+        for n, fields in wsol_metadata.read_lines(path):
             if len(fields) == 2:
-                best = max(best, wsol_metadata._parse_int(fields[1], path, n, "class label"))
+                best = max(best, wsol_metadata.parse_int(fields[1], path, n, "class label"))
         return best
 
     def split_metadata(self, split: str) -> wsol_metadata.WsolSplit:
@@ -260,50 +270,3 @@ class WsolSource(Source):
             return example
 
         return ds.map(read, num_parallel_calls=AUTOTUNE)
-
-
-# ---------------------------------------------------------------------------- registry
-
-def _tfds_factories():
-    from keras_has.data import tfds_sources  # local: keeps the WSOL path free of TFDS
-
-    return tfds_sources.FACTORIES
-
-
-def list_sources() -> list:
-    """Registered source names (a WSOL metadata folder path is also accepted)."""
-    return sorted(_tfds_factories())
-
-
-def get_source(name_or_path, **kwargs) -> Source:
-    """Returns the Source for a registered name or a WSOL metadata folder path.
-
-    Args:
-      name_or_path: a name from `list_sources()`, a folder with a `metadata/` subfolder,
-        or a `Source` (returned unchanged).
-      **kwargs: passed to the source's constructor (e.g. `data_dir` for TFDS sources,
-        `skip_corrupt` for folders).
-
-    Raises:
-      ValueError: unknown name (the message lists the valid ones) or bad folder.
-    """
-    if isinstance(name_or_path, Source):
-        if kwargs:
-            raise ValueError(f"get_source: keyword arguments {sorted(kwargs)} cannot be "
-                             "applied to an existing Source.")
-        return name_or_path
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError("get_source: expected a source name, a folder path or a Source; "
-                        f"received {type(name_or_path).__name__}.")
-    factories = _tfds_factories()
-    text = os.fspath(name_or_path)
-    if text in factories:
-        return factories[text](**kwargs)
-    if os.path.isdir(text):
-        if not os.path.isdir(os.path.join(text, "metadata")):
-            raise ValueError(f"get_source: folder {text!r} is not a WSOL metadata folder "
-                             "(expected a 'metadata' subfolder).")
-        return WsolSource(text, **kwargs)
-    raise ValueError(f"get_source: unknown source {text!r}; valid names are "
-                     f"{sorted(factories)}, or a path to a WSOL metadata folder (none found "
-                     "at that path).")

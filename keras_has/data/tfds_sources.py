@@ -17,6 +17,7 @@ import tensorflow as tf
 from keras_has.data import wsol_metadata
 from keras_has.data.sources import (AUTOTUNE, Source, check_complete_image, decode_image,
                                     mask_tight_box)
+from keras_has.data.stats import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_SHUFFLE_BUFFER = 256
 
@@ -168,10 +169,15 @@ class OxfordPetSource(TfdsSource):
         if boxes not in ("object", "part"):
             raise ValueError(f"`boxes` must be 'object' or 'part'; received {boxes!r}.")
         self._box_kind = boxes
+        self._part_args = dict(kwargs)
         super().__init__("oxford_iiit_pet", **kwargs)
 
     def has_masks(self, split: str) -> bool:
         return True
+
+    def part_box_source(self) -> "OxfordPetSource":
+        """The same images with each pet's head box (`boxes="part"`)."""
+        return self if self._box_kind == "part" else OxfordPetSource("part", **self._part_args)
 
     def _convert(self, ex):
         out, h, w = _base(ex, "file_name", self.name)
@@ -199,6 +205,7 @@ class ImageNetSource(TfdsSource):
     """
 
     default_splits = ("train", "validation")
+    fixed_normalization = (IMAGENET_MEAN, IMAGENET_STD)
 
     def __init__(self, boxes_root=None, boxes_splits=None, **kwargs):
         super().__init__("imagenet2012", **kwargs)
@@ -266,6 +273,8 @@ class SyntheticSource(TfdsSource):
             except ImportError as e:
                 raise ImportError(f"the synthetic source needs keras_has.data.synthetic: {e}") from e
         self._box_kind = boxes
+        self._part_args = dict(data_dir=data_dir, shuffle_buffer=shuffle_buffer,
+                               builder=builder, **builder_kwargs)
         super().__init__("keras_has_synthetic", data_dir=data_dir, download=False,
                          shuffle_buffer=shuffle_buffer, builder_kwargs=builder_kwargs,
                          builder=builder)
@@ -275,6 +284,12 @@ class SyntheticSource(TfdsSource):
 
     def has_masks(self, split: str) -> bool:
         return True
+
+    def part_box_source(self) -> "SyntheticSource":
+        """The same images with each object's part box (`boxes="part"`)."""
+        if self._box_kind == "part":
+            return self
+        return SyntheticSource(boxes="part", **self._part_args)
 
     def stats_location(self, split: str) -> tuple:
         folder, key, fingerprint = super().stats_location(split)

@@ -108,7 +108,7 @@ def read_class_names(root: str) -> tuple | None:
         raise MetadataError(str(error)) from None
 
 
-def _read_lines(path: str, required: bool = True):
+def read_lines(path: str, required: bool = True):
     """Yields (line_number, [fields]) for non-empty lines; missing optional file yields nothing."""
     if not os.path.isfile(path):
         if required:
@@ -121,7 +121,7 @@ def _read_lines(path: str, required: bool = True):
                 yield n, [field.strip() for field in line.split(",")]
 
 
-def _parse_int(value: str, path: str, line: int, what: str) -> int:
+def parse_int(value: str, path: str, line: int, what: str) -> int:
     try:
         return int(value)
     except ValueError:
@@ -265,7 +265,7 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
     # image_ids.txt
     ids_path = os.path.join(meta, "image_ids.txt")
     ids, id_line = [], {}
-    for n, fields in _read_lines(ids_path):
+    for n, fields in read_lines(ids_path):
         image_id = fields[0]
         if len(fields) != 1:
             raise MetadataError(
@@ -281,7 +281,7 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
     # class_labels.txt
     labels_path = os.path.join(meta, "class_labels.txt")
     labels = {}
-    for n, fields in _read_lines(labels_path):
+    for n, fields in read_lines(labels_path):
         if len(fields) != 2:
             raise MetadataError(f"{labels_path}:{n}: expected '<relpath>,<label>', "
                                 f"received {','.join(fields)!r}.")
@@ -289,7 +289,7 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
         if image_id not in id_line:
             raise MetadataError(f"{labels_path}:{n}: image id {image_id!r} is not in "
                                 f"{ids_path}.")
-        label = _parse_int(value, labels_path, n, "class label")
+        label = parse_int(value, labels_path, n, "class label")
         if label < 0 or (num_classes is not None and label >= num_classes):
             expected = f"[0, {num_classes})" if num_classes is not None else ">= 0"
             raise MetadataError(f"{labels_path}:{n}: label {label} of {image_id!r} is out of "
@@ -303,15 +303,15 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
     # image_sizes.txt (optional)
     sizes_path = os.path.join(meta, "image_sizes.txt")
     sizes, size_line = {}, {}
-    for n, fields in _read_lines(sizes_path, required=False):
+    for n, fields in read_lines(sizes_path, required=False):
         if len(fields) != 3:
             raise MetadataError(f"{sizes_path}:{n}: expected '<relpath>,<w>,<h>', "
                                 f"received {','.join(fields)!r}.")
         if fields[0] not in id_line:
             raise MetadataError(f"{sizes_path}:{n}: image id {fields[0]!r} is not in "
                                 f"{ids_path}.")
-        w = _parse_int(fields[1], sizes_path, n, "width")
-        h = _parse_int(fields[2], sizes_path, n, "height")
+        w = parse_int(fields[1], sizes_path, n, "width")
+        h = parse_int(fields[2], sizes_path, n, "height")
         if w <= 0 or h <= 0:
             raise MetadataError(f"{sizes_path}:{n}: expected a positive size, received "
                                 f"{w}x{h}.")
@@ -355,7 +355,7 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
     ignores = {i: "" for i in ids}
     kind = None
     num_clipped = 0
-    for n, fields in _read_lines(loc_path):
+    for n, fields in read_lines(loc_path):
         image_id = fields[0]
         if image_id not in id_line:
             raise MetadataError(f"{loc_path}:{n}: image id {image_id!r} is not in {ids_path}.")
@@ -370,7 +370,7 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
         if image_id not in boxes:  # a skipped corrupt image
             continue
         if kind == "box":
-            x0, y0, x1, y1 = (_parse_int(v, loc_path, n, "box coordinate") for v in fields[1:])
+            x0, y0, x1, y1 = (parse_int(v, loc_path, n, "box coordinate") for v in fields[1:])
             if x1 < x0 or y1 < y0:
                 raise MetadataError(f"{loc_path}:{n}: box ({x0}, {y0}, {x1}, {y1}) of "
                                     f"{image_id!r} has x1 < x0 or y1 < y0; expected inclusive "

@@ -11,9 +11,10 @@ import math
 import os
 from typing import Any, Mapping
 
-from keras_has.config import MIXED_PRECISION_POLICIES, STRATEGIES, looks_like_path
+from keras_has.config import (MIXED_PRECISION_POLICIES, STRATEGIES, config_from_dict,
+                              config_to_dict, looks_like_path)
 
-__all__ = ["TemporalConfig", "DEFAULT_TIOUS"]
+__all__ = ["TemporalConfig", "TemporalComparisonConfig", "DEFAULT_TIOUS"]
 
 DEFAULT_TIOUS = (0.1, 0.2, 0.3, 0.4, 0.5)
 HIDE_IN = ("data", "model")
@@ -85,12 +86,12 @@ class TemporalConfig:
     num_layers: int = 2
     kernel_size: int = 3
     dropout: float = 0.0
-    segment_lengths: tuple = ()
+    segment_lengths: tuple[int, ...] = ()
     hide_prob: float = 0.5
     hide_in: str = "data"
     cam_threshold: float = 0.2
     class_threshold: float = 0.1
-    tiou_thresholds: tuple = DEFAULT_TIOUS
+    tiou_thresholds: tuple[float, ...] = DEFAULT_TIOUS
     strategy: str = "one_device"
     mixed_precision: str = "none"
     seed: int = 0
@@ -166,21 +167,37 @@ class TemporalConfig:
         return any(n > 0 for n in self.segment_lengths) and self.hide_prob > 0
 
     def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["version"] = CONFIG_VERSION
-        return out
+        """A JSON-serialisable dict with a `version` key."""
+        return config_to_dict(self, CONFIG_VERSION)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TemporalConfig":
-        values = dict(values)
-        version = values.pop("version", CONFIG_VERSION)
-        if version != CONFIG_VERSION:
-            _fail("version", version, f"config version {CONFIG_VERSION}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            _fail("TemporalConfig", unknown, f"keys among {sorted(names)}")
-        for key in ("segment_lengths", "tiou_thresholds"):
-            if isinstance(values.get(key), list):
-                values[key] = tuple(values[key])
-        return cls(**values)
+        """Inverse of `to_dict`; validates like the constructor. Unknown keys fail."""
+        return config_from_dict(cls, values, CONFIG_VERSION)
+
+
+@dataclasses.dataclass(frozen=True)
+class TemporalComparisonConfig:
+    """How `keras_has.temporal.comparison.run_temporal_comparison` runs its two arms.
+
+    Args:
+      seeds: one baseline + Hide-and-Seek pair per seed (distinct integers >= 0).
+      figure_videos: evaluation videos drawn in timeline.png (0: none).
+    """
+
+    seeds: tuple[int, ...] = (0,)
+    figure_videos: int = 4
+
+    def __post_init__(self):
+        seeds = self.seeds
+        if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+            _fail("seeds", seeds, "a list of integers >= 0")
+        seeds = tuple(seeds)
+        if not seeds:
+            _fail("seeds", list(seeds), "at least one seed")
+        for seed in seeds:
+            _int_at_least("seeds", seed, 0)
+        if len(set(seeds)) != len(seeds):
+            _fail("seeds", list(seeds), "no repeated seeds")
+        object.__setattr__(self, "seeds", seeds)
+        _int_at_least("figure_videos", self.figure_videos, 0)
