@@ -12,6 +12,21 @@ from keras_has.data import tfds_sources
 NO_NORM = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 
+@pytest.fixture(autouse=True)
+def mock_boxes_in_order(monkeypatch):
+    """TFDS's mock data draws box corners in any order. keras_has reads images undecoded
+    (it checks them before decoding), and with a decoder the mock encodes its examples,
+    which BBoxFeature refuses for such boxes: put the corners in order first."""
+    encode = tfds.features.BBoxFeature.encode_example
+
+    def in_order(self, bbox):
+        ymin, xmin, ymax, xmax = (float(v) for v in np.asarray(bbox, np.float64).reshape(4))
+        return encode(self, tfds.features.BBox(min(ymin, ymax), min(xmin, xmax),
+                                               max(ymin, ymax), max(xmin, xmax)))
+
+    monkeypatch.setattr(tfds.features.BBoxFeature, "encode_example", in_order)
+
+
 def _pixel_boxes(bbox, h, w):
     """Independent reference: TFDS (ymin, xmin, ymax, xmax) -> inclusive pixels."""
     bbox = np.asarray(bbox, np.float64).reshape(-1, 4)
@@ -222,3 +237,32 @@ def test_real_synthetic_builder_is_registered(tmp_path):
     assert source.num_classes >= 10
     batch = next(iter(D.make_eval_dataset(source, 32, 2, split="test", **NO_NORM)))
     assert batch["mask"].shape == (2, 32, 32) and (batch["num_boxes"].numpy() == 1).all()
+
+
+def test_a_truncated_image_is_named_before_it_is_decoded():
+    """TFDS images are checked for their end marker (as WSOL folder files are) before
+    decoding, so a cut-short file fails naming its id instead of a bare decoder error."""
+    import cv2
+
+    from keras_has.data.sources import check_complete_image, decode_image
+
+    image = cv2.resize(np.arange(48, dtype=np.uint8).reshape(4, 4, 3), (24, 20))
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    png = cv2.imencode(".png", image)[1].tobytes()
+
+    def load(pairs):
+        ds = tf.data.Dataset.from_tensor_slices(([d for d, _ in pairs], [n for _, n in pairs]))
+        return [im.shape for im in ds.map(
+            lambda d, n: decode_image(check_complete_image(d, n, "caltech_birds2011")))
+            .as_numpy_iterator()]
+
+    # Complete images, one with bytes after its end marker, and a format not checked.
+    gif_like = b"GIF89a" + bytes(10)
+    assert load([(jpeg, "a.jpg"), (png, "b.png"), (jpeg + b"\x00" * 100, "c.jpg")]) == \
+        [(20, 24, 3)] * 3
+    assert check_complete_image(tf.constant(gif_like), tf.constant("d.gif"), "x").numpy() == \
+        gif_like
+    for name, data in (("cut.jpg", jpeg[:len(jpeg) // 2]), ("cut.png", png[:-12])):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=f"caltech_birds2011: image.*{name}.*is truncated"):
+            load([(jpeg, "fine.jpg"), (data, name)])

@@ -9,7 +9,7 @@ from absl import app, flags
 from keras_has import console  # imports no TensorFlow
 
 __all__ = ["command_name", "quiet_unless_verbosity", "run_reporting_errors",
-           "debug_requested", "run_command"]
+           "debug_requested", "run_command", "expected_errors", "one_line"]
 
 
 def command_name(argv) -> str:
@@ -33,18 +33,36 @@ def quiet_unless_verbosity(flag_values: flags.FlagValues = flags.FLAGS,
         console.disable_dataset_progress_bars()
 
 
-def run_reporting_errors(command: str, fn, *args, flag_values=flags.FLAGS, **kwargs):
-    """`fn(*args, **kwargs)`, or None after one line on stderr for an expected error (bad
-    data or settings found while running, a run folder in use, a missing file); the
-    traceback too under --verbosity=1 or more."""
+def expected_errors() -> tuple:
+    """The exception types reported in one line: bad data or settings found while
+    running (also inside a TensorFlow graph), a run folder in use, a missing file, an
+    output that exists."""
     from keras_has.run_folder import RunFolderBusy
 
+    types = [ValueError, RunFolderBusy, FileNotFoundError, FileExistsError]
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        types.append(tf.errors.InvalidArgumentError)
+    return tuple(types)
+
+
+def one_line(error: BaseException) -> str:
+    """The informative line of an error's message (TensorFlow's span several)."""
+    noise = ("Graph execution error", "Detected at node", "[[", "<stack traces")
+    lines = [line.strip() for line in str(error).splitlines()]
+    lines = [line for line in lines if line and not line.startswith(noise)]
+    return lines[0] if lines else type(error).__name__
+
+
+def run_reporting_errors(command: str, fn, *args, flag_values=flags.FLAGS, **kwargs):
+    """`fn(*args, **kwargs)`, or None after one line on stderr for an expected error
+    (`expected_errors`); the traceback too under --verbosity=1 or more."""
     try:
         return fn(*args, **kwargs)
-    except (ValueError, RunFolderBusy, FileNotFoundError) as e:
+    except expected_errors() as e:
         if debug_requested(flag_values):
             traceback.print_exc()
-        print(f"{command}: {e}", file=sys.stderr)
+        print(f"{command}: {one_line(e)}", file=sys.stderr)
         return None
 
 

@@ -90,9 +90,12 @@ def resize_size_for(image_size: int) -> int:
     return int(round(image_size * PAPER_RESIZE_RATIO))
 
 
-def _resize(image, size):
-    """uint8 `[H, W, 3]` -> float32 `[size, size, 3]` in [0, 255] (bilinear, antialiased)."""
-    image = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
+def resize_image(image, size):
+    """uint8 or float `[H, W, 3]` (or a batch `[N, H, W, 3]`) in [0, 255] -> float32 at
+    `size` (an int side or `(height, width)`), bilinear with antialiasing, clipped to
+    [0, 255]. The one resize of the input pipelines and of the serving signatures."""
+    size = [size, size] if isinstance(size, int) else list(size)
+    image = tf.image.resize(image, size, method="bilinear", antialias=True)
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
@@ -118,7 +121,7 @@ def train_transform(image, boxes, seed, image_size: int, resize_size: int | None
     seed = tf.cast(seed, tf.int64)
     seeds = tf.random.experimental.stateless_split(seed, num=2)
     original = tf.shape(image)[:2]
-    resized = _resize(image, resize_size)
+    resized = resize_image(image, resize_size)
     offset = tf.random.stateless_uniform([2], seed=seeds[0], minval=0,
                                          maxval=resize_size - image_size + 1, dtype=tf.int32)
     crop = resized[offset[0]:offset[0] + image_size, offset[1]:offset[1] + image_size]
@@ -329,7 +332,7 @@ def make_eval_dataset(source, image_size, batch_size, split="test", mean=None, s
             with tf.control_dependencies([check]):
                 boxes = tf.identity(boxes)
         out = {
-            "image": prep.apply(_resize(image, image_size)),
+            "image": prep.apply(resize_image(image, image_size)),
             "label": tf.cast(example["label"], tf.int32),
             "boxes": boxes,
             "num_boxes": num_boxes,

@@ -99,6 +99,45 @@ def decode_image(data: tf.Tensor) -> tf.Tensor:
     return image
 
 
+def check_complete_image(data: tf.Tensor, image_id: tf.Tensor, where: str) -> tf.Tensor:
+    """`data` once it is known to be complete; else an InvalidArgumentError naming it.
+
+    The in-graph twin of the WSOL folders' file check (`wsol_metadata.check_image`): a
+    JPEG without an EOI marker (FF D9) or a PNG without an IEND chunk in its last
+    `wsol_metadata.END_WINDOW` bytes was cut short, which the decoder would report
+    without saying which image it was. Other formats pass unchecked.
+
+    Args:
+      data: string scalar, the encoded image.
+      image_id: string scalar naming the image in errors (its file name or id).
+      where: the source's name, for the error.
+    """
+    length = tf.strings.length(data)
+    window = wsol_metadata.END_WINDOW
+    tail = tf.io.decode_raw(tf.strings.substr(data, tf.maximum(length - window, 0), window),
+                            tf.uint8)
+    # Zeros in front (no marker holds a 0) keep every slice below non-empty.
+    tail = tf.concat([tf.zeros([4], tf.int32), tf.cast(tail, tf.int32)], axis=0)
+
+    def found(marker):
+        hits = tf.ones_like(tail[len(marker) - 1:], tf.bool)  # one per marker position
+        for i, byte in enumerate(marker):
+            hits = tf.logical_and(hits, tf.equal(tail[i:tf.size(tail) - len(marker) + 1 + i],
+                                                 byte))
+        return tf.reduce_any(hits)
+
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), wsol_metadata.JPEG_MAGIC)
+    is_png = tf.equal(tf.strings.substr(data, 0, 8), wsol_metadata.PNG_MAGIC)
+    complete = tf.cond(is_jpeg, lambda: found(b"\xff\xd9"),
+                       lambda: tf.cond(is_png, lambda: found(b"IEND"),
+                                       lambda: tf.constant(True)))
+    check = tf.debugging.Assert(complete, [
+        f"{where}: image", image_id, "is truncated: no end marker (JPEG EOI / PNG IEND) "
+        "near the end of its data"])
+    with tf.control_dependencies([check]):
+        return tf.identity(data)
+
+
 def _decode_mask(path: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
     """A mask PNG -> bool [H, W] (nonzero is on, as wsolevaluation), resized if needed."""
     mask = tf.io.decode_image(tf.io.read_file(path), channels=1, expand_animations=False)

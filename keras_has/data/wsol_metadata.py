@@ -28,8 +28,8 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-_JPEG_MAGIC = b"\xff\xd8"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _OTHER_MAGIC = (b"GIF87a", b"GIF89a", b"BM")
 VERIFY_MODES = ("header", "decode", "exists", "none")
 
@@ -96,12 +96,16 @@ def list_splits(root: str) -> tuple:
 
 
 def read_class_names(root: str) -> tuple | None:
-    """ROOT/class_names.txt as a tuple (one name per non-empty line), or None."""
+    """ROOT/class_names.txt as a tuple (one name per line), or None when absent."""
     path = os.path.join(root, "class_names.txt")
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return tuple(line.strip() for line in f if line.strip())
+    from keras_has.io_utils import read_class_names as read_names_file
+
+    try:
+        return read_names_file(path)
+    except ValueError as error:
+        raise MetadataError(str(error)) from None
 
 
 def read_lines(path: str, required: bool = True):
@@ -129,12 +133,12 @@ def image_header_size(path: str) -> tuple | None:
     """(width, height) read from a JPEG or PNG header, or None if not recognised/truncated."""
     with open(path, "rb") as f:
         head = f.read(32)
-        if head.startswith(_PNG_MAGIC):
+        if head.startswith(PNG_MAGIC):
             if len(head) < 24 or head[12:16] != b"IHDR":
                 return None
             w, h = struct.unpack(">II", head[16:24])
             return int(w), int(h)
-        if not head.startswith(_JPEG_MAGIC):
+        if not head.startswith(JPEG_MAGIC):
             return None
         f.seek(2)
         while True:
@@ -164,7 +168,7 @@ def image_header_size(path: str) -> tuple | None:
             f.seek(length - 2, os.SEEK_CUR)
 
 
-_END_WINDOW = 65536  # trailing bytes searched for the end marker (some files carry extras)
+END_WINDOW = 65536  # trailing bytes searched for the end marker (some files carry extras)
 
 
 def _has_end_marker(path: str, png: bool) -> bool:
@@ -173,11 +177,11 @@ def _has_end_marker(path: str, png: bool) -> bool:
     formats are not checked."""
     with open(path, "rb") as f:
         head = f.read(3)
-        if not (png or head.startswith(_JPEG_MAGIC)):
+        if not (png or head.startswith(JPEG_MAGIC)):
             return True
         f.seek(0, os.SEEK_END)
         size = f.tell()
-        f.seek(max(0, size - _END_WINDOW))
+        f.seek(max(0, size - END_WINDOW))
         tail = f.read()
     return (b"IEND" in tail) if png else (b"\xff\xd9" in tail)
 
@@ -196,13 +200,13 @@ def check_image(path: str, verify: str = "header") -> tuple | None:
         return None
     with open(path, "rb") as f:
         head = f.read(8)
-    if not (head.startswith(_JPEG_MAGIC) or head.startswith(_PNG_MAGIC)
+    if not (head.startswith(JPEG_MAGIC) or head.startswith(PNG_MAGIC)
             or any(head.startswith(m) for m in _OTHER_MAGIC)):
         raise ValueError(f"not a JPEG, PNG, GIF or BMP file (starts with {head[:4]!r})")
     size = image_header_size(path)
-    if head.startswith((_JPEG_MAGIC, _PNG_MAGIC)) and size is None:
+    if head.startswith((JPEG_MAGIC, PNG_MAGIC)) and size is None:
         raise ValueError("truncated or corrupt image header")
-    if not _has_end_marker(path, png=head.startswith(_PNG_MAGIC)):
+    if not _has_end_marker(path, png=head.startswith(PNG_MAGIC)):
         raise ValueError("truncated image: no end marker (JPEG EOI / PNG IEND) near the end "
                          "of the file")
     if verify == "decode":
