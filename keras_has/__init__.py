@@ -3,7 +3,7 @@
 Public API (see docs/architecture.md):
     hide_patches, HideAndSeek, and the submodules models, data, cam, localization,
     metrics, evaluation, callbacks, visualize, config, training, comparison, export,
-    temporal
+    serving, localization_tf, run_folder, predict, temporal
     (imported on first use: `keras_has.models.get_model(...)` works after
     `import keras_has`). Importing the package itself does not import TensorFlow, so
     scripts can set up logging first (`keras_has.console`).
@@ -18,7 +18,8 @@ __version__ = "0.1.0"
 _ATTRIBUTES = {"hide_patches": "keras_has.hiding", "HideAndSeek": "keras_has.layers"}
 _SUBMODULES = ("console", "models", "data", "cam", "localization", "metrics", "evaluation",
                "callbacks", "visualize", "config", "training", "comparison", "export",
-               "temporal", "preprocessing", "probe", "methods", "tuning")
+               "serving", "localization_tf", "run_folder", "predict", "temporal",
+               "preprocessing", "probe", "methods", "tuning")
 __all__ = ["hide_patches", "HideAndSeek", "__version__", *_SUBMODULES]
 
 

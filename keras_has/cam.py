@@ -22,7 +22,9 @@ FEATURES_LAYER = "cam_features"
 CLASSIFIER_LAYER = "classifier"
 
 
-def _check_model(model):
+def check_model(model):
+    """Raises unless ``model`` is a ``keras.Model`` with one logits output, a
+    ``cam_features`` layer and a Dense ``classifier`` (the CAM contract)."""
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model, received {type(model).__name__}")
     names = {layer.name for layer in model.layers}
@@ -61,7 +63,7 @@ def _plain_cam_model(model):
         A functional ``keras.Model`` named ``{model.name}_cam``: images ``[B, H, W, 3]`` ->
         ``(logits [B, K] float32, features [B, h, w, C] float32)``.
     """
-    _check_model(model)
+    check_model(model)
     features = model.get_layer(FEATURES_LAYER).output
     logits = model.outputs[0]
     # Activation layers with a float32 policy autocast their (possibly bfloat16) input.
@@ -134,7 +136,7 @@ class CamRule:
     def __init__(self, model):
         from keras_has.methods.layers import find_method_head
 
-        _check_model(model)
+        check_model(model)
         head = find_method_head(model)
         self.fusion = "single" if head is None else head.cam_fusion
         branches = ([[FEATURES_LAYER, CLASSIFIER_LAYER]] if head is None
@@ -225,7 +227,7 @@ def compute_cams_and_logits(model, images, class_ids=None):
     Returns:
         ``(cams float32 [B, h, w], logits float32 [B, K])``.
     """
-    _check_model(model)
+    check_model(model)
     images = tf.convert_to_tensor(images)
     if images.shape.rank != 4 or images.shape[-1] != 3:
         raise ValueError(f"`images` must have shape [B, H, W, 3], received shape {images.shape}")

@@ -118,9 +118,10 @@ def _part_target(base: config_lib.TrainConfig, part_split: str | None):
 
     if not part_split or base.data.eval_split is None:
         return None
-    if base.data.source == "synthetic":
-        return source_from_config(base, boxes="part"), base.data.eval_split
     source = source_from_config(base)
+    part_source = source.part_box_source()
+    if part_source is not None:
+        return part_source, base.data.eval_split
     split = f"{base.data.eval_split}_head" if part_split == "auto" else part_split
     if split in tuple(source.splits):
         return source, split

@@ -567,27 +567,12 @@ class TrainConfig:
     # ----------------------------------------------------------------------- JSON
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (tuples become lists) with a `version` key."""
-        out = dataclasses.asdict(self)
-        out["version"] = CONFIG_VERSION
-        return out
+        return config_to_dict(self, CONFIG_VERSION)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
         """Inverse of `to_dict`; validates like the constructor. Unknown keys fail."""
-        values = dict(values)
-        version = values.pop("version", CONFIG_VERSION)
-        if version != CONFIG_VERSION:
-            _fail("version", version, f"config version {CONFIG_VERSION}")
-        groups = {"data": DataConfig, "hiding": HidingConfig, "optim": OptimConfig,
-                  "wsol": MethodConfig}
-        kwargs = {}
-        for key, value in values.items():
-            if key in groups:
-                kwargs[key] = _build(groups[key], value, key)
-            else:
-                kwargs[key] = value
-        _check_keys(cls, kwargs, "TrainConfig")
-        return cls(**kwargs)
+        return config_from_dict(cls, values, CONFIG_VERSION)
 
 
 
@@ -699,22 +684,42 @@ class TuneConfig:
         return out
 
 
-_TUPLE_FIELDS = {"grid_sizes", "lr_values", "lr_boundaries", "adl_layers"}
+def config_to_dict(config, version: int) -> dict:
+    """`config` (a config dataclass) as a JSON-serialisable dict with a `version` key."""
+    out = dataclasses.asdict(config)
+    out["version"] = version
+    return out
 
 
-def _check_keys(cls, kwargs: Mapping[str, Any], where: str) -> None:
+def config_from_dict(cls, values: Mapping[str, Any], version: int | None = None,
+                     where: str | None = None):
+    """The config dataclass `cls` from `config_to_dict`'s dict (a nested dict becomes
+    the nested dataclass its field's type names; a JSON list becomes the tuple a
+    `tuple[...]` field holds). Validates like the constructor; an unknown key or another
+    `version` fails naming it (`where`: the name errors give the dict, default the
+    class name; a nested group is named by its field)."""
+    import typing
+
+    where = where or cls.__name__
+    if not isinstance(values, Mapping):
+        _fail(where, values, "a mapping")
+    values = dict(values)
+    if version is not None:
+        got = values.pop("version", version)
+        if got != version:
+            _fail("version", got, f"config version {version}")
+    hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(kwargs) - names)
+    unknown = sorted(set(values) - names)
     if unknown:
         _fail(where, unknown, f"keys among {sorted(names)}")
-
-
-def _build(cls, value: Any, where: str):
-    if isinstance(value, cls):
-        return value
-    if not isinstance(value, Mapping):
-        _fail(where, value, "a mapping")
-    kwargs = {k: (tuple(v) if k in _TUPLE_FIELDS and isinstance(v, list) else v)
-              for k, v in value.items()}
-    _check_keys(cls, kwargs, where)
+    kwargs = {}
+    for key, value in values.items():
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            value = value if isinstance(value, tp) else config_from_dict(tp, value, where=key)
+        elif isinstance(value, list) and (typing.get_origin(tp) is tuple or tuple in [
+                typing.get_origin(a) for a in typing.get_args(tp)]):
+            value = tuple(value)
+        kwargs[key] = value
     return cls(**kwargs)

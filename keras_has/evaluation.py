@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from keras_has import cam as cam_lib
 from keras_has import localization as loc
-from keras_has.metrics import LocalizationEvaluator
+from keras_has.metrics import DEFAULT_CAM_CURVE_INTERVAL, LocalizationEvaluator
 
 _REQUIRED = ("image", "label", "boxes", "num_boxes")
 
@@ -41,20 +41,15 @@ def _check_batch(batch):
         raise ValueError(f"dataset: batch is missing keys {missing}; it has {sorted(batch)}")
 
 
-def _keras_forward(model):
-    rule = cam_lib.cam_rule(model)  # the model's CAM rule (its method's, when recorded)
-
-    @tf.function(reduce_retracing=True)
-    def forward(images, labels):
-        logits, features = rule.forward(images, training=False)
-        return logits, rule.cams(features, labels)
-
-    return forward
-
-
 def _forward_of(model):
     if isinstance(model, keras.Model):
-        return _keras_forward(model)
+        cam_lib.check_model(model)
+
+        def forward(images, labels):
+            cams, logits = cam_lib.compute_cams_and_logits(model, images, labels)
+            return logits, cams
+
+        return forward
     forward = getattr(model, "forward", None)
     if not callable(forward):
         raise TypeError("model: expected a keras_has keras.Model or an object with "
@@ -67,7 +62,8 @@ class SavedModelCamSource:
     """Ground-truth-class CAMs from an exported SavedModel's ``cam_features`` signature.
 
     Pass it to :func:`run_localization` in place of a Keras model. The export must have
-    been written with ``keras_has.export.export_saved_model(..., cam_signature=True)``.
+    been written with ``keras_has.export.export_saved_model(..., cam_signature=True)``
+    (the signature is ``keras_has.serving.ServingFunctions.cam_features``).
 
     Args:
         saved_model: the export directory, or the object ``tf.saved_model.load`` gave.
@@ -82,7 +78,7 @@ class SavedModelCamSource:
     """
 
     def __init__(self, saved_model):
-        from keras_has.export import CAM_FEATURES
+        from keras_has.serving import CAM_FEATURES
 
         where = saved_model
         if isinstance(saved_model, (str, os.PathLike)):
@@ -118,7 +114,8 @@ class SavedModelCamSource:
         return out["logits"].numpy(), picked
 
 
-def run_localization(model, dataset, cam_threshold=0.2, cam_curve_interval=0.01,
+def run_localization(model, dataset, cam_threshold=0.2,
+                     cam_curve_interval=DEFAULT_CAM_CURVE_INTERVAL,
                      iou_thresholds=(30, 50, 70), box_rule="tight", num_examples=0,
                      verbose=1, max_batches=None):
     """Evaluates ``model``'s CAMs on ``dataset`` (the eval dict contract).
@@ -203,7 +200,8 @@ def run_localization(model, dataset, cam_threshold=0.2, cam_curve_interval=0.01,
     return LocalizationResult(metrics, ex, np.asarray(evaluator.image_ious, np.float64))
 
 
-def evaluate_localization(model, dataset, cam_threshold=0.2, cam_curve_interval=0.01,
+def evaluate_localization(model, dataset, cam_threshold=0.2,
+                          cam_curve_interval=DEFAULT_CAM_CURVE_INTERVAL,
                           iou_thresholds=(30, 50, 70), box_rule="tight", verbose=1,
                           max_batches=None):
     """Like :func:`run_localization`, returning only the metrics dict (percentages)."""
@@ -256,24 +254,25 @@ def load_for_evaluation(path, model_name=None, num_classes=None, image_size=None
     Returns:
         ``(model, settings)``: a ``keras.Model`` or :class:`SavedModelCamSource`, and a
         dict with ``image_size`` (int), ``mean`` / ``std`` (the export's, else None) and
-        ``preprocessing`` (the export's, or the training run's ``preprocessing.json``
-        beside a ``.keras`` file or above a ``checkpoints/`` file; else None).
+        ``preprocessing`` (the export's, or the one the training run recorded, beside
+        a ``.keras`` file or above a ``checkpoints/`` file, see
+        ``keras_has.run_folder.read_run_preprocessing``; else None).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"model_path: {path} does not exist")
     settings = {"image_size": image_size, "mean": None, "std": None, "preprocessing": None}
     if os.path.isfile(path):
-        from keras_has.training import read_run_preprocessing
+        from keras_has import run_folder
 
-        folder = os.path.dirname(os.path.abspath(path))
-        settings["preprocessing"] = (read_run_preprocessing(folder)
-                                     or read_run_preprocessing(os.path.dirname(folder)))
+        folder = run_folder.find_run_folder(path)
+        if folder is not None:
+            settings["preprocessing"] = run_folder.read_run_preprocessing(folder)
     if os.path.isdir(path):
-        from keras_has.export import preprocessing_of, read_preprocessing
+        from keras_has.serving import export_preprocessing, read_export_settings
 
         source = SavedModelCamSource(path)
-        prep = read_preprocessing(path)
+        prep = read_export_settings(path)
         height, width = source.image_size
         if height != width:
             raise ValueError(f"{path}: expected a square export, image_size is {height}x{width}")
@@ -281,8 +280,7 @@ def load_for_evaluation(path, model_name=None, num_classes=None, image_size=None
             raise ValueError(f"image_size: the export {path} takes {height} px images, "
                              f"received {image_size}")
         settings.update(image_size=height, mean=tuple(prep["mean"]), std=tuple(prep["std"]),
-                        preprocessing=preprocessing_of(prep, os.path.join(
-                            path, "assets", "preprocessing.json")))
+                        preprocessing=export_preprocessing(path))
         return source, settings
     if path.endswith(".keras"):
         model = keras.saving.load_model(path, compile=False)
@@ -301,3 +299,67 @@ def load_for_evaluation(path, model_name=None, num_classes=None, image_size=None
         return model, settings
     raise ValueError(f"model_path: expected a .keras file, a .weights.h5 checkpoint or a "
                      f"SavedModel directory, received {path}")
+
+
+def evaluate_model_file(model_path, source, *, split="test", model_name=None,
+                        num_classes=None, image_size=None, mean=None, std=None,
+                        preprocessing_mode=None, batch_size=32, cam_threshold=0.2,
+                        cam_curve_interval=DEFAULT_CAM_CURVE_INTERVAL, box_rule="tight",
+                        num_examples=16, max_batches=None, out_dir=None, verbose=1):
+    """Evaluates a saved model (what :func:`load_for_evaluation` reads) on a split.
+
+    The input preprocessing is the one the model was trained with: an export's own, or
+    the one its training run recorded (``keras_has.run_folder``), so only the evaluated
+    split is read. ``mean`` / ``std`` / ``preprocessing_mode`` override it; statistics
+    are measured on ``source``'s training split only when neither they nor a record
+    give them.
+
+    Args:
+        model_path: a ``.keras`` file, a ``.weights.h5`` checkpoint (with ``model_name``
+            and ``num_classes``) or a SavedModel directory with ``cam_features``.
+        source: a source name, WSOL folder or TFDS name, or a ``keras_has.data`` source.
+        split: the split to evaluate.
+        mean, std: 3 floats each (pixel scale), or None.
+        preprocessing_mode: ``dataset``, ``caffe``, ``tf``, ``torch`` or None.
+        out_dir: where ``metrics.json`` and ``gallery.png`` go (None: nothing written).
+        Other arguments as :func:`run_localization`.
+
+    Returns:
+        ``(result, preprocessing, written)``: the :class:`LocalizationResult`, the
+        ``Preprocessing`` used and the paths written.
+
+    Raises:
+        ValueError (or FileNotFoundError) naming the argument or file, before the model
+        is loaded where the arguments alone show the problem.
+    """
+    from keras_has import data
+    from keras_has import preprocessing as prep_lib
+
+    if preprocessing_mode and preprocessing_mode not in prep_lib.MODES[1:]:
+        raise ValueError(f"preprocessing: expected one of {list(prep_lib.MODES[1:])}, "
+                         f"received {preprocessing_mode!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive int, received {batch_size!r}")
+    if (mean is None) != (std is None):
+        raise ValueError("mean/std: expected both or neither, received only "
+                         f"{'mean' if std is None else 'std'}")
+    # The metric settings, checked before anything is loaded.
+    LocalizationEvaluator(cam_threshold=cam_threshold, cam_curve_interval=cam_curve_interval,
+                          box_rule=box_rule)
+    model, settings = load_for_evaluation(model_path, model_name, num_classes, image_size)
+    source = data.get_source(source) if isinstance(source, (str, os.PathLike)) else source
+    prep = settings["preprocessing"]
+    if mean is not None or (preprocessing_mode and preprocessing_mode != getattr(prep, "mode", "")):
+        if mean is None and preprocessing_mode in (None, "dataset"):
+            mean, std = data.get_normalization(source)
+        prep = prep_lib.make_preprocessing(preprocessing_mode or "dataset", mean, std)
+    elif prep is None:
+        prep = prep_lib.make_preprocessing("dataset", *data.get_normalization(source))
+    dataset = data.make_eval_dataset(source, settings["image_size"], batch_size, split=split,
+                                     preprocessing=prep)
+    result = run_localization(model, dataset, cam_threshold=cam_threshold,
+                              cam_curve_interval=cam_curve_interval, box_rule=box_rule,
+                              num_examples=num_examples, verbose=verbose,
+                              max_batches=max_batches)
+    written = [] if out_dir is None else write_evaluation(result, out_dir, preprocessing=prep)
+    return result, prep, written

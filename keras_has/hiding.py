@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from keras_has.hiding_args import check_grid_sizes, check_hide_prob
 
-__all__ = ["hide_patches", "validate_hiding_args"]
+__all__ = ["hide_patches", "validate_hiding_args", "stateless_seed"]
 
 _SUPPORTED_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.uint8)
 
@@ -95,7 +94,7 @@ def _check_images(images):
         )
 
 
-def _stateless_seed(seed):
+def stateless_seed(seed):
     """Returns the stateless seed `[2]` int64 for a Python int or an integer `[2]` tensor."""
     if isinstance(seed, (numbers.Integral, np.integer)) and not isinstance(seed, bool):
         return tf.constant([int(seed), 0], dtype=tf.int64)
@@ -146,7 +145,7 @@ def hide_patches(images, grid_sizes=(16, 32, 44, 56), hide_prob=0.5, fill_value=
             f"received {len(fill)} values {fill!r}."
         )
 
-    seeds = None if seed is None else _stateless_seed(seed)
+    seeds = None if seed is None else stateless_seed(seed)
     positive = [s for s in grid_sizes if s > 0]
     if not positive or hide_prob == 0.0:
         return tf.identity(images)

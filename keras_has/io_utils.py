@@ -129,3 +129,30 @@ def jsonable(value):
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     return value
+
+
+def read_class_names(path) -> tuple[str, ...]:
+    """Class names from a text file, one per line (blank lines at the end ignored).
+
+    The one reader of `class_names.txt` files: WSOL metadata folders, training run
+    folders and exports all keep their names in this format.
+
+    Raises:
+        ValueError naming the file when it cannot be read, holds no names or has an
+        empty line between names (which would shift every later name).
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as error:
+        raise ValueError(f"class_names: cannot read {path}: {error.strerror}") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    empty = [i + 1 for i, line in enumerate(lines) if not line.strip()]
+    if not lines or empty:
+        raise ValueError(
+            f"{path}: expected one non-empty class name per line, "
+            f"received {'no names' if not lines else f'empty line(s) {empty[:5]}'}"
+        )
+    return tuple(line.strip() for line in lines)

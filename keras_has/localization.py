@@ -27,7 +27,7 @@ Two box rules:
   ``W - 1, H - 1``; i.e. one pixel wider and taller than the tight inclusive box unless
   the region touches the right / bottom border. See docs/design/evaluation.md.
 
-The threshold sweep (:func:`sweep_levels`, :func:`component_table`) reads the regions
+The threshold sweep (:func:`sweep_levels`) reads the regions
 of every level from one pass per map over the pixels sorted by value (a compiled
 union-find), instead of one OpenCV call per threshold.
 """
@@ -68,7 +68,8 @@ def _check_unit_range(maps, name="cams"):
                          f"received min {lo:g}, max {hi:g}; use normalize_cams()")
 
 
-def _check_box_rule(box_rule):
+def check_box_rule(box_rule):
+    """Raises ValueError unless `box_rule` is one of `BOX_RULES`."""
     if box_rule not in BOX_RULES:
         raise ValueError(f"box_rule: expected one of {BOX_RULES}, received {box_rule!r}")
 
@@ -286,7 +287,7 @@ def boxes_from_cams(cams, threshold, multi_contour=False, box_rule="tight"):
         arrays. Inclusive ``x0, y0, x1, y1``; ``(0, 0, 0, 0)`` when nothing is above the
         threshold.
     """
-    _check_box_rule(box_rule)
+    check_box_rule(box_rule)
     t = float(threshold)
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"threshold: expected a fraction in [0, 1], received {threshold!r}")
@@ -475,26 +476,6 @@ def _check_gray(gray):
 
 
 @dataclasses.dataclass
-class ComponentTable:
-    """All regions of one quantised map at every level ``0 .. max(gray) - 1``.
-
-    Row ``r`` is one region (8-connected component of ``gray > level[r]``).
-
-    Attributes:
-        level: int64 ``[R]``, sorted ascending.
-        count: int64 ``[R]`` pixels.
-        box: int64 ``[R, 4]`` tight inclusive box.
-        first: int64 ``[R]`` row-major index of the region's first pixel.
-        max_gray: the map's maximum gray value (levels >= it have no foreground).
-    """
-    level: np.ndarray
-    count: np.ndarray
-    box: np.ndarray
-    first: np.ndarray
-    max_gray: int
-
-
-@dataclasses.dataclass
 class LevelSweep:
     """What the metrics need from every level ``L`` (foreground ``gray > L``) of one map.
 
@@ -528,49 +509,3 @@ def sweep_levels(gray, gt_boxes=None):
         np.asarray(gt_boxes, np.float64).reshape(-1, 4), "gt_boxes")
     largest, has_fg, best, _ = _sweep(gray, np.ascontiguousarray(gt), False)
     return LevelSweep(largest, has_fg, best, int(gray.max()))
-
-
-def component_table(gray):
-    """All 8-connected regions of ``gray > L`` for every level ``L < max(gray)``.
-
-    Same one-pass sweep as :func:`sweep_levels`, listing every region of every level
-    (``sum_L n(L)`` rows: large for noisy maps, a few thousand for smooth CAMs).
-
-    Args:
-        gray: uint8 ``[H, W]`` quantised map (:func:`quantize_cams`).
-
-    Returns:
-        A :class:`ComponentTable`.
-    """
-    gray = _check_gray(gray)
-    rows = _sweep(gray, np.zeros((0, 4)), True)[3][::-1]
-    return ComponentTable(rows[:, 0].copy(), rows[:, 1].copy(), rows[:, 2:6].copy(),
-                          rows[:, 6].copy(), int(gray.max()))
-
-
-def component_table_reference(gray):
-    """Reference: one ``cv2.connectedComponentsWithStats`` per level. Slow, obvious."""
-    gray = _check_gray(gray)
-    max_gray = int(gray.max())
-    level, count, box, first = [], [], [], []
-    for lv in range(max_gray):
-        c, b, f = _regions_tight(np.ascontiguousarray((gray > lv).astype(np.uint8)))
-        level.append(np.full(len(c), lv, np.int64))
-        count.append(c)
-        box.append(b)
-        first.append(f)
-    if not level:
-        return ComponentTable(np.zeros(0, np.int64), np.zeros(0, np.int64),
-                              np.zeros((0, 4), np.int64), np.zeros(0, np.int64), 0)
-    return ComponentTable(np.concatenate(level), np.concatenate(count),
-                          np.concatenate(box), np.concatenate(first), max_gray)
-
-
-def wsol_boxes_per_level(gray, levels, multi_contour=False):
-    """wsolevaluation's boxes at each distinct level (one findContours per level).
-
-    Returns:
-        dict level -> ``[4]`` box (or ``[N, 4]`` boxes with ``multi_contour=True``).
-    """
-    return {int(lv): boxes_at_level(gray, int(lv), multi_contour, "wsolevaluation")
-            for lv in np.unique(np.asarray(levels))}

@@ -8,6 +8,8 @@ config.json               the TrainConfig (written first, atomically)
 preprocessing.json        the input preprocessing the model was trained with
                           (`keras_has.preprocessing.Preprocessing.to_json`) and the
                           Hide-and-Seek fill in that value space
+normalization.json        the training split's RGB mean and std
+class_names.txt           the source's class names, one per line (when it names them)
 backup/                   keras.callbacks.BackupAndRestore state (resume after a kill)
 checkpoints/epoch_NNN.weights.h5   weights after every epoch (1-based NNN)
 best.keras                best model by `config.best_metric` (when set and logged)
@@ -16,6 +18,7 @@ tensorboard/              TensorBoard event files
 model.keras               final model (atomic write), config.json beside it
 ```
 
+The layout is `keras_has.run_folder`'s, which also reads it.
 Nothing is written before the model (and its pretrained weights) has been built, so a
 bad weights file or a missing weights cache fails with no run folder created.
 
@@ -54,7 +57,7 @@ import keras
 import tensorflow as tf
 
 from keras_has.io_utils import atomic_path
-from keras_has.io_utils import atomic_write_json as write_json_atomic
+from keras_has.io_utils import atomic_write_json
 from keras_has.config import TrainConfig
 
 __all__ = [
@@ -72,11 +75,9 @@ __all__ = [
     "AtomicBackupAndRestore",
     "make_strategy",
     "resolve_mixed_precision",
-    "write_json_atomic",
     "read_csv_log",
     "head_variable_paths",
     "run_preprocessing",
-    "read_run_preprocessing",
 ]
 
 
@@ -306,7 +307,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         tmp_weights = os.path.join(self.backup_dir, "tmp-latest.weights.h5")
         self.model.save_weights(filepath=tmp_weights, overwrite=True)
         os.replace(tmp_weights, self._weights_path)
-        write_json_atomic(self._training_metadata_path,
+        atomic_write_json(self._training_metadata_path,
                           {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
 
@@ -503,22 +504,6 @@ def run_preprocessing(config: TrainConfig, source=None):
     return prep_lib.make_preprocessing(mode, mean, std), mean, std
 
 
-def read_run_preprocessing(run_dir):
-    """The `Preprocessing` recorded in a training run folder (`preprocessing.json`), or
-    None when the run has none (runs from before it was recorded)."""
-    from keras_has.preprocessing import Preprocessing
-
-    path = os.path.join(os.fspath(run_dir), "preprocessing.json")
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            values = json.load(f)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: cannot read the run's preprocessing: {error}") from None
-    return Preprocessing.from_json(values, where=path)
-
-
 def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
     """Trains `config.model` as `config` says; resumes when `output_dir` has a backup.
 
@@ -549,18 +534,9 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
     # ------------------------------------------------------------ output layout
     out = os.path.abspath(os.path.expanduser(config.output_dir))
     own = out if is_chief else os.path.join(out, "workers", f"worker_{task_id}")
-    paths = {
-        "config": os.path.join(own, "config.json"),
-        "backup": os.path.join(own, "backup"),
-        "checkpoints": os.path.join(own, "checkpoints"),
-        "best": os.path.join(own, "best.keras"),
-        "csv": os.path.join(own, "training_log.csv"),
-        "tensorboard": os.path.join(own, "tensorboard"),
-        "model": os.path.join(own, "model.keras"),
-        "normalization": os.path.join(own, "normalization.json"),
-        "preprocessing": os.path.join(own, "preprocessing.json"),
-    }
-    from keras_has.run_folder import RunLock, check_resume
+    from keras_has.run_folder import RunLock, check_resume, run_paths
+
+    paths = run_paths(own)
 
     # One process per run folder; a rerun must have the folder's settings (or start over).
     with RunLock(own):
@@ -634,14 +610,14 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
 
     # Only now, with the model and its weights built, is anything written.
     os.makedirs(paths["checkpoints"], exist_ok=True)
-    write_json_atomic(paths["config"], config.to_dict())
+    atomic_write_json(paths["config"], config.to_dict())
     # Saved with the run, so export and evaluation need not reach the data again.
-    write_json_atomic(paths["normalization"], {"mean": list(mean), "std": list(std),
-                                               "split": config.data.train_split})
-    write_json_atomic(paths["preprocessing"], {
-        **prep.to_json(), "dataset_mean": list(mean), "dataset_std": list(std),
-        "split": config.data.train_split,
-        "hiding_fill_value": None if hiding is None else list(hiding["fill_value"])})
+    from keras_has import run_folder
+
+    run_folder.write_preprocessing(own, prep, mean, std, config.data.train_split,
+                                   None if hiding is None else hiding["fill_value"])
+    if getattr(source, "class_names", None):
+        run_folder.write_class_names(own, source.class_names)
 
     # Order matters at the end of an epoch: the schedule and localization callbacks
     # add their logs, then checkpoints and the CSV row are written, and the backup is
@@ -677,7 +653,7 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
                   validation_data=val_ds, callbacks=callbacks, shuffle=False,
                   verbose=1 if config.verbose == 1 else 0)
     _save_model_atomic(model, paths["model"])
-    write_json_atomic(paths["config"], config.to_dict())
+    atomic_write_json(paths["config"], config.to_dict())
 
     return TrainResult(
         model=model, history=read_csv_log(paths["csv"]), epochs_run=epochs_run,

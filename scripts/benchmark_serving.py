@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from keras_has import export  # noqa: E402
+from keras_has import export, localization_tf, serving  # noqa: E402
 from keras_has.models import get_model  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -103,15 +103,15 @@ def main(argv):
     by_pixels = loaded.signatures["serving_images"]
 
     # The bare model gets exactly what the signature feeds it: resized, normalised floats.
-    resized = export.resize_images(pixels, (size, size))
+    resized = serving.resize_images(pixels, (size, size))
     floats = ((resized - np.float32(MEAN)) / np.float32(STD)).numpy()
     bare = tf.function(lambda x: model(x, training=False))
     cams = by_pixels(images=tf.constant(pixels[:FLAGS.batch]))["cams"]
-    maps = export.normalize_cams_tf(export.resize_cams_tf(cams, (size, size)))
-    boxes_only = tf.function(lambda m: export.largest_region_boxes(m, 0.2))
+    maps = localization_tf.normalize_cams_tf(localization_tf.resize_cams_tf(cams, (size, size)))
+    boxes_only = tf.function(lambda m: localization_tf.largest_region_boxes(m, 0.2))
     gray = np.floor(maps.numpy() * 255)
     foreground = gray > np.floor(0.2 * gray.max(axis=(1, 2), keepdims=True))
-    iterations = int(export.connected_component_labels(foreground)[1])
+    iterations = int(localization_tf.connected_component_labels(foreground)[1])
 
     one = {
         "keras (bare)": lambda: bare(tf.constant(floats[:1])),

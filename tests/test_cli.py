@@ -85,7 +85,7 @@ def test_bad_list_value_names_the_flag():
 
 def test_every_config_field_has_one_flag_and_every_flag_a_field():
     """The train command's flags are exactly TrainConfig's leaf fields (+ --overwrite)."""
-    import keras_has.cli.train as train_cli  # noqa: F401  (defines the flags)
+    import keras_has.cli.train  # noqa: F401  (defines the flags)
 
     leaves = dict(_leaf_fields(TrainConfig))
     names = config_flags.config_flag_names(TrainConfig)

@@ -12,6 +12,21 @@ from keras_has.data import tfds_sources
 NO_NORM = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 
+@pytest.fixture(autouse=True)
+def mock_boxes_in_order(monkeypatch):
+    """TFDS's mock data draws box corners in any order. keras_has reads images undecoded
+    (it checks them before decoding), and with a decoder the mock encodes its examples,
+    which BBoxFeature refuses for such boxes: put the corners in order first."""
+    encode = tfds.features.BBoxFeature.encode_example
+
+    def in_order(self, bbox):
+        ymin, xmin, ymax, xmax = (float(v) for v in np.asarray(bbox, np.float64).reshape(4))
+        return encode(self, tfds.features.BBox(min(ymin, ymax), min(xmin, xmax),
+                                               max(ymin, ymax), max(xmin, xmax)))
+
+    monkeypatch.setattr(tfds.features.BBoxFeature, "encode_example", in_order)
+
+
 def _pixel_boxes(bbox, h, w):
     """Independent reference: TFDS (ymin, xmin, ymax, xmax) -> inclusive pixels."""
     bbox = np.asarray(bbox, np.float64).reshape(-1, 4)
@@ -77,6 +92,8 @@ def test_oxford_pet_whole_body_box_from_trimap(tmp_path):
         got = list(source.load("test").as_numpy_iterator())
         heads = list(D.get_source("oxford_iiit_pet", data_dir=str(tmp_path), boxes="part")
                      .load("test").as_numpy_iterator())
+        from_source = list(source.part_box_source().load("test").as_numpy_iterator())
+        assert [e["boxes"].tolist() for e in heads] == [e["boxes"].tolist() for e in from_source]
         for ex, head, ref in zip(got, heads, raw):
             h, w = ref["image"].shape[:2]
             assert ex["mask"].shape == (h, w) and ex["ignore"].shape == (h, w)
@@ -186,9 +203,11 @@ def test_synthetic_wrapper_on_stand_in_builder(tmp_path):
         assert [xs.min(), ys.min(), xs.max(), ys.max()] == box  # boxes are the masks' tight boxes
         assert not ex["ignore"].any() and ex["image_id"] == f"s2_{i}".encode()
     part = tfds_sources.SyntheticSource(builder=builder, boxes="part")
-    for ex in part.load("test").as_numpy_iterator():
-        i = int(ex["image_id"].decode()[-1])
-        np.testing.assert_array_equal(ex["boxes"], [[2 + i, 5, 3 + i, 6]])
+    assert source.fixed_normalization is None  # measured, not prescribed
+    for part in (part, source.part_box_source()):  # the comparison asks the source
+        for ex in part.load("test").as_numpy_iterator():
+            i = int(ex["image_id"].decode()[-1])
+            np.testing.assert_array_equal(ex["boxes"], [[2 + i, 5, 3 + i, 6]])
     batch = next(iter(D.make_eval_dataset(source, 8, 3, split="test", **NO_NORM)))
     for ids, boxes in zip(batch["image_id"].numpy(), batch["boxes"].numpy()):
         i = int(ids.decode()[-1])
@@ -218,3 +237,32 @@ def test_real_synthetic_builder_is_registered(tmp_path):
     assert source.num_classes >= 10
     batch = next(iter(D.make_eval_dataset(source, 32, 2, split="test", **NO_NORM)))
     assert batch["mask"].shape == (2, 32, 32) and (batch["num_boxes"].numpy() == 1).all()
+
+
+def test_a_truncated_image_is_named_before_it_is_decoded():
+    """TFDS images are checked for their end marker (as WSOL folder files are) before
+    decoding, so a cut-short file fails naming its id instead of a bare decoder error."""
+    import cv2
+
+    from keras_has.data.sources import check_complete_image, decode_image
+
+    image = cv2.resize(np.arange(48, dtype=np.uint8).reshape(4, 4, 3), (24, 20))
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    png = cv2.imencode(".png", image)[1].tobytes()
+
+    def load(pairs):
+        ds = tf.data.Dataset.from_tensor_slices(([d for d, _ in pairs], [n for _, n in pairs]))
+        return [im.shape for im in ds.map(
+            lambda d, n: decode_image(check_complete_image(d, n, "caltech_birds2011")))
+            .as_numpy_iterator()]
+
+    # Complete images, one with bytes after its end marker, and a format not checked.
+    gif_like = b"GIF89a" + bytes(10)
+    assert load([(jpeg, "a.jpg"), (png, "b.png"), (jpeg + b"\x00" * 100, "c.jpg")]) == \
+        [(20, 24, 3)] * 3
+    assert check_complete_image(tf.constant(gif_like), tf.constant("d.gif"), "x").numpy() == \
+        gif_like
+    for name, data in (("cut.jpg", jpeg[:len(jpeg) // 2]), ("cut.png", png[:-12])):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=f"caltech_birds2011: image.*{name}.*is truncated"):
+            load([(jpeg, "fine.jpg"), (data, name)])

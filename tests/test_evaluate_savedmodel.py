@@ -1,5 +1,4 @@
 """Evaluating an exported SavedModel: the `cam_features` signature, SavedModelCamSource."""
-import importlib.util
 import json
 import os
 
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_has import evaluation, export
+from keras_has import evaluation, export, serving
 from keras_has.models import get_model
 
 SIZE = 32
@@ -55,7 +54,7 @@ def test_cam_features_signature_gives_every_class_cam(model, export_dir):
     assert {"serving_default", "serving_images", "cam_features"} <= set(loaded.signatures)
     images = eval_batches()[0]["image"]
     out = loaded.signatures["cam_features"](images=tf.constant(images))
-    assert set(out) == set(export.CAM_FEATURES_KEYS)
+    assert set(out) == set(serving.CAM_FEATURES_KEYS)
     np.testing.assert_allclose(out["logits"].numpy(), model(images, training=False),
                                rtol=1e-5, atol=1e-5)
     cams = out["class_cams"].numpy()
@@ -119,11 +118,7 @@ def test_evaluate_script_on_saved_model_writes_metrics(export_dir, tmp_path, mon
     with pytest.raises(ValueError, match="takes 32 px images, received 64"):
         evaluation.load_for_evaluation(export_dir, image_size=64)
 
-    # The script's main: flags -> load_for_evaluation -> make_eval_dataset -> write.
-    spec = importlib.util.spec_from_file_location(
-        "evaluate_script", os.path.join(REPO, "scripts", "evaluate.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    # evaluate_model_file: load_for_evaluation -> make_eval_dataset -> run -> write.
     seen = {}
 
     def fake_eval_dataset(source, image_size, batch_size, split, preprocessing):
@@ -134,20 +129,26 @@ def test_evaluate_script_on_saved_model_writes_metrics(export_dir, tmp_path, mon
     monkeypatch.setattr(data, "get_source", lambda name: name)
     monkeypatch.setattr(data, "make_eval_dataset", fake_eval_dataset)
     out_dir = tmp_path / "eval"
-    from absl import flags
-
-    fv = flags.FlagValues()
-    script.define_flags(fv)
-    fv([
-        "evaluate.py", f"--model_path={export_dir}", f"--out_dir={out_dir}",
-        "--num_examples=2", "--cam_curve_interval=0.05",
-    ])
-    script.run(fv)
+    result, prep, written = evaluation.evaluate_model_file(
+        export_dir, "synthetic", out_dir=out_dir, num_examples=2, cam_curve_interval=0.05,
+        verbose=0)
     assert seen == {"image_size": SIZE, "mean": MEAN, "std": STD}  # from the export
     metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics == result.metrics and written == [str(out_dir / "metrics.json"),
+                                                     str(out_dir / "gallery.png")]
     expected = evaluation.run_localization(model, eval_batches(seed=2), verbose=0,
                                            cam_curve_interval=0.05).metrics
     assert metrics.keys() == expected.keys()
     for key, value in expected.items():
         assert metrics[key] == pytest.approx(value, abs=1e-9), key
     assert (out_dir / "gallery.png").stat().st_size > 0
+    # Bad arguments are refused before the model is loaded or anything is written.
+    for kwargs, message in ((dict(box_rule="loose"), "box_rule"),
+                            (dict(cam_curve_interval=0.0), "cam_curve_interval"),
+                            (dict(preprocessing_mode="yuv"), "preprocessing: expected"),
+                            (dict(batch_size=0), "batch_size"),
+                            (dict(mean=(1, 2, 3)), "mean/std: expected both")):
+        with pytest.raises(ValueError, match=message):
+            evaluation.evaluate_model_file(tmp_path / "missing.keras", "synthetic",
+                                           out_dir=tmp_path / "never", **kwargs)
+    assert not (tmp_path / "never").exists()

@@ -1,4 +1,5 @@
-"""Tests for keras_has.export: the in-graph box rule, the serving signatures, the export."""
+"""Tests for keras_has.serving and keras_has.export: the serving signatures (bad inputs
+marked per image), the export's assets and atomicity, settings from a run folder."""
 import base64
 import json
 import os
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_has import export
+from keras_has import export, run_folder, serving
 from keras_has.models import get_model
 
 IMAGE_SIZE = 32
@@ -21,219 +22,6 @@ CLASS_NAMES = ("cat", "dog", "bird")
 THRESHOLD = 0.7  # high enough that the random tiny model gives boxes smaller than the image
 PYTHON = sys.executable
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-
-
-# ---------------------------------------------------------------------------
-# An independent reference for the single-region rule (docs/architecture.md), on OpenCV.
-# ---------------------------------------------------------------------------
-
-
-def reference_box(cam, threshold):
-    """The largest 8-connected region's inclusive box, via cv2.connectedComponentsWithStats."""
-    gray = np.floor(cam.astype(np.float64) * 255).astype(np.uint8)
-    level = np.floor(threshold * float(gray.max()))
-    foreground = (gray > level).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(foreground, connectivity=8)
-    if count == 1:
-        return (0, 0, 0, 0)
-    flat = labels.ravel()
-    regions = range(1, count)
-    first_pixel = {r: int(np.argmax(flat == r)) for r in regions}
-    best = min(regions, key=lambda r: (-stats[r, cv2.CC_STAT_AREA], first_pixel[r]))
-    keys = (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT)
-    x, y, w, h = (stats[best, k] for k in keys)
-    return (int(x), int(y), int(x + w - 1), int(y + h - 1))
-
-
-def tight_box_of_all(cam, threshold):
-    gray = np.floor(cam.astype(np.float64) * 255)
-    ys, xs = np.nonzero(gray > np.floor(threshold * gray.max()))
-    return (xs.min(), ys.min(), xs.max(), ys.max())
-
-
-def smooth_map(rng, size, coarse=5):
-    low = rng.random((coarse, coarse)).astype(np.float32)
-    cam = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
-    return (cam - cam.min()) / (cam.max() - cam.min())
-
-
-def serpentine(size):
-    """One 8-connected path that sweeps every other row, alternating direction."""
-    mask = np.zeros((size, size), np.float32)
-    for row in range(0, size, 2):
-        mask[row, :] = 1
-        if row + 2 < size:
-            mask[row + 1, size - 1 if (row // 2) % 2 == 0 else 0] = 1
-    return mask
-
-
-def spiral(size):
-    mask = np.zeros((size, size), np.float32)
-    top, left, bottom, right = 0, 0, size - 1, size - 1
-    while top + 2 <= bottom and left + 2 <= right:
-        mask[top, left:right + 1] = 1
-        mask[top:bottom + 1, right] = 1
-        mask[bottom, left:right + 1] = 1
-        mask[top + 2:bottom + 1, left] = 1
-        mask[top + 2, left:left + 3] = 1
-        top, left, bottom, right = top + 2, left + 2, bottom - 2, right - 2
-    return mask
-
-
-def rule_maps():
-    """Named [H, W] maps in [0, 1]: smooth, ties, several regions, snakes, corners, empty."""
-    rng = np.random.default_rng(7)
-    maps = {f"smooth{i}": smooth_map(rng, 40, coarse=3 + i) for i in range(4)}
-    ties = np.zeros((20, 30), np.float32)
-    ties[2:5, 20:24] = 1.0  # 12 pixels, first pixel (2, 20)
-    ties[3:7, 1:4] = 0.9  # 12 pixels, first pixel (3, 1): later in row-major order
-    maps["tie_row_major"] = ties
-    ties2 = np.zeros((20, 30), np.float32)
-    ties2[10:13, 2:6] = 0.7  # 12 pixels, first pixel (10, 2)
-    ties2[10:14, 25:28] = 1.0  # 12 pixels, first pixel (10, 25)
-    maps["tie_same_row"] = ties2
-    multi = np.zeros((30, 30), np.float32)
-    multi[2:6, 2:6] = 1.0  # 16 pixels, brightest
-    multi[15:27, 10:25] = 0.6  # 180 pixels: the largest
-    multi[20:22, 0:3] = 0.5
-    maps["multi_region"] = multi
-    corners = np.zeros((12, 12), np.float32)
-    corners[1:4, 1:4] = 1.0
-    corners[4:7, 4:7] = 1.0  # touches the first square only diagonally: one 8-region
-    corners[9:11, 0:2] = 1.0
-    maps["diagonal_touch"] = corners
-    maps["serpentine"] = serpentine(41)
-    maps["spiral"] = spiral(37)
-    maps["constant"] = np.full((9, 11), 0.5, np.float32)
-    maps["single_pixel"] = np.eye(1, 64, 50, dtype=np.float32).reshape(8, 8)
-    return maps
-
-
-def tf_box(cam, threshold):
-    return tuple(export.largest_region_boxes(cam[None], threshold).numpy()[0].tolist())
-
-
-@pytest.mark.parametrize("name, cam", list(rule_maps().items()))
-@pytest.mark.parametrize("threshold", [0.0, 0.2, 0.65])
-def test_in_graph_box_matches_reference_rule(name, cam, threshold):
-    assert tf_box(cam, threshold) == reference_box(cam, threshold)
-
-
-def test_in_graph_box_matches_boxes_from_cams():
-    localization = pytest.importorskip("keras_has.localization")
-    maps = rule_maps()
-    for threshold in (0.0, 0.2, 0.65):
-        for name, cam in maps.items():
-            expected = np.asarray(localization.boxes_from_cams(cam[None], threshold)).reshape(-1)
-            assert tf_box(cam, threshold) == tuple(int(v) for v in expected[:4]), name
-
-
-def test_hand_made_boxes():
-    maps = rule_maps()
-    # Equal areas: the region whose first pixel comes first in row-major order wins.
-    assert tf_box(maps["tie_row_major"], 0.2) == (20, 2, 23, 4)
-    assert tf_box(maps["tie_same_row"], 0.2) == (2, 10, 5, 12)
-    # The largest region, not the brightest, and not a box around every region.
-    assert tf_box(maps["multi_region"], 0.2) == (10, 15, 24, 26)
-    assert tight_box_of_all(maps["multi_region"], 0.2) == (0, 2, 24, 26)
-    # Diagonal neighbours are connected (8-connectivity): 9 + 9 pixels beat 4.
-    assert tf_box(maps["diagonal_touch"], 0.2) == (1, 1, 6, 6)
-    # A constant map normalises to zeros: no foreground. Un-normalised, all of it is foreground.
-    flat = export.normalize_cams_tf(maps["constant"][None]).numpy()[0]
-    assert tf_box(flat, 0.2) == (0, 0, 0, 0)
-    assert tf_box(maps["constant"], 0.2) == (0, 0, 10, 8)
-    assert tf_box(maps["single_pixel"], 0.2) == (2, 6, 2, 6)
-    # Threshold 1: nothing is above the max, so no foreground.
-    assert tf_box(maps["smooth0"], 1.0) == (0, 0, 0, 0)
-
-
-def test_batched_boxes_equal_one_by_one():
-    maps = [m for m in rule_maps().values() if m.shape == (20, 30)]
-    rng = np.random.default_rng(3)
-    maps += [smooth_map(rng, 30, 4)[:20] for _ in range(3)]
-    maps = [(m - m.min()) / max(m.max() - m.min(), 1e-9) for m in maps]
-    batch = export.largest_region_boxes(np.stack(maps), 0.3).numpy()
-    assert [tuple(b) for b in batch.tolist()] == [reference_box(m, 0.3) for m in maps]
-
-
-@pytest.mark.parametrize(
-    "shape", ["serpentine", "spiral", "transposed_reversed_serpentine", "checkerboard"])
-def test_labels_converge_fast_on_snakes(shape):
-    size = 224
-    mask = {
-        "serpentine": serpentine(size),
-        "spiral": spiral(size),
-        "transposed_reversed_serpentine": serpentine(size).T[::-1, ::-1].copy(),
-        # Every pixel is its own horizontal run, joined to the next rows only diagonally.
-        "checkerboard": (np.indices((size, size)).sum(0) % 2).astype(np.float32),
-    }[shape]
-    labels, iterations = export.connected_component_labels(mask[None] > 0)
-    labels = labels.numpy()[0]
-    count, reference = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)[:2]
-    assert count == 2  # one region
-    first = int(np.argmax(reference.ravel() == 1))
-    assert np.all(labels[mask > 0] == first)
-    assert np.all(labels[mask == 0] == size * size)
-    # The path is ~25,000 pixels long: plain min-propagation would need that many steps.
-    assert int(iterations) <= 12
-
-
-def test_labels_of_several_components_and_images():
-    rng = np.random.default_rng(0)
-    masks = rng.random((3, 17, 23)) > 0.55
-    labels = export.connected_component_labels(masks)[0].numpy()
-    for mask, got in zip(masks, labels):
-        count, reference = cv2.connectedComponentsWithStats(
-            mask.astype(np.uint8), connectivity=8)[:2]
-        assert count > 5
-        for region in range(1, count):
-            pixels = reference == region
-            assert np.all(got[pixels] == int(np.argmax(pixels.ravel())))
-
-
-def test_regions_do_not_leak_across_images_and_thin_shapes():
-    masks = np.zeros((3, 4, 5), bool)
-    masks[0, 3, :] = True  # last row of image 0 ...
-    masks[1, 0, :3] = True  # ... above the first row of image 1: different images
-    masks[1, 2:, 4] = True
-    masks[2, :, 0] = True
-    labels = export.connected_component_labels(masks)[0].numpy()
-    assert labels[0][3].tolist() == [15] * 5 and labels[1][0].tolist()[:3] == [0] * 3
-    assert labels[1][2:, 4].tolist() == [14, 14] and labels[2][:, 0].tolist() == [0] * 4
-    cams = masks.astype(np.float32)
-    boxes = export.largest_region_boxes(cams, 0.5).numpy().tolist()
-    assert boxes == [[0, 3, 4, 3], [0, 0, 2, 0], [0, 0, 0, 3]]
-    column = np.zeros((2, 6, 1), np.float32)
-    column[0, 1:3] = column[0, 4:] = 1
-    row = np.zeros((1, 1, 7), np.float32)
-    row[0, 0, 2:4] = row[0, 0, 5:7] = 1
-    assert export.largest_region_boxes(column, 0.5).numpy().tolist() == [[0, 1, 0, 2], [0, 0, 0, 0]]
-    assert export.largest_region_boxes(row, 0.5).numpy().tolist() == [[2, 0, 3, 0]]
-
-
-def test_rescale_boxes_by_hand():
-    boxes = tf.constant([[0, 0, 31, 31], [8, 4, 15, 7], [31, 31, 31, 31], [0, 0, 0, 0]])
-    sizes = tf.constant([[48, 64], [48, 64], [1, 1], [100, 10]])  # (height, width)
-    got = export.rescale_boxes(boxes, (32, 32), sizes).numpy().tolist()
-    # Model column x covers input columns [x * W0 / 32, (x + 1) * W0 / 32).
-    assert got == [
-        [0, 0, 63, 47],
-        [16, 6, 31, 11],  # x: 8*2=16, 16*2-1=31; y: 4*1.5=6, ceil(8*1.5)-1=11
-        [0, 0, 0, 0],
-        [0, 0, 0, 3],  # x: ceil(1*10/32)-1 = 0; y: ceil(1*100/32)-1 = 3
-    ]
-
-
-def test_normalize_cams_tf():
-    cams = np.stack([
-        np.array([[1.0, 3.0], [2.0, 5.0]]),
-        np.full((2, 2), 4.0),
-        np.array([[1.0, np.nan], [2.0, 3.0]]),
-        np.array([[1.0, np.inf], [2.0, 3.0]]),
-    ]).astype(np.float32)
-    got = export.normalize_cams_tf(cams).numpy()
-    np.testing.assert_allclose(got[0], [[0.0, 0.5], [0.25, 1.0]])
-    assert np.all(got[1:] == 0)
 
 
 # ---------------------------------------------------------------------------
@@ -316,7 +104,7 @@ def test_signatures_and_names(loaded):
     assert default.structured_input_signature[1]["images_bytes"].dtype == tf.string
     images = loaded.signatures["serving_images"].structured_input_signature[1]["images"]
     assert images.dtype == tf.uint8 and images.shape.as_list() == [None, None, None, 3]
-    assert set(default.structured_outputs) == set(export.OUTPUT_KEYS)
+    assert set(default.structured_outputs) == set(serving.OUTPUT_KEYS)
 
 
 def test_outputs_match_the_keras_model(model, loaded):
@@ -351,11 +139,11 @@ def test_preprocessing_matches_the_eval_pipeline():
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     for image in (smooth_image(5, 45, 71), noise):
-        ours = export.resize_images(image, (IMAGE_SIZE, IMAGE_SIZE)).numpy()
-        theirs = pipeline._resize(image, IMAGE_SIZE).numpy()
+        ours = serving.resize_images(image, (IMAGE_SIZE, IMAGE_SIZE)).numpy()
+        theirs = pipeline.resize_image(image, IMAGE_SIZE).numpy()
         np.testing.assert_array_equal(ours, theirs)
     batch = rng.integers(0, 256, (2, 20, 30, 3), dtype=np.uint8)
-    same_size = export.resize_images(batch, (20, 30)).numpy()
+    same_size = serving.resize_images(batch, (20, 30)).numpy()
     np.testing.assert_array_equal(same_size, batch.astype(np.float32))
 
 
@@ -378,9 +166,9 @@ def test_bytes_any_size_boxes_in_each_image_frame(loaded):
 
 def test_rest_request_body_as_tf_serving_decodes_it(loaded):
     images = [smooth_image(20, 40, 30), smooth_image(21, 24, 36)]
+    blobs = [encode(images[0], ".jpg"), b"not an image", encode(images[1], ".jpg")]
     body = json.dumps({"instances": [
-        {"images_bytes": {"b64": base64.b64encode(encode(im, ".jpg")).decode("ascii")}}
-        for im in images
+        {"images_bytes": {"b64": base64.b64encode(blob).decode("ascii")}} for blob in blobs
     ]})
     # TF Serving's row format: each instance maps input names to values, {"b64": ...}
     # is binary data for a string tensor, and instances stack along the batch axis.
@@ -394,16 +182,20 @@ def test_rest_request_body_as_tf_serving_decodes_it(loaded):
             is_binary = isinstance(value, dict)
             columns[name].append(base64.b64decode(value["b64"]) if is_binary else value)
     outputs = signature(**{name: tf.constant(values) for name, values in columns.items()})
-    predictions = [{k: v.numpy()[i].tolist() for k, v in outputs.items()}
-                   for i in range(len(images))]
-    response = json.dumps({"predictions": predictions},
-                          default=lambda b: b.decode())  # strings come back as JSON strings
-    assert len(json.loads(response)["predictions"]) == len(images)
-    direct = run_bytes(loaded, [encode(im, ".jpg") for im in images])
-    for i, prediction in enumerate(predictions):
-        assert prediction["boxes"] == direct["boxes"][i].tolist()
-        assert prediction["image_sizes"] == list(images[i].shape[:2])
-        assert prediction["class_names"][0].decode() in CLASS_NAMES
+    # The response lists one prediction per instance, in order, with every output.
+    predictions = [{k: np.asarray(v.numpy()[i]).tolist() for k, v in outputs.items()}
+                   for i in range(len(blobs))]
+    response = json.loads(json.dumps({"predictions": predictions},
+                                     default=lambda b: b.decode()))  # strings -> JSON strings
+    answered = response["predictions"]
+    assert [p["valid"] for p in answered] == [True, False, True]
+    assert answered[1]["error"].startswith("not an image") and answered[0]["error"] == ""
+    assert answered[1]["boxes"] == [0, 0, 0, 0] and answered[1]["class_names"] == ["", ""]
+    direct = run_bytes(loaded, [blobs[0], blobs[2]])
+    for i, j in ((0, 0), (2, 1)):
+        assert answered[i]["boxes"] == direct["boxes"][j].tolist()
+        assert answered[i]["image_sizes"] == list(images[j].shape[:2])
+        assert answered[i]["class_names"][0] in CLASS_NAMES
     # The uint8 signature takes nested lists per instance.
     rows = {"instances": [{"images": images[0].tolist()}]}
     instances = json.loads(json.dumps(rows))["instances"]
@@ -438,36 +230,74 @@ def patch_jpeg_size(jpeg, height, width):
     return bytes(data)
 
 
-@pytest.mark.parametrize("case", [
-    "not_an_image", "empty", "gif", "truncated_jpeg_header", "png_bad_pixels",
-    "png_claims_huge", "jpeg_claims_huge",
-])
-def test_bad_bytes_raise_invalid_argument(loaded, case):
+BAD_CASES = ["not_an_image", "empty", "gif", "truncated_jpeg_header", "truncated_jpeg_body",
+             "png_bad_pixels", "png_claims_huge", "jpeg_claims_huge"]
+
+
+def bad_blob(case):
+    """A bad input of serving_default and the start of the reason it must be given."""
     good_png = encode(smooth_image(1, 16, 16))
     good_jpeg = encode(smooth_image(1, 16, 16), ".jpg")
-    blob, message = {
-        "not_an_image": (b"hello, this is not an image", "expected JPEG or PNG"),
-        "empty": (b"", "expected JPEG or PNG"),
-        "gif": (b"GIF89a" + bytes(40), "expected JPEG or PNG"),
-        "truncated_jpeg_header": (good_jpeg[:20], None),
-        "png_bad_pixels": (good_png[:40] + b"\x00" * (len(good_png) - 40), None),
-        "png_claims_huge": (patch_png_size(good_png, 100_000, 100_000), "at most"),
-        "jpeg_claims_huge": (patch_jpeg_size(good_jpeg, 60_000, 60_000), "at most"),
+    return {
+        "not_an_image": (b"hello, this is not an image", "not an image"),
+        "empty": (b"", "not an image"),
+        "gif": (b"GIF89a" + bytes(40), "not an image"),
+        "truncated_jpeg_header": (good_jpeg[:20], "cannot be decoded"),
+        "truncated_jpeg_body": (good_jpeg[:len(good_jpeg) // 2], "cannot be decoded"),
+        "png_bad_pixels": (good_png[:40] + b"\x00" * (len(good_png) - 40), "cannot be decoded"),
+        "png_claims_huge": (patch_png_size(good_png, 100_000, 100_000), "too large"),
+        "jpeg_claims_huge": (patch_jpeg_size(good_jpeg, 60_000, 60_000), "too large"),
     }[case]
-    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
-        run_bytes(loaded, [good_png, blob])
-    # Still serving.
-    assert run_bytes(loaded, [good_png])["image_sizes"].tolist() == [[16, 16]]
 
 
-def test_corrupt_jpeg_body_errors_or_answers(loaded):
+def assert_same_answer(batch_out, i, alone_out, j=0):
+    for key in ("classes", "class_names", "boxes", "image_sizes"):
+        np.testing.assert_array_equal(batch_out[key][i], alone_out[key][j], err_msg=key)
+    for key in ("scores", "boxes_normalized", "cams"):
+        np.testing.assert_allclose(batch_out[key][i], alone_out[key][j], atol=1e-5, err_msg=key)
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_a_bad_image_is_marked_and_the_rest_answered(loaded, case):
+    good_png = encode(smooth_image(1, 16, 16))
+    good_jpeg = encode(smooth_image(2, 40, 30), ".jpg")
+    blob, reason = bad_blob(case)
+    out = run_bytes(loaded, [good_png, blob, good_jpeg])
+    assert out["valid"].tolist() == [True, False, True]
+    assert out["error"][0] == b"" and out["error"][2] == b""
+    assert out["error"][1].decode().startswith(reason), out["error"][1]
+    # The bad one: zeros (classes -1, no names); the good ones: as if each came alone.
+    assert out["classes"][1].tolist() == [-1, -1] and out["class_names"][1].tolist() == [b"", b""]
+    assert not out["scores"][1].any() and not out["boxes"][1].any()
+    assert not out["boxes_normalized"][1].any() and not out["cams"][1].any()
+    assert out["image_sizes"][1].tolist() == [0, 0]
+    assert_same_answer(out, 0, run_bytes(loaded, [good_png]))
+    assert_same_answer(out, 2, run_bytes(loaded, [good_jpeg]))
+
+
+def test_mixed_batch_of_several_bad_images(loaded):
+    goods = [encode(smooth_image(s, 20 + s, 30), ".jpg" if s % 2 else ".png") for s in range(3)]
+    bads = [bad_blob(c)[0] for c in ("gif", "truncated_jpeg_body", "png_claims_huge")]
+    batch = [bads[0], goods[0], bads[1], bads[2], goods[1], goods[2]]
+    out = run_bytes(loaded, batch)
+    assert out["valid"].tolist() == [False, True, False, False, True, True]
+    assert [e.decode().split(":")[0] for e in out["error"]] == [
+        "not an image", "", "cannot be decoded", "too large", "", ""]
+    alone = run_bytes(loaded, goods)
+    for i, j in ((1, 0), (4, 1), (5, 2)):
+        assert_same_answer(out, i, alone, j)
+    only_bad = run_bytes(loaded, bads)
+    assert only_bad["valid"].tolist() == [False] * 3 and only_bad["classes"].shape == (3, 2)
+
+
+def test_corrupt_jpeg_body_is_answered_or_marked(loaded):
     jpeg = bytearray(encode(smooth_image(2, 64, 64), ".jpg"))
     rng = np.random.default_rng(0)
     start = len(jpeg) // 2
     jpeg[start:start + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
-    try:
-        out = run_bytes(loaded, [bytes(jpeg)])
-    except tf.errors.InvalidArgumentError:
+    out = run_bytes(loaded, [bytes(jpeg)])
+    if not out["valid"][0]:  # libjpeg may reject it or decode it with artefacts
+        assert out["error"][0].startswith(b"cannot be decoded")
         return
     assert out["image_sizes"].tolist() == [[64, 64]]
     expected = to_input_frame(expected_model_frame_boxes(out["cams"])[0], 64, 64)
@@ -502,20 +332,21 @@ def test_one_pixel_and_very_large_images(loaded):
 
 
 def test_max_image_pixels_is_enforced_before_decoding(model):
-    config = export.make_serving_config(model, image_size=IMAGE_SIZE, mean=MEAN, std=STD,
+    config = serving.make_serving_config(model, image_size=IMAGE_SIZE, mean=MEAN, std=STD,
                                         max_image_pixels=1000)
-    functions = export.ServingFunctions(model, config)
+    functions = serving.ServingFunctions(model, config)
     ok = functions.serving_default(tf.constant([encode(smooth_image(0, 20, 50))]))
     assert ok["image_sizes"].numpy().tolist() == [[20, 50]]
-    with pytest.raises(tf.errors.InvalidArgumentError, match="at most"):
-        functions.serving_default(tf.constant([encode(smooth_image(0, 20, 51), ".jpg")]))
+    over = functions.serving_default(tf.constant([encode(smooth_image(0, 20, 51), ".jpg")]))
+    assert over["valid"].numpy().tolist() == [False]
+    assert over["error"].numpy()[0] == b"too large: expected an image of at most 1000 pixels"
 
 
 def test_no_foreground_gives_zero_boxes_in_every_frame(model):
     # Threshold 1: no pixel is above the maximum, so no region at all.
-    config = export.make_serving_config(model, image_size=IMAGE_SIZE, mean=MEAN, std=STD,
+    config = serving.make_serving_config(model, image_size=IMAGE_SIZE, mean=MEAN, std=STD,
                                         cam_threshold=1.0)
-    out = export.ServingFunctions(model, config).serving_images(
+    out = serving.ServingFunctions(model, config).serving_images(
         tf.constant(smooth_image(6, 70, 90)[None]))
     assert out["boxes"].numpy().tolist() == [[0, 0, 0, 0]]
     assert out["boxes_normalized"].numpy().tolist() == [[0, 0, 0, 0]]
@@ -613,7 +444,8 @@ FRESH_PROCESS = textwrap.dedent("""
     pixels = tf.io.decode_image(data, channels=3, expand_animations=False)[None]
     by_pixels = model.signatures["serving_images"](images=pixels)
     print(json.dumps({
-        "bytes": {k: v.numpy().tolist() for k, v in by_bytes.items() if k != "class_names"},
+        "bytes": {k: v.numpy().tolist() for k, v in by_bytes.items()
+                  if k not in ("class_names", "error")},
         "pixels_boxes": by_pixels["boxes"].numpy().tolist(),
         "class_names": [[s.decode() for s in row] for row in by_bytes["class_names"].numpy()],
         "keras_has_loaded": any(m.startswith("keras_has") and sys.modules[m] is not None
@@ -654,7 +486,7 @@ def test_loads_without_keras_has_and_runs_under_saved_model_cli(export_dir, load
     assert result["keras_has_loaded"] is False
     assert result["bytes"]["boxes"] == expected["boxes"].tolist()
     assert result["pixels_boxes"] == expected["boxes"].tolist()
-    assert result["bytes"]["image_sizes"] == [[45, 60]]
+    assert result["bytes"]["image_sizes"] == [[45, 60]] and result["bytes"]["valid"] == [True]
     assert result["class_names"] == [[CLASS_NAMES[c] for c in expected["classes"][0]]]
     np.testing.assert_allclose(result["bytes"]["cams"], expected["cams"], atol=1e-5)
 
@@ -690,40 +522,42 @@ def write_uniform_wsol_folder(root):
     return root
 
 
-def test_resolve_serving_settings(tmp_path):
+def test_read_run_settings_without_records(tmp_path):
     folder = write_uniform_wsol_folder(tmp_path / "data")
     config = {"data": {"image_size": 48, "source": str(folder), "train_split": "train"}}
     (tmp_path / "config.json").write_text(json.dumps(config))
-    got = export.resolve_serving_settings(train_config=tmp_path / "config.json")
+    got = run_folder.read_run_settings(train_config=tmp_path / "config.json")
     assert got["image_size"] == 48 and got["config"] == config
     np.testing.assert_allclose(got["mean"], (20, 30, 40), atol=1e-3)
     np.testing.assert_allclose(got["std"], (10, 10, 10), atol=1e-3)
     assert got["class_names"] == ("red", "blue")
     # Explicit values win.
     (tmp_path / "names.txt").write_text("a\nb\n\n")
-    got = export.resolve_serving_settings(train_config=config, image_size=64, mean=(1, 2, 3),
+    got = run_folder.read_run_settings(train_config=config, image_size=64, mean=(1, 2, 3),
                                           std=(4, 5, 6), class_names=tmp_path / "names.txt")
     assert (got["image_size"], got["mean"], got["std"]) == (64, (1, 2, 3), (4, 5, 6))
     assert got["class_names"] == ("a", "b")
     with pytest.raises(ValueError, match="image_size: not given"):
-        export.resolve_serving_settings(mean=(1, 2, 3), std=(1, 1, 1))
+        run_folder.read_run_settings(mean=(1, 2, 3), std=(1, 1, 1))
     with pytest.raises(ValueError, match="mean/std: not given"):
-        export.resolve_serving_settings(image_size=32)
+        run_folder.read_run_settings(image_size=32)
+    with pytest.raises(ValueError, match="mean/std: expected both"):
+        run_folder.read_run_settings(image_size=32, mean=(1, 2, 3))
     (tmp_path / "gappy.txt").write_text("a\n\nb\n")
     with pytest.raises(ValueError, match=r"gappy.txt: expected one non-empty class name.*\[2\]"):
-        export.resolve_serving_settings(image_size=32, mean=(1, 2, 3), std=(1, 1, 1),
+        run_folder.read_run_settings(image_size=32, mean=(1, 2, 3), std=(1, 1, 1),
                                         class_names=tmp_path / "gappy.txt")
     with pytest.raises(ValueError, match="mean: expected 3"):
-        export.resolve_serving_settings(image_size=32, mean=("1", "2", "x"), std=(1, 1, 1))
+        run_folder.read_run_settings(image_size=32, mean=("1", "2", "x"), std=(1, 1, 1))
     with pytest.raises(ValueError, match="train_config: cannot read"):
-        export.resolve_serving_settings(train_config=tmp_path / "missing.json")
+        run_folder.read_run_settings(train_config=tmp_path / "missing.json")
 
 
 def test_mixed_precision_model_serves_float32():
     model = get_model("tiny_gap", num_classes=3, input_shape=(16, 16, 3), widths=(4, 8),
                       dtype_policy="mixed_bfloat16", seed=1)
-    config = export.make_serving_config(model, image_size=16, mean=MEAN, std=STD)
-    functions = export.ServingFunctions(model, config)
+    config = serving.make_serving_config(model, image_size=16, mean=MEAN, std=STD)
+    functions = serving.ServingFunctions(model, config)
     out = functions.serving_images(tf.constant(smooth_image(9, 20, 24)[None]))
     assert out["scores"].dtype == tf.float32 and out["cams"].dtype == tf.float32
     assert np.all(np.isfinite(out["cams"].numpy())) and out["cams"].shape == (1, 8, 8)
@@ -735,3 +569,32 @@ def test_mixed_precision_model_serves_float32():
     expected = [x0 * 24 // 16, y0 * 20 // 16,
                 -(-(x1 + 1) * 24 // 16) - 1, -(-(y1 + 1) * 20 // 16) - 1]
     assert out["boxes"].numpy()[0].tolist() == expected
+
+
+def test_read_run_settings_reads_the_runs_records_not_the_data(model, tmp_path):
+    """A run folder's preprocessing.json and class_names.txt are read; the data source in
+    its config.json is never opened (it does not even exist here)."""
+    from keras_has.preprocessing import make_preprocessing
+
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    config = {"data": {"image_size": IMAGE_SIZE, "source": str(tmp_path / "gone"),
+                       "train_split": "train"}}
+    (run / "config.json").write_text(json.dumps(config))
+    recorded = make_preprocessing("dataset", (11.0, 22.0, 33.0), (4.0, 5.0, 6.0))
+    run_folder.write_preprocessing(run, recorded, recorded.mean, recorded.std, "train")
+    run_folder.write_class_names(run, CLASS_NAMES)
+    got = run_folder.read_run_settings(model_path=run / "model.keras")
+    assert got["preprocessing"] == recorded and got["class_names"] == CLASS_NAMES
+    assert (got["image_size"], got["config"], got["run_dir"]) == (IMAGE_SIZE, config, str(run))
+    # normalization.json alone (older runs) gives dataset statistics.
+    (run / "preprocessing.json").unlink()
+    assert run_folder.read_run_settings(model_path=run / "model.keras")["preprocessing"] == recorded
+    # A checkpoint under checkpoints/ belongs to the run above it.
+    (run / "checkpoints").mkdir()
+    assert run_folder.find_run_folder(run / "checkpoints" / "epoch_001.weights.h5") == str(run)
+    # Explicit values win.
+    got = run_folder.read_run_settings(model_path=run / "model.keras", mean=(1, 2, 3),
+                                       std=(1, 1, 1), class_names=["a", "b", "c"])
+    assert got["mean"] == (1, 2, 3) and got["class_names"] == ("a", "b", "c")

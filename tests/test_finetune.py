@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_has import data, evaluation, export, models, training
+from keras_has import data, evaluation, export, models, run_folder, serving, training
 from keras_has.config import DataConfig, HidingConfig, OptimConfig, TrainConfig
 from keras_has.preprocessing import make_preprocessing
 
@@ -141,7 +141,7 @@ def test_linear_probe_learns_separable_features():
 # ------------------------------------------------ pretrained-style round trip
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    from test_train_script import make_wsol_folder
+    from conftest import make_wsol_folder
 
     root = make_wsol_folder(str(tmp_path_factory.mktemp("ft") / "tiny"), n_train=8,
                             n_test=4, size=32)
@@ -215,11 +215,11 @@ def test_training_export_and_evaluation_share_the_preprocessing(folder, weights_
     model, settings = evaluation.load_for_evaluation(str(run / "model.keras"))
     assert settings["preprocessing"] == make_preprocessing("tf")
     # ... and the export records and applies it.
-    resolved = export.resolve_serving_settings(model_path=str(run / "model.keras"))
+    resolved = run_folder.read_run_settings(model_path=str(run / "model.keras"))
     assert resolved["preprocessing"] == make_preprocessing("tf")
     out = export.export_saved_model(model, tmp_path / "export", image_size=32,
                                     preprocessing=resolved["preprocessing"])
-    prep_json = export.read_preprocessing(out)
+    prep_json = serving.read_export_settings(out)
     assert prep_json["preprocessing"]["mode"] == "tf"
     source, exp_settings = evaluation.load_for_evaluation(str(out))
     assert exp_settings["preprocessing"] == make_preprocessing("tf")
@@ -242,7 +242,7 @@ def test_export_reverses_channels_for_caffe_preprocessing(tmp_path):
     prep = make_preprocessing("caffe")
     out = export.export_saved_model(model, tmp_path / "e", image_size=16, preprocessing=prep,
                                     cam_signature=False)
-    assert export.read_preprocessing(out)["channel_order"] == "bgr"
+    assert serving.read_export_settings(out)["channel_order"] == "bgr"
     pixels = np.random.default_rng(2).integers(0, 256, (2, 16, 16, 3)).astype("uint8")
     served = tf.saved_model.load(str(out)).signatures["serving_images"](images=tf.constant(pixels))
     bgr = pixels[..., ::-1].astype("float32") - np.array([103.939, 116.779, 123.68], "float32")

@@ -1,4 +1,6 @@
 """Boxes from CAMs (both box rules), IoU, normalisation, and the all-level sweep."""
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -12,12 +14,51 @@ MAP_4X5 = np.array([[0.0, 0.0, 0.0, 0.0, 0.0],
                     [0.0, 0.0, 0.0, 0.0, 0.5]], np.float32)
 
 
+# ------------------------------------------------------------- every region, two ways
+@dataclasses.dataclass
+class ComponentTable:
+    """Every 8-connected region of ``gray > level`` for each level below the max."""
+    level: np.ndarray
+    count: np.ndarray
+    box: np.ndarray
+    first: np.ndarray
+    max_gray: int
+
+
+def component_table(gray):
+    """The one-pass sweep's own list of regions (its emit path)."""
+    gray = loc._check_gray(gray)
+    rows = loc._sweep(gray, np.zeros((0, 4)), True)[3][::-1]
+    return ComponentTable(rows[:, 0].copy(), rows[:, 1].copy(), rows[:, 2:6].copy(),
+                          rows[:, 6].copy(), int(gray.max()))
+
+
+def component_table_reference(gray):
+    """Reference: one ``cv2.connectedComponentsWithStats`` per level. Slow, obvious."""
+    gray = loc._check_gray(gray)
+    max_gray = int(gray.max())
+    level, count, box, first = [], [], [], []
+    for lv in range(max_gray):
+        fg = (gray > lv).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+        for k in range(1, n):
+            x, y, w, h, area = (int(v) for v in stats[k])
+            level.append(lv)
+            count.append(area)
+            box.append((x, y, x + w - 1, y + h - 1))
+            first.append(int(np.flatnonzero(labels.reshape(-1) == k)[0]))
+    return ComponentTable(np.array(level, np.int64), np.array(count, np.int64),
+                          np.array(box, np.int64).reshape(-1, 4), np.array(first, np.int64),
+                          max_gray)
+
+
 @pytest.mark.parametrize("threshold, tight, wsol", [
     (0.9, (1, 1, 1, 1), (1, 1, 2, 2)),   # level 229: only the 255 pixel
     (0.5, (1, 1, 2, 2), (1, 1, 3, 3)),   # level 127: region A only (127 is not > 127)
     (0.2, (1, 1, 2, 2), (1, 1, 3, 3)),   # level 51: A and B tie at 3 px; A comes first
     (0.0, (1, 1, 2, 2), (1, 1, 3, 3)),
 ])
+
 def test_hand_made_map_both_rules(threshold, tight, wsol):
     got = loc.boxes_from_cams(MAP_4X5[None], threshold)
     assert got.tolist() == [list(tight)]
@@ -210,11 +251,11 @@ def test_sweep_on_empty_and_bad_input():
     sweep = loc.sweep_levels(np.zeros((2, 3), np.uint8), [[0, 0, 1, 1]])
     assert not sweep.has_fg.any() and sweep.max_gray == 0
     np.testing.assert_array_equal(sweep.largest, 0)
-    assert len(loc.component_table(np.zeros((2, 3), np.uint8)).level) == 0
+    assert len(component_table(np.zeros((2, 3), np.uint8)).level) == 0
     with pytest.raises(ValueError, match="gray: expected a non-empty uint8"):
         loc.sweep_levels(np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match="gray"):
-        loc.component_table(np.zeros((0, 3), np.uint8))
+        component_table(np.zeros((0, 3), np.uint8))
     with pytest.raises(ValueError, match="gt_boxes"):
         loc.sweep_levels(np.zeros((2, 3), np.uint8), [[2, 0, 1, 1]])
 
@@ -223,8 +264,8 @@ def test_component_table_equals_per_level_reference():
     rng = np.random.default_rng(2)
     maps = list(_random_maps(rng)) + [_realistic_map(0)]
     for gray in maps:
-        assert _sorted_rows(loc.component_table(gray)) == \
-            _sorted_rows(loc.component_table_reference(gray)), gray
+        assert _sorted_rows(component_table(gray)) == \
+            _sorted_rows(component_table_reference(gray)), gray
 
 
 def test_sweep_levels_equals_reduced_reference():
@@ -238,7 +279,7 @@ def test_sweep_levels_equals_reduced_reference():
         if rng.random() < 0.5:
             gt = np.floor(gt)
         sweep = loc.sweep_levels(gray, gt)
-        largest, has, best = _reduce_reference(loc.component_table_reference(gray), gt)
+        largest, has, best = _reduce_reference(component_table_reference(gray), gt)
         np.testing.assert_array_equal(sweep.largest, largest)
         np.testing.assert_array_equal(sweep.has_fg, has)
         np.testing.assert_array_equal(sweep.best_iou, best)  # same float64 operations

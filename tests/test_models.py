@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_has import models
-from keras_has.models.layers import CaffeMaxPooling2D, GroupedConv2D, LocalResponseNormalization
+from keras_has.models.caffe_layers import CaffeMaxPooling2D, GroupedConv2D, LocalResponseNormalization
 
 ALL_MODELS = [
     "alexnet_gap",
@@ -69,30 +69,63 @@ def _caffe_size(n, k, s, pad=0):
     return int(np.ceil((n + 2 * pad - k) / s)) + 1
 
 
-@pytest.mark.parametrize(
-    "name, size, expected_hw",
-    [
-        ("tiny_gap", 64, 8),
-        # 99 -> conv1 (99-11)//4+1=23 -> pool1 11 -> pool2 5 -> pool5 3
-        ("alexnet_gap", 99, _caffe_size(_caffe_size(_caffe_size((99 - 11) // 4 + 1, 3, 2), 3, 2), 3, 1)),
-        # 64 -> conv1 pad 3 /2 = 32 -> pool1 16 -> pool2 8 -> pool3 4
-        ("googlenet_gap", 64, _caffe_size(_caffe_size(_caffe_size((64 + 6 - 7) // 2 + 1, 3, 2), 3, 2), 3, 2)),
-        ("vgg16_gap", 64, 4),
-        ("resnet50_gap", 64, 4),
-        ("mobilenetv2_gap", 64, 4),
-        ("inceptionv3_gap", 75, 7),
-    ],
-)
-def test_forward_output_and_cam_sizes(name, size, expected_hw):
+# CAM side at CONTRACT_SIZE px, computed by hand from each architecture's strides.
+CONTRACT_SIZE = 96
+EXPECTED_CAM_HW = {
+    "tiny_gap": 12,  # default widths: 3 pools, 96 / 8
+    # 96 -> conv1 (96-11)//4+1=22 -> pool1 11 -> pool2 5 -> pool5 (stride 1) 3
+    "alexnet_gap": _caffe_size(_caffe_size(_caffe_size((96 - 11) // 4 + 1, 3, 2), 3, 2), 3, 1),
+    # 96 -> conv1 pad 3 /2 = 48 -> pool1 24 -> pool2 12 -> pool3 6
+    "googlenet_gap": _caffe_size(_caffe_size(_caffe_size((96 + 6 - 7) // 2 + 1, 3, 2), 3, 2), 3, 2),
+    "vgg16_gap": 6,  # 1/16 (pool5 removed)
+    "resnet50_gap": 6,  # 1/16 (last stage stride 1)
+    "mobilenetv2_gap": 6,  # 1/16
+    # valid 3x3/2 conv 47, 3x3 conv 45, 3x3/2 pool 22, 3x3 conv 20, 3x3/2 pool 9; the
+    # stride-2 reduction after it is removed (wsolevaluation's modification)
+    "inceptionv3_gap": ((((96 - 3) // 2 + 1 - 2 - 3) // 2 + 1 - 2) - 3) // 2 + 1,
+}
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_model_contract(name):
+    """What training, CAMs, evaluation and export rely on, for every registered model:
+    float32 logits [B, K], a `cam_features` layer and a Dense `classifier` whose kernel
+    matches its channels, CAMs of the feature map's size, a config round trip that
+    rebuilds the same function, and float32 logits in mixed precision."""
+    from keras_has.cam import compute_cams
+
+    size = CONTRACT_SIZE
     model = models.get_model(name, num_classes=3, input_shape=(size, size, 3))
     features = keras.Model(model.input, [model.output, model.get_layer("cam_features").output])
     x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype("float32")
     logits, cam_features = features(x, training=False)
     assert logits.shape == (2, 3) and logits.dtype == tf.float32
-    assert tuple(cam_features.shape[:3]) == (2, expected_hw, expected_hw)
-    assert isinstance(model.get_layer("classifier"), keras.layers.Dense)
-    assert model.get_layer("classifier").kernel.shape == (cam_features.shape[-1], 3)
     assert np.all(np.isfinite(logits.numpy()))
+    hw = tuple(cam_features.shape[1:3])
+    if name in EXPECTED_CAM_HW:
+        assert hw == (EXPECTED_CAM_HW[name],) * 2
+    classifier = model.get_layer("classifier")
+    assert isinstance(classifier, keras.layers.Dense)
+    assert classifier.kernel.shape == (cam_features.shape[-1], 3)
+    cams = compute_cams(model, x, [0, 2])
+    assert tuple(cams.shape) == (2,) + hw and cams.dtype == tf.float32
+    # CAM of class k = feature map . kernel[:, k] (bias excluded).
+    expected = np.einsum("bhwc,cb->bhw", cam_features.numpy(),
+                         classifier.kernel.numpy()[:, [0, 2]])
+    np.testing.assert_allclose(cams.numpy(), expected, rtol=1e-4, atol=1e-4)
+
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone(x, training=False), logits, rtol=1e-4, atol=1e-4)
+
+    mixed = models.get_model(name, num_classes=3, input_shape=(size, size, 3),
+                             dtype_policy="mixed_bfloat16")
+    assert mixed(x, training=False).dtype == tf.float32
+
+
+def test_every_model_has_a_contract_cam_size():
+    """A newly registered model gets a hand-computed CAM size above."""
+    assert sorted(EXPECTED_CAM_HW) == models.list_models()
 
 
 def test_reference_sizes_of_the_stride_modified_backbones():

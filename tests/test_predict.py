@@ -1,5 +1,5 @@
-"""Tests for scripts/predict.py and scripts/export.py (functions in-process, the CLI once)."""
-import importlib.util
+"""Tests for keras_has.predict and the export / predict commands (functions in-process,
+the commands in subprocesses)."""
 import json
 import os
 import subprocess
@@ -11,7 +11,9 @@ import pytest
 import tensorflow as tf
 
 from keras_has import export
+from keras_has import predict
 from keras_has.models import get_model
+from keras_has.visualize import PRED_COLOR
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = 32
@@ -19,17 +21,6 @@ MEAN = (120.0, 110.0, 100.0)
 STD = (60.0, 55.0, 50.0)
 NAMES = ("cat", "dog", "bird")
 THRESHOLD = 0.7  # boxes smaller than the images with this random tiny model
-
-
-def load_script(name):
-    path = os.path.join(REPO, "scripts", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-predict = load_script("predict")
 
 
 def smooth_image(seed, height, width):
@@ -69,10 +60,12 @@ def images(tmp_path):
     }
     for path, image in good.items():
         cv2.imwrite(str(path), image[:, :, ::-1])
+    truncated = cv2.imencode(".jpg", smooth_image(4, 30, 30))[1].tobytes()
     bad = {
         folder / "corrupt.jpg": b"\xff\xd8\xff\xe0 this is not really a JPEG",
         folder / "empty.png": b"",
         folder / "text.png": b"hello",
+        folder / "nested" / "truncated.jpg": truncated[:len(truncated) // 2],
     }
     for path, data in bad.items():
         path.write_bytes(data)
@@ -102,7 +95,10 @@ def test_predict_files_skips_bad_files_and_writes_records_and_overlays(saved, im
                                              report=lambda f, r: reported.append(f))
     assert sorted(reported) == sorted(bad + [str(tmp_path / "vanished.jpg")])
     assert [f for f, _ in skipped] == reported
-    assert any("expected JPEG or PNG" in reason for _, reason in skipped)
+    reasons = dict(skipped)
+    assert reasons[str(folder / "text.png")].startswith("not an image")
+    assert reasons[str(folder / "nested" / "truncated.jpg")].startswith("cannot be decoded")
+    assert reasons[str(tmp_path / "vanished.jpg")] == "No such file or directory"
     assert sorted(r["file"] for r in records) == sorted(good)
 
     lines = (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()
@@ -122,7 +118,8 @@ def test_predict_files_skips_bad_files_and_writes_records_and_overlays(saved, im
         overlay = cv2.imread(record["overlay"], cv2.IMREAD_COLOR)
         assert overlay.shape == image.shape  # drawn on the image at its own size
         x0, y0, x1, y1 = record["box"]
-        assert overlay[y1, (x0 + x1) // 2].tolist() == [0, 255, 0]  # the box's bottom edge
+        # The box's bottom edge, in visualize's predicted-box colour (RGB red; BGR on disk).
+        assert overlay[y1, (x0 + x1) // 2].tolist() == list(PRED_COLOR[::-1])
         overlay_names.add(os.path.basename(record["overlay"]))
     assert len(overlay_names) == 3  # a.jpg and nested/a.png do not overwrite each other
     assert any(r["box"] != [0, 0, r["image_size"][1] - 1, r["image_size"][0] - 1] for r in records)
@@ -140,7 +137,8 @@ def test_keras_model_gives_the_same_predictions(saved, images, tmp_path):
     for a, b in zip(from_keras, from_saved):
         assert (a["file"], a["class_id"], a["box"]) == (b["file"], b["class_id"], b["box"])
         assert a["score"] == pytest.approx(b["score"], abs=1e-5)
-    with pytest.raises(ValueError, match="SavedModel directory or a .keras file"):
+    with pytest.raises(ValueError, match="model_path: expected a SavedModel directory or a "
+                                         ".keras file"):
         predict.load_predictor(str(tmp_path))
 
 
@@ -153,12 +151,12 @@ def test_export_and_predict_command_lines(saved, images, tmp_path):
     preds = tmp_path / "cli_preds"
     python = sys.executable
     script = (
-        f"{python} scripts/export.py --model={keras_path} --output_dir={out} --mean=120,110,100 "
+        f"{python} scripts/export.py --model_path={keras_path} --output_dir={out} --mean=120,110,100 "
         f"--std=60,55,50 --class_names={names} --top_k=2 && "
-        f"{python} scripts/export.py --model={keras_path} --output_dir={out} "
+        f"{python} scripts/export.py --model_path={keras_path} --output_dir={out} "
         "--mean=1,2,3 --std=1,1,1; "
         f"echo export-again-status=$?; "
-        f"{python} scripts/predict.py --model={out} --output_dir={preds} --nooverlays {folder}; "
+        f"{python} scripts/predict.py --model_path={out} --output_dir={preds} --nooverlays {folder}; "
         f"echo predict-status=$?"
     )
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=REPO,
@@ -180,7 +178,7 @@ def test_export_and_predict_command_lines(saved, images, tmp_path):
 
 
 def test_predict_into_a_folder_another_process_writes_fails_fast(saved, images, tmp_path):
-    from test_run_folder import _HOLD
+    from conftest import HOLD_LOCK as _HOLD
 
     _, export_dir = saved
     folder, _, _ = images
@@ -190,7 +188,7 @@ def test_predict_into_a_folder_another_process_writes_fails_fast(saved, images, 
     try:
         assert holder.stdout.readline().strip() == "locked"
         done = subprocess.run(
-            [sys.executable, "scripts/predict.py", f"--model={export_dir}",
+            [sys.executable, "scripts/predict.py", f"--model_path={export_dir}",
              f"--output_dir={preds}", "--nooverlays", str(folder)],
             capture_output=True, text=True, cwd=REPO, timeout=300,
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))

@@ -10,11 +10,7 @@ import pytest
 
 from keras_has import run_folder
 
-_HOLD = ("import sys, time\n"
-         "from keras_has.run_folder import RunLock\n"
-         "with RunLock(sys.argv[1]):\n"
-         "    print('locked', flush=True)\n"
-         "    time.sleep(60)\n")
+from conftest import HOLD_LOCK as _HOLD  # noqa: E402
 
 
 def test_second_owner_fails_fast_naming_folder_and_pid_and_sigkill_releases(tmp_path):
@@ -87,7 +83,7 @@ def test_check_resume_refuses_then_overwrite_moves_the_old_run_aside(tmp_path):
 def test_train_refuses_a_changed_rerun_before_writing(tmp_path):
     from keras_has import config as cfg
     from keras_has.training import train
-    from test_train_script import make_wsol_folder
+    from conftest import make_wsol_folder
 
     root = make_wsol_folder(str(tmp_path / "d"), n_train=8, n_test=2, size=32)
     config = cfg.TrainConfig(
@@ -117,7 +113,7 @@ def test_train_refuses_a_changed_rerun_before_writing(tmp_path):
 def test_batch_larger_than_the_split_with_fixed_steps_is_a_clear_error(tmp_path):
     from keras_has import config as cfg
     from keras_has.training import train
-    from test_train_script import make_wsol_folder
+    from conftest import make_wsol_folder
 
     root = make_wsol_folder(str(tmp_path / "d"), n_train=4, n_test=2, size=32)
     config = cfg.TrainConfig(
@@ -134,7 +130,7 @@ def test_batch_larger_than_the_split_with_fixed_steps_is_a_clear_error(tmp_path)
 def test_skip_corrupt_and_clip_boxes_reach_the_wsol_source(tmp_path):
     from keras_has import config as cfg
     from keras_has.training import source_from_config
-    from test_train_script import make_wsol_folder
+    from conftest import make_wsol_folder
 
     root = make_wsol_folder(str(tmp_path / "d"), n_train=4, n_test=2, size=32)
     (tmp_path / "d" / "images" / "train" / "1" / "1.png").write_bytes(b"not a png")

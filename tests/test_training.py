@@ -139,9 +139,11 @@ def test_truncate_csv_drops_rows_the_backup_did_not_finish(tmp_path):
     assert csv_path.read_text() == ""
 
 
-def test_write_json_atomic_leaves_no_temp(tmp_path):
+def test_atomic_write_json_leaves_no_temp(tmp_path):
+    from keras_has.io_utils import atomic_write_json
+
     path = tmp_path / "sub" / "c.json"
-    training.write_json_atomic(str(path), {"a": [1, 2]})
+    atomic_write_json(str(path), {"a": [1, 2]})
     assert json.loads(path.read_text()) == {"a": [1, 2]}
     assert os.listdir(path.parent) == ["c.json"]
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import sys
 import traceback
 
-from absl import flags
+from absl import app, flags
 
 from keras_has import console  # imports no TensorFlow
 
 __all__ = ["command_name", "quiet_unless_verbosity", "run_reporting_errors",
-           "debug_requested"]
+           "debug_requested", "run_command", "expected_errors", "one_line"]
 
 
 def command_name(argv) -> str:
@@ -33,16 +33,61 @@ def quiet_unless_verbosity(flag_values: flags.FlagValues = flags.FLAGS,
         console.disable_dataset_progress_bars()
 
 
-def run_reporting_errors(command: str, fn, *args, flag_values=flags.FLAGS, **kwargs):
-    """`fn(*args, **kwargs)`, or None after one line on stderr for an expected error (bad
-    data or settings found while running, a run folder in use, a missing file); the
-    traceback too under --verbosity=1 or more."""
+def expected_errors() -> tuple:
+    """The exception types reported in one line: bad data or settings found while
+    running (also inside a TensorFlow graph), a run folder in use, a missing file, an
+    output that exists."""
     from keras_has.run_folder import RunFolderBusy
 
+    types = [ValueError, RunFolderBusy, FileNotFoundError, FileExistsError]
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        types.append(tf.errors.InvalidArgumentError)
+    return tuple(types)
+
+
+def one_line(error: BaseException) -> str:
+    """The informative line of an error's message (TensorFlow's span several)."""
+    noise = ("Graph execution error", "Detected at node", "[[", "<stack traces")
+    lines = [line.strip() for line in str(error).splitlines()]
+    lines = [line for line in lines if line and not line.startswith(noise)]
+    return lines[0] if lines else type(error).__name__
+
+
+def run_reporting_errors(command: str, fn, *args, flag_values=flags.FLAGS, **kwargs):
+    """`fn(*args, **kwargs)`, or None after one line on stderr for an expected error
+    (`expected_errors`); the traceback too under --verbosity=1 or more."""
     try:
         return fn(*args, **kwargs)
-    except (ValueError, RunFolderBusy, FileNotFoundError) as e:
+    except expected_errors() as e:
         if debug_requested(flag_values):
             traceback.print_exc()
-        print(f"{command}: {e}", file=sys.stderr)
+        print(f"{command}: {one_line(e)}", file=sys.stderr)
         return None
+
+
+def run_command(argv, config_classes, body, prepare=None,
+                flag_values: flags.FlagValues = flags.FLAGS) -> int:
+    """The frame of every subcommand's `main`: no stray arguments, quiet start-up, the
+    configs built from the flags (`config_classes`, each by
+    `keras_has.cli.config_flags.config_from_flags`) and `prepare(*configs)` run (checks
+    and loading that must fail before any work; its result is passed on), a bad value
+    reported as one line `<command>: invalid configuration: ...` with status 2; then
+    `body(command, *configs, prepared)` gives the status, with expected errors while
+    running reported in one line (`run_reporting_errors`, status 2)."""
+    from keras_has.cli.config_flags import config_from_flags
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    command = command_name(argv)
+    verbose = flag_values["verbose"].value if "verbose" in flag_values else -1
+    quiet_unless_verbosity(flag_values, verbose)
+    try:
+        configs = [config_from_flags(cls, flag_values) for cls in config_classes]
+        prepared = prepare(*configs) if prepare is not None else None
+    except ValueError as e:
+        print(f"{command}: invalid configuration: {e}", file=sys.stderr)
+        return 2
+    status = run_reporting_errors(command, body, command, *configs, prepared,
+                                  flag_values=flag_values)
+    return 2 if status is None else status

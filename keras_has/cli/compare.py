@@ -16,9 +16,6 @@ Running the same command again resumes interrupted runs and re-evaluates.
 from __future__ import annotations
 
 import dataclasses
-import sys
-
-from absl import app, flags
 
 from keras_has.cli import common, config_flags
 from keras_has.config import ComparisonConfig, TrainConfig
@@ -26,31 +23,19 @@ from keras_has.config import ComparisonConfig, TrainConfig
 config_flags.define_config_flags(TrainConfig)
 config_flags.define_config_flags(ComparisonConfig)
 
-FLAGS = flags.FLAGS
+
+def _check(config, comparison):
+    if "has" in comparison.methods and not config.hiding.enabled:
+        raise ValueError("grid_sizes/hide_prob: the Hide-and-Seek arm must hide something, "
+                         f"received grid_sizes={list(config.hiding.grid_sizes)} "
+                         f"hide_prob={config.hiding.hide_prob}")
 
 
-def main(argv) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    command = common.command_name(argv)
-    common.quiet_unless_verbosity(FLAGS, FLAGS.verbose)
-    try:
-        config = config_flags.config_from_flags(TrainConfig, FLAGS)
-        comparison = config_flags.config_from_flags(ComparisonConfig, FLAGS)
-        if "has" in comparison.methods and not config.hiding.enabled:
-            raise ValueError("grid_sizes/hide_prob: the Hide-and-Seek arm must hide "
-                             f"something, received grid_sizes={list(FLAGS.grid_sizes)} "
-                             f"hide_prob={FLAGS.hide_prob}")
-    except ValueError as e:
-        print(f"{command}: invalid configuration: {e}", file=sys.stderr)
-        return 2
+def _compare(command, config, comparison, _):
     from keras_has.comparison import run_comparison
 
-    result = common.run_reporting_errors(
-        command, run_comparison, config, output_dir=config.output_dir,
-        verbose=config.verbose, **dataclasses.asdict(comparison))
-    if result is None:
-        return 2
+    result = run_comparison(config, output_dir=config.output_dir, verbose=config.verbose,
+                            **dataclasses.asdict(comparison))
     print()
     print(result.table)
     print(f"\n{command}: results {result.results_path}")
@@ -60,3 +45,7 @@ def main(argv) -> int:
     if result.export_dir:
         print(f"{command}: SavedModel {result.export_dir}")
     return 0
+
+
+def main(argv) -> int:
+    return common.run_command(argv, (TrainConfig, ComparisonConfig), _compare, _check)

@@ -10,47 +10,36 @@ detection mAP table; results.json and timeline.png go under --output_dir.
 """
 from __future__ import annotations
 
-import sys
-
-from absl import app, flags
-
 from keras_has.cli import common, config_flags
 from keras_has.temporal.config import TemporalComparisonConfig, TemporalConfig
 
 config_flags.define_config_flags(TemporalConfig)
 config_flags.define_config_flags(TemporalComparisonConfig)
 
-FLAGS = flags.FLAGS
+
+def _load(config, comparison):
+    if not config.hiding_enabled:
+        raise ValueError("segment_lengths/hide_prob: the Hide-and-Seek arm must hide "
+                         f"something, received segment_lengths={list(config.segment_lengths)} "
+                         f"hide_prob={config.hide_prob}")
+    from keras_has.temporal.training import load_source
+
+    return load_source(config)  # checks every file before training
 
 
-def main(argv) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    command = common.command_name(argv)
-    common.quiet_unless_verbosity(FLAGS, FLAGS.verbose)
-    try:
-        config = config_flags.config_from_flags(TemporalConfig, FLAGS)
-        comparison = config_flags.config_from_flags(TemporalComparisonConfig, FLAGS)
-        if not config.hiding_enabled:
-            raise ValueError("segment_lengths/hide_prob: the Hide-and-Seek arm must hide "
-                             f"something, received segment_lengths="
-                             f"{list(config.segment_lengths)} hide_prob={config.hide_prob}")
-        from keras_has.temporal.training import load_source
-
-        source = load_source(config)
-    except ValueError as e:
-        print(f"{command}: invalid input: {e}", file=sys.stderr)
-        return 2
+def _compare(command, config, comparison, source):
     from keras_has.temporal.comparison import run_temporal_comparison
 
-    result = common.run_reporting_errors(
-        command, run_temporal_comparison, config, config.output_dir, seeds=comparison.seeds,
-        figure_videos=comparison.figure_videos, source=source)
-    if result is None:
-        return 2
+    result = run_temporal_comparison(config, config.output_dir, seeds=comparison.seeds,
+                                     figure_videos=comparison.figure_videos, source=source)
     print()
     print(result.table)
     print(f"\n{command}: {result.wall_seconds:.1f} s; results {result.results_path}")
     if result.timeline_path:
         print(f"{command}: timeline {result.timeline_path}")
     return 0
+
+
+def main(argv) -> int:
+    return common.run_command(argv, (TemporalConfig, TemporalComparisonConfig), _compare,
+                              _load)

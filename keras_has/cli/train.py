@@ -10,9 +10,7 @@ resumes an interrupted run from its last finished epoch.
 """
 from __future__ import annotations
 
-import sys
-
-from absl import app, flags
+from absl import flags
 
 from keras_has.cli import common, config_flags
 from keras_has.config import TrainConfig
@@ -25,23 +23,16 @@ flags.DEFINE_bool("overwrite", False, "Start over in an --output_dir that holds 
 FLAGS = flags.FLAGS
 
 
-def main(argv) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    command = common.command_name(argv)
-    common.quiet_unless_verbosity(FLAGS, FLAGS.verbose)
-    try:
-        config = config_flags.config_from_flags(TrainConfig, FLAGS)
-    except ValueError as e:
-        print(f"{command}: invalid configuration: {e}", file=sys.stderr)
-        return 2
+def _train(command, config, _):
     from keras_has.training import train
 
-    result = common.run_reporting_errors(command, train, config, overwrite=FLAGS.overwrite)
-    if result is None:
-        return 2
+    result = train(config, overwrite=FLAGS.overwrite)
     print(f"{command}: done; replicas={result.num_replicas} "
           f"global_batch={result.global_batch_size} epochs_run={result.epochs_run} "
           f"epochs_logged={len(result.history.get('epoch', []))} model={result.model_path}",
           flush=True)
     return 0
+
+
+def main(argv) -> int:
+    return common.run_command(argv, (TrainConfig,), _train)

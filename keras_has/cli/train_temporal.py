@@ -14,38 +14,25 @@ folder.
 from __future__ import annotations
 
 import os
-import sys
-
-from absl import app, flags
 
 from keras_has.cli import common, config_flags
 from keras_has.temporal.config import TemporalConfig
 
 config_flags.define_config_flags(TemporalConfig)
 
-FLAGS = flags.FLAGS
+
+def _load(config):
+    from keras_has.temporal.training import load_source
+
+    return load_source(config)  # checks every file before training
 
 
-def main(argv) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    command = common.command_name(argv)
-    common.quiet_unless_verbosity(FLAGS, FLAGS.verbose)
-    try:
-        config = config_flags.config_from_flags(TemporalConfig, FLAGS)
-        from keras_has.temporal.training import load_source
-
-        source = load_source(config)  # checks every file before training
-    except ValueError as e:
-        print(f"{command}: invalid input: {e}", file=sys.stderr)
-        return 2
+def _train(command, config, source):
     from keras_has.io_utils import atomic_write_json, jsonable
     from keras_has.temporal.evaluation import evaluate_temporal
     from keras_has.temporal.training import train_temporal
 
-    result = common.run_reporting_errors(command, train_temporal, config, source=source)
-    if result is None:
-        return 2
+    result = train_temporal(config, source=source)
     print(f"{command}: epochs_run={result.epochs_run} model={result.model_path}")
     if config.eval_split:
         ev = evaluate_temporal(result.model, source.split(config.eval_split),
@@ -58,3 +45,7 @@ def main(argv) -> int:
         print(f"{command}: mAP@tIoU {maps}; classification mAP "
               f"{ev.metrics['classification_map']:.2f}; metrics {path}")
     return 0
+
+
+def main(argv) -> int:
+    return common.run_command(argv, (TemporalConfig,), _train, _load)

@@ -16,42 +16,28 @@ interrupted one.
 """
 from __future__ import annotations
 
-import sys
-
-from absl import app, flags
-
 from keras_has.cli import common, config_flags
 from keras_has.config import TrainConfig, TuneConfig
 
 config_flags.define_config_flags(TrainConfig)
 config_flags.define_config_flags(TuneConfig)
 
-FLAGS = flags.FLAGS
 
-
-def main(argv) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    command = common.command_name(argv)
-    common.quiet_unless_verbosity(FLAGS, FLAGS.verbose)
-    try:
-        config = config_flags.config_from_flags(TrainConfig, FLAGS)
-        tune = config_flags.config_from_flags(TuneConfig, FLAGS)
-    except ValueError as e:
-        print(f"{command}: invalid configuration: {e}", file=sys.stderr)
-        return 2
+def _tune(command, config, tune, _):
     from keras_has.console import fit_verbosity
     from keras_has.tuning import run_tuning
 
-    result = common.run_reporting_errors(
-        command, run_tuning, config, output_dir=config.output_dir, method=tune.tune_method,
-        space=tune.space(), lrs=tune.tune_lrs, trials=tune.tune_trials or None,
-        seed=tune.tune_seed, split=tune.tune_split, cam_threshold=tune.cam_threshold,
+    result = run_tuning(
+        config, output_dir=config.output_dir, method=tune.tune_method, space=tune.space(),
+        lrs=tune.tune_lrs, trials=tune.tune_trials or None, seed=tune.tune_seed,
+        split=tune.tune_split, cam_threshold=tune.cam_threshold,
         verbose=fit_verbosity(config.verbose))
-    if result is None:
-        return 2
     print(f"{command}: best trial {result.best['trial']} {result.best['params']} "
           f"MaxBoxAccV2 {float(result.best['max_box_acc_v2']):.2f}")
     print(f"{command}: trials {result.csv_path}")
     print(f"{command}: flagfile {result.flagfile_path}")
     return 0
+
+
+def main(argv) -> int:
+    return common.run_command(argv, (TrainConfig, TuneConfig), _tune)

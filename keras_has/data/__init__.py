@@ -14,7 +14,8 @@ from keras_has.data.pipeline import (
     resize_size_for,
     train_transform,
 )
-from keras_has.data.sources import Source, WsolSource, decode_image, get_source, list_sources
+from keras_has.data.registry import get_source, list_sources
+from keras_has.data.sources import Source, WsolSource, decode_image
 from keras_has.data.stats import IMAGENET_MEAN, IMAGENET_STD, compute_normalization, get_normalization
 from keras_has.data.wsol_metadata import MetadataError, WsolSplit, read_split
 

@@ -23,7 +23,8 @@ import numbers
 import tensorflow as tf
 
 from keras_has.data import stats as stats_lib
-from keras_has.data.sources import AUTOTUNE, Source, get_source
+from keras_has.data.registry import get_source
+from keras_has.data.sources import AUTOTUNE, Source
 
 PAPER_RESIZE_RATIO = 256.0 / 224.0
 _HIDING_KEYS = ("grid_sizes", "hide_prob", "fill_value")
@@ -89,9 +90,12 @@ def resize_size_for(image_size: int) -> int:
     return int(round(image_size * PAPER_RESIZE_RATIO))
 
 
-def _resize(image, size):
-    """uint8 `[H, W, 3]` -> float32 `[size, size, 3]` in [0, 255] (bilinear, antialiased)."""
-    image = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
+def resize_image(image, size):
+    """uint8 or float `[H, W, 3]` (or a batch `[N, H, W, 3]`) in [0, 255] -> float32 at
+    `size` (an int side or `(height, width)`), bilinear with antialiasing, clipped to
+    [0, 255]. The one resize of the input pipelines and of the serving signatures."""
+    size = [size, size] if isinstance(size, int) else list(size)
+    image = tf.image.resize(image, size, method="bilinear", antialias=True)
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
@@ -100,13 +104,15 @@ def train_transform(image, boxes, seed, image_size: int, resize_size: int | None
 
     Args:
       image: uint8 or float `[H, W, C]`.
-      boxes: float `[N, 4]` inclusive pixels of `image`.
+      boxes: float `[N, 4]` inclusive pixels of `image`, or None (training: the image
+        only; the random crop and flip do not depend on the boxes).
       seed: int `[2]` stateless seed; the output is a pure function of the inputs.
       image_size: crop size `S`.
       resize_size: `R >= S` (default `round(S * 256 / 224)`).
 
     Returns:
-      `(image float32 [S, S, C] in the input's scale, boxes float32 [M, 4], params)`:
+      `(image float32 [S, S, C] in the input's scale, boxes float32 [M, 4] or None,
+      params)`:
       boxes resized with `resize_boxes`, cropped with `crop_boxes` (boxes that leave the
       crop are dropped), flipped with `flip_boxes`; `params` is a dict with `offset`
       int32 `[2]` (top, left) and `flip` bool.
@@ -115,16 +121,19 @@ def train_transform(image, boxes, seed, image_size: int, resize_size: int | None
     seed = tf.cast(seed, tf.int64)
     seeds = tf.random.experimental.stateless_split(seed, num=2)
     original = tf.shape(image)[:2]
-    resized = _resize(image, resize_size)
-    new_boxes = resize_boxes(boxes, original, [resize_size, resize_size])
+    resized = resize_image(image, resize_size)
     offset = tf.random.stateless_uniform([2], seed=seeds[0], minval=0,
                                          maxval=resize_size - image_size + 1, dtype=tf.int32)
     crop = resized[offset[0]:offset[0] + image_size, offset[1]:offset[1] + image_size]
-    new_boxes, _ = crop_boxes(new_boxes, offset, [image_size, image_size])
     flip = tf.random.stateless_uniform([], seed=seeds[1]) < 0.5
     crop = tf.cond(flip, lambda: tf.reverse(crop, axis=[1]), lambda: crop)
-    new_boxes = tf.cond(flip, lambda: flip_boxes(new_boxes, image_size), lambda: new_boxes)
     crop = tf.ensure_shape(crop, [image_size, image_size, None])
+    new_boxes = None
+    if boxes is not None:
+        new_boxes = resize_boxes(boxes, original, [resize_size, resize_size])
+        new_boxes, _ = crop_boxes(new_boxes, offset, [image_size, image_size])
+        new_boxes = tf.cond(flip, lambda: flip_boxes(new_boxes, image_size),
+                            lambda: new_boxes)
     return crop, new_boxes, {"offset": offset, "flip": flip}
 
 
@@ -254,8 +263,7 @@ def make_train_dataset(source, image_size, batch_size, hiding=None, seed=None, s
     ds = tf.data.Dataset.zip((ds, _seed_stream(seed)))
 
     def augment(example, pair):
-        image, _, _ = train_transform(example["image"], example["boxes"], pair, image_size,
-                                      resize_size)
+        image, _, _ = train_transform(example["image"], None, pair, image_size, resize_size)
         hide_seed = tf.random.experimental.stateless_fold_in(pair, 1)
         return prep.apply(image), example["label"], hide_seed
 
@@ -324,7 +332,7 @@ def make_eval_dataset(source, image_size, batch_size, split="test", mean=None, s
             with tf.control_dependencies([check]):
                 boxes = tf.identity(boxes)
         out = {
-            "image": prep.apply(_resize(image, image_size)),
+            "image": prep.apply(resize_image(image, image_size)),
             "label": tf.cast(example["label"], tf.int32),
             "boxes": boxes,
             "num_boxes": num_boxes,

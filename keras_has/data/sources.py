@@ -44,6 +44,16 @@ class Source:
         """Whether `load(split)` examples carry `mask` and `ignore`."""
         return False
 
+    # Prescribed input statistics `(mean, std)` (RGB, [0, 255]) instead of a pass over
+    # the data (ImageNet's constants for imagenet2012); None: measure them.
+    fixed_normalization: tuple | None = None
+
+    def part_box_source(self) -> "Source | None":
+        """The same data with boxes of the most discriminative part instead of the whole
+        object (the built-in dataset), or None when the source has no part boxes in its
+        splits (a WSOL folder keeps them in a split of its own, e.g. `test_head`)."""
+        return None
+
     def load(self, split: str, shuffle: bool = False, seed: int | None = None) -> tf.data.Dataset:
         """Raw examples of `split` in the common format (module docstring).
 
@@ -87,6 +97,45 @@ def decode_image(data: tf.Tensor) -> tf.Tensor:
     image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
+
+
+def check_complete_image(data: tf.Tensor, image_id: tf.Tensor, where: str) -> tf.Tensor:
+    """`data` once it is known to be complete; else an InvalidArgumentError naming it.
+
+    The in-graph twin of the WSOL folders' file check (`wsol_metadata.check_image`): a
+    JPEG without an EOI marker (FF D9) or a PNG without an IEND chunk in its last
+    `wsol_metadata.END_WINDOW` bytes was cut short, which the decoder would report
+    without saying which image it was. Other formats pass unchecked.
+
+    Args:
+      data: string scalar, the encoded image.
+      image_id: string scalar naming the image in errors (its file name or id).
+      where: the source's name, for the error.
+    """
+    length = tf.strings.length(data)
+    window = wsol_metadata.END_WINDOW
+    tail = tf.io.decode_raw(tf.strings.substr(data, tf.maximum(length - window, 0), window),
+                            tf.uint8)
+    # Zeros in front (no marker holds a 0) keep every slice below non-empty.
+    tail = tf.concat([tf.zeros([4], tf.int32), tf.cast(tail, tf.int32)], axis=0)
+
+    def found(marker):
+        hits = tf.ones_like(tail[len(marker) - 1:], tf.bool)  # one per marker position
+        for i, byte in enumerate(marker):
+            hits = tf.logical_and(hits, tf.equal(tail[i:tf.size(tail) - len(marker) + 1 + i],
+                                                 byte))
+        return tf.reduce_any(hits)
+
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), wsol_metadata.JPEG_MAGIC)
+    is_png = tf.equal(tf.strings.substr(data, 0, 8), wsol_metadata.PNG_MAGIC)
+    complete = tf.cond(is_jpeg, lambda: found(b"\xff\xd9"),
+                       lambda: tf.cond(is_png, lambda: found(b"IEND"),
+                                       lambda: tf.constant(True)))
+    check = tf.debugging.Assert(complete, [
+        f"{where}: image", image_id, "is truncated: no end marker (JPEG EOI / PNG IEND) "
+        "near the end of its data"])
+    with tf.control_dependencies([check]):
+        return tf.identity(data)
 
 
 def _decode_mask(path: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
@@ -147,9 +196,9 @@ class WsolSource(Source):
     def _max_label(self, split: str) -> int:
         path = os.path.join(self.root, "metadata", split, "class_labels.txt")
         best = 0
-        for n, fields in wsol_metadata._read_lines(path):
+        for n, fields in wsol_metadata.read_lines(path):
             if len(fields) == 2:
-                best = max(best, wsol_metadata._parse_int(fields[1], path, n, "class label"))
+                best = max(best, wsol_metadata.parse_int(fields[1], path, n, "class label"))
         return best
 
     def split_metadata(self, split: str) -> wsol_metadata.WsolSplit:
@@ -221,50 +270,3 @@ class WsolSource(Source):
             return example
 
         return ds.map(read, num_parallel_calls=AUTOTUNE)
-
-
-# ---------------------------------------------------------------------------- registry
-
-def _tfds_factories():
-    from keras_has.data import tfds_sources  # local: keeps the WSOL path free of TFDS
-
-    return tfds_sources.FACTORIES
-
-
-def list_sources() -> list:
-    """Registered source names (a WSOL metadata folder path is also accepted)."""
-    return sorted(_tfds_factories())
-
-
-def get_source(name_or_path, **kwargs) -> Source:
-    """Returns the Source for a registered name or a WSOL metadata folder path.
-
-    Args:
-      name_or_path: a name from `list_sources()`, a folder with a `metadata/` subfolder,
-        or a `Source` (returned unchanged).
-      **kwargs: passed to the source's constructor (e.g. `data_dir` for TFDS sources,
-        `skip_corrupt` for folders).
-
-    Raises:
-      ValueError: unknown name (the message lists the valid ones) or bad folder.
-    """
-    if isinstance(name_or_path, Source):
-        if kwargs:
-            raise ValueError(f"get_source: keyword arguments {sorted(kwargs)} cannot be "
-                             "applied to an existing Source.")
-        return name_or_path
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError("get_source: expected a source name, a folder path or a Source; "
-                        f"received {type(name_or_path).__name__}.")
-    factories = _tfds_factories()
-    text = os.fspath(name_or_path)
-    if text in factories:
-        return factories[text](**kwargs)
-    if os.path.isdir(text):
-        if not os.path.isdir(os.path.join(text, "metadata")):
-            raise ValueError(f"get_source: folder {text!r} is not a WSOL metadata folder "
-                             "(expected a 'metadata' subfolder).")
-        return WsolSource(text, **kwargs)
-    raise ValueError(f"get_source: unknown source {text!r}; valid names are "
-                     f"{sorted(factories)}, or a path to a WSOL metadata folder (none found "
-                     "at that path).")

@@ -73,7 +73,8 @@ def get_normalization(source, split: str = "train", cache_dir=None, recompute: b
     Returns:
       `(mean, std)`, each a tuple of 3 floats.
     """
-    from keras_has.data.sources import Source, get_source
+    from keras_has.data.registry import get_source
+    from keras_has.data.sources import Source
 
     source = source if isinstance(source, Source) else get_source(source)
     source.check_split(split)
@@ -103,9 +104,10 @@ def get_normalization(source, split: str = "train", cache_dir=None, recompute: b
 def default_normalization(source, split: str, cache_dir=None) -> tuple:
     """The statistics the pipelines use when none are given.
 
-    imagenet2012 uses IMAGENET_MEAN / IMAGENET_STD (no pass over 1.28M images); every
-    other source uses `get_normalization(source, split)`.
+    A source that prescribes its statistics (`Source.fixed_normalization`: ImageNet's
+    constants for imagenet2012, no pass over 1.28M images) gets them; every other source
+    uses `get_normalization(source, split)`.
     """
-    if source.name == "imagenet2012":
-        return IMAGENET_MEAN, IMAGENET_STD
+    if getattr(source, "fixed_normalization", None) is not None:
+        return tuple(source.fixed_normalization[0]), tuple(source.fixed_normalization[1])
     return get_normalization(source, split, cache_dir=cache_dir)

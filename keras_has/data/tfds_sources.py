@@ -15,7 +15,9 @@ import os
 import tensorflow as tf
 
 from keras_has.data import wsol_metadata
-from keras_has.data.sources import AUTOTUNE, Source, mask_tight_box
+from keras_has.data.sources import (AUTOTUNE, Source, check_complete_image, decode_image,
+                                    mask_tight_box)
+from keras_has.data.stats import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_SHUFFLE_BUFFER = 256
 
@@ -96,8 +98,10 @@ class TfdsSource(Source):
 
         read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=True)
         try:
+            # Images are decoded in `_base`, after a check that names a truncated one.
             ds = self._builder.as_dataset(split=split, shuffle_files=shuffle,
-                                          read_config=read_config)
+                                          read_config=read_config,
+                                          decoders={"image": tfds.decode.SkipDecoding()})
         except AssertionError as e:  # TFDS's "not prepared" error
             raise FileNotFoundError(
                 f"TFDS dataset {self.name!r} is not prepared in data_dir "
@@ -116,10 +120,13 @@ class TfdsSource(Source):
         raise NotImplementedError
 
 
-def _base(ex, image_id_key):
-    image = ex["image"]
+def _base(ex, image_id_key, where):
+    """The common fields of an example whose `image` is still encoded: the image is
+    decoded after `check_complete_image`, so a truncated one fails naming its id."""
+    image_id = ex[image_id_key]
+    image = decode_image(check_complete_image(ex["image"], image_id, where))
     return {"image": image, "label": tf.cast(ex["label"], tf.int32),
-            "image_id": ex[image_id_key]}, tf.shape(image)[0], tf.shape(image)[1]
+            "image_id": image_id}, tf.shape(image)[0], tf.shape(image)[1]
 
 
 class CaltechBirdsSource(TfdsSource):
@@ -129,7 +136,7 @@ class CaltechBirdsSource(TfdsSource):
         super().__init__("caltech_birds2011", **kwargs)
 
     def _convert(self, ex):
-        out, h, w = _base(ex, "image/filename")
+        out, h, w = _base(ex, "image/filename", self.name)
         out["boxes"] = normalized_to_pixel_boxes(ex["bbox"], h, w)
         return out
 
@@ -141,7 +148,7 @@ class StanfordDogsSource(TfdsSource):
         super().__init__("stanford_dogs", **kwargs)
 
     def _convert(self, ex):
-        out, h, w = _base(ex, "image/filename")
+        out, h, w = _base(ex, "image/filename", self.name)
         out["boxes"] = normalized_to_pixel_boxes(ex["objects"]["bbox"], h, w)
         return out
 
@@ -162,13 +169,18 @@ class OxfordPetSource(TfdsSource):
         if boxes not in ("object", "part"):
             raise ValueError(f"`boxes` must be 'object' or 'part'; received {boxes!r}.")
         self._box_kind = boxes
+        self._part_args = dict(kwargs)
         super().__init__("oxford_iiit_pet", **kwargs)
 
     def has_masks(self, split: str) -> bool:
         return True
 
+    def part_box_source(self) -> "OxfordPetSource":
+        """The same images with each pet's head box (`boxes="part"`)."""
+        return self if self._box_kind == "part" else OxfordPetSource("part", **self._part_args)
+
     def _convert(self, ex):
-        out, h, w = _base(ex, "file_name")
+        out, h, w = _base(ex, "file_name", self.name)
         trimap = tf.image.resize(ex["segmentation_mask"], tf.stack([h, w]), method="nearest")
         trimap = trimap[:, :, 0]
         out["mask"] = tf.equal(trimap, 1)
@@ -193,6 +205,7 @@ class ImageNetSource(TfdsSource):
     """
 
     default_splits = ("train", "validation")
+    fixed_normalization = (IMAGENET_MEAN, IMAGENET_STD)
 
     def __init__(self, boxes_root=None, boxes_splits=None, **kwargs):
         super().__init__("imagenet2012", **kwargs)
@@ -222,7 +235,7 @@ class ImageNetSource(TfdsSource):
         lookup = self._box_table(split)
 
         def convert(ex):
-            out, _, _ = _base(ex, "file_name")
+            out, _, _ = _base(ex, "file_name", self.name)
             if lookup is None:
                 out["boxes"] = tf.zeros([0, 4], tf.float32)
             else:
@@ -260,6 +273,8 @@ class SyntheticSource(TfdsSource):
             except ImportError as e:
                 raise ImportError(f"the synthetic source needs keras_has.data.synthetic: {e}") from e
         self._box_kind = boxes
+        self._part_args = dict(data_dir=data_dir, shuffle_buffer=shuffle_buffer,
+                               builder=builder, **builder_kwargs)
         super().__init__("keras_has_synthetic", data_dir=data_dir, download=False,
                          shuffle_buffer=shuffle_buffer, builder_kwargs=builder_kwargs,
                          builder=builder)
@@ -270,12 +285,18 @@ class SyntheticSource(TfdsSource):
     def has_masks(self, split: str) -> bool:
         return True
 
+    def part_box_source(self) -> "SyntheticSource":
+        """The same images with each object's part box (`boxes="part"`)."""
+        if self._box_kind == "part":
+            return self
+        return SyntheticSource(boxes="part", **self._part_args)
+
     def stats_location(self, split: str) -> tuple:
         folder, key, fingerprint = super().stats_location(split)
         return folder, "synthetic_" + key, fingerprint
 
     def _convert(self, ex):
-        out, h, w = _base(ex, "image_id")
+        out, h, w = _base(ex, "image_id", self.name)
         key = "object_box" if self._box_kind == "object" else "part_box"
         out["boxes"] = tf.reshape(tf.cast(ex[key], tf.float32), [1, 4])
         out["mask"] = ex["mask"][:, :, 0] > 127

@@ -28,8 +28,8 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-_JPEG_MAGIC = b"\xff\xd8"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _OTHER_MAGIC = (b"GIF87a", b"GIF89a", b"BM")
 VERIFY_MODES = ("header", "decode", "exists", "none")
 
@@ -96,15 +96,19 @@ def list_splits(root: str) -> tuple:
 
 
 def read_class_names(root: str) -> tuple | None:
-    """ROOT/class_names.txt as a tuple (one name per non-empty line), or None."""
+    """ROOT/class_names.txt as a tuple (one name per line), or None when absent."""
     path = os.path.join(root, "class_names.txt")
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return tuple(line.strip() for line in f if line.strip())
+    from keras_has.io_utils import read_class_names as read_names_file
+
+    try:
+        return read_names_file(path)
+    except ValueError as error:
+        raise MetadataError(str(error)) from None
 
 
-def _read_lines(path: str, required: bool = True):
+def read_lines(path: str, required: bool = True):
     """Yields (line_number, [fields]) for non-empty lines; missing optional file yields nothing."""
     if not os.path.isfile(path):
         if required:
@@ -117,7 +121,7 @@ def _read_lines(path: str, required: bool = True):
                 yield n, [field.strip() for field in line.split(",")]
 
 
-def _parse_int(value: str, path: str, line: int, what: str) -> int:
+def parse_int(value: str, path: str, line: int, what: str) -> int:
     try:
         return int(value)
     except ValueError:
@@ -129,12 +133,12 @@ def image_header_size(path: str) -> tuple | None:
     """(width, height) read from a JPEG or PNG header, or None if not recognised/truncated."""
     with open(path, "rb") as f:
         head = f.read(32)
-        if head.startswith(_PNG_MAGIC):
+        if head.startswith(PNG_MAGIC):
             if len(head) < 24 or head[12:16] != b"IHDR":
                 return None
             w, h = struct.unpack(">II", head[16:24])
             return int(w), int(h)
-        if not head.startswith(_JPEG_MAGIC):
+        if not head.startswith(JPEG_MAGIC):
             return None
         f.seek(2)
         while True:
@@ -164,7 +168,7 @@ def image_header_size(path: str) -> tuple | None:
             f.seek(length - 2, os.SEEK_CUR)
 
 
-_END_WINDOW = 65536  # trailing bytes searched for the end marker (some files carry extras)
+END_WINDOW = 65536  # trailing bytes searched for the end marker (some files carry extras)
 
 
 def _has_end_marker(path: str, png: bool) -> bool:
@@ -173,11 +177,11 @@ def _has_end_marker(path: str, png: bool) -> bool:
     formats are not checked."""
     with open(path, "rb") as f:
         head = f.read(3)
-        if not (png or head.startswith(_JPEG_MAGIC)):
+        if not (png or head.startswith(JPEG_MAGIC)):
             return True
         f.seek(0, os.SEEK_END)
         size = f.tell()
-        f.seek(max(0, size - _END_WINDOW))
+        f.seek(max(0, size - END_WINDOW))
         tail = f.read()
     return (b"IEND" in tail) if png else (b"\xff\xd9" in tail)
 
@@ -196,13 +200,13 @@ def check_image(path: str, verify: str = "header") -> tuple | None:
         return None
     with open(path, "rb") as f:
         head = f.read(8)
-    if not (head.startswith(_JPEG_MAGIC) or head.startswith(_PNG_MAGIC)
+    if not (head.startswith(JPEG_MAGIC) or head.startswith(PNG_MAGIC)
             or any(head.startswith(m) for m in _OTHER_MAGIC)):
         raise ValueError(f"not a JPEG, PNG, GIF or BMP file (starts with {head[:4]!r})")
     size = image_header_size(path)
-    if head.startswith((_JPEG_MAGIC, _PNG_MAGIC)) and size is None:
+    if head.startswith((JPEG_MAGIC, PNG_MAGIC)) and size is None:
         raise ValueError("truncated or corrupt image header")
-    if not _has_end_marker(path, png=head.startswith(_PNG_MAGIC)):
+    if not _has_end_marker(path, png=head.startswith(PNG_MAGIC)):
         raise ValueError("truncated image: no end marker (JPEG EOI / PNG IEND) near the end "
                          "of the file")
     if verify == "decode":
@@ -261,7 +265,7 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
     # image_ids.txt
     ids_path = os.path.join(meta, "image_ids.txt")
     ids, id_line = [], {}
-    for n, fields in _read_lines(ids_path):
+    for n, fields in read_lines(ids_path):
         image_id = fields[0]
         if len(fields) != 1:
             raise MetadataError(
@@ -277,7 +281,7 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
     # class_labels.txt
     labels_path = os.path.join(meta, "class_labels.txt")
     labels = {}
-    for n, fields in _read_lines(labels_path):
+    for n, fields in read_lines(labels_path):
         if len(fields) != 2:
             raise MetadataError(f"{labels_path}:{n}: expected '<relpath>,<label>', "
                                 f"received {','.join(fields)!r}.")
@@ -285,7 +289,7 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
         if image_id not in id_line:
             raise MetadataError(f"{labels_path}:{n}: image id {image_id!r} is not in "
                                 f"{ids_path}.")
-        label = _parse_int(value, labels_path, n, "class label")
+        label = parse_int(value, labels_path, n, "class label")
         if label < 0 or (num_classes is not None and label >= num_classes):
             expected = f"[0, {num_classes})" if num_classes is not None else ">= 0"
             raise MetadataError(f"{labels_path}:{n}: label {label} of {image_id!r} is out of "
@@ -299,15 +303,15 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
     # image_sizes.txt (optional)
     sizes_path = os.path.join(meta, "image_sizes.txt")
     sizes, size_line = {}, {}
-    for n, fields in _read_lines(sizes_path, required=False):
+    for n, fields in read_lines(sizes_path, required=False):
         if len(fields) != 3:
             raise MetadataError(f"{sizes_path}:{n}: expected '<relpath>,<w>,<h>', "
                                 f"received {','.join(fields)!r}.")
         if fields[0] not in id_line:
             raise MetadataError(f"{sizes_path}:{n}: image id {fields[0]!r} is not in "
                                 f"{ids_path}.")
-        w = _parse_int(fields[1], sizes_path, n, "width")
-        h = _parse_int(fields[2], sizes_path, n, "height")
+        w = parse_int(fields[1], sizes_path, n, "width")
+        h = parse_int(fields[2], sizes_path, n, "height")
         if w <= 0 or h <= 0:
             raise MetadataError(f"{sizes_path}:{n}: expected a positive size, received "
                                 f"{w}x{h}.")
@@ -351,7 +355,7 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
     ignores = {i: "" for i in ids}
     kind = None
     num_clipped = 0
-    for n, fields in _read_lines(loc_path):
+    for n, fields in read_lines(loc_path):
         image_id = fields[0]
         if image_id not in id_line:
             raise MetadataError(f"{loc_path}:{n}: image id {image_id!r} is not in {ids_path}.")
@@ -366,7 +370,7 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
         if image_id not in boxes:  # a skipped corrupt image
             continue
         if kind == "box":
-            x0, y0, x1, y1 = (_parse_int(v, loc_path, n, "box coordinate") for v in fields[1:])
+            x0, y0, x1, y1 = (parse_int(v, loc_path, n, "box coordinate") for v in fields[1:])
             if x1 < x0 or y1 < y0:
                 raise MetadataError(f"{loc_path}:{n}: box ({x0}, {y0}, {x1}, {y1}) of "
                                     f"{image_id!r} has x1 < x0 or y1 < y0; expected inclusive "

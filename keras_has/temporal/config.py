@@ -11,7 +11,8 @@ import math
 import os
 from typing import Any, Mapping
 
-from keras_has.config import MIXED_PRECISION_POLICIES, STRATEGIES, looks_like_path
+from keras_has.config import (MIXED_PRECISION_POLICIES, STRATEGIES, config_from_dict,
+                              config_to_dict, looks_like_path)
 
 __all__ = ["TemporalConfig", "TemporalComparisonConfig", "DEFAULT_TIOUS"]
 
@@ -166,24 +167,13 @@ class TemporalConfig:
         return any(n > 0 for n in self.segment_lengths) and self.hide_prob > 0
 
     def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["version"] = CONFIG_VERSION
-        return out
+        """A JSON-serialisable dict with a `version` key."""
+        return config_to_dict(self, CONFIG_VERSION)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TemporalConfig":
-        values = dict(values)
-        version = values.pop("version", CONFIG_VERSION)
-        if version != CONFIG_VERSION:
-            _fail("version", version, f"config version {CONFIG_VERSION}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            _fail("TemporalConfig", unknown, f"keys among {sorted(names)}")
-        for key in ("segment_lengths", "tiou_thresholds"):
-            if isinstance(values.get(key), list):
-                values[key] = tuple(values[key])
-        return cls(**values)
+        """Inverse of `to_dict`; validates like the constructor. Unknown keys fail."""
+        return config_from_dict(cls, values, CONFIG_VERSION)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from keras_has.hiding import _stateless_seed
+from keras_has.hiding import stateless_seed
 
 __all__ = ["hide_segments", "segment_keep_mask", "validate_segment_args"]
 
@@ -108,7 +108,7 @@ def _hidden_frames(batch, frames, segment_lengths, hide_prob, seed):
     if seed is None:
         u = tf.random.uniform(draw_shape, 0, _DRAW_RANGE, dtype=tf.int32)
     else:
-        u = tf.random.stateless_uniform(draw_shape, seed=_stateless_seed(seed), minval=0,
+        u = tf.random.stateless_uniform(draw_shape, seed=stateless_seed(seed), minval=0,
                                         maxval=_DRAW_RANGE, dtype=tf.int32)
     threshold = int(round(hide_prob * _DRAW_RANGE))
     # Per length: [divisor, hide threshold, N]; N = 0: one segment (divisor 2^30), never
