@@ -41,7 +41,8 @@ def _compare(command, config, comparison, _):
     print(f"\n{command}: results {result.results_path}")
     if result.gallery_path:
         print(f"{command}: gallery {result.gallery_path}")
-        print(f"{command}: per-image IoU {result.iou_path}")
+        if result.iou_path:
+            print(f"{command}: per-image IoU {result.iou_path}")
     if result.export_dir:
         print(f"{command}: SavedModel {result.export_dir}")
     return 0
