@@ -12,19 +12,36 @@ trainer calls `method.build`, `method.pipeline_hiding`, `method.loss` and
 which reads the rule recorded in the model (`keras_has.methods.layers.MethodHead`).
 See docs/design/methods.md.
 """
-from keras_has.methods import layers  # noqa: F401  (registers the layers for loading)
-from keras_has.methods.acol import Acol
-from keras_has.methods.adl import Adl
-from keras_has.methods.base import Method, prepare_training
-from keras_has.methods.cam import Cam
-from keras_has.methods.cutmix import CutMix
-from keras_has.methods.has import HideAndSeek
-from keras_has.methods.spg import Spg
+from __future__ import annotations
 
-_REGISTRY = {cls.name: cls for cls in (Cam, HideAndSeek, Acol, Spg, Adl, CutMix)}
+import importlib
+
+# name -> (module of keras_has.methods, class); imported on first use, so that listing
+# and validating names (config construction) imports no TensorFlow.
+_REGISTRY = {
+    "cam": ("cam", "Cam"),
+    "has": ("has", "HideAndSeek"),
+    "acol": ("acol", "Acol"),
+    "spg": ("spg", "Spg"),
+    "adl": ("adl", "Adl"),
+    "cutmix": ("cutmix", "CutMix"),
+}
 
 __all__ = ["Method", "get_method", "list_methods", "from_config", "prepare_training",
            "title_of"]
+
+
+def __getattr__(name):
+    if name in ("Method", "prepare_training"):
+        return getattr(importlib.import_module("keras_has.methods.base"), name)
+    if name in ("layers", "ops", "context", "base"):
+        return importlib.import_module(f"keras_has.methods.{name}")
+    raise AttributeError(f"module 'keras_has.methods' has no attribute {name!r}")
+
+
+def _class(name):
+    module, cls = _REGISTRY[name]
+    return getattr(importlib.import_module(f"keras_has.methods.{module}"), cls)
 
 
 def list_methods():
@@ -32,7 +49,7 @@ def list_methods():
     return sorted(_REGISTRY)
 
 
-def get_method(name, config=None) -> Method:
+def get_method(name, config=None) -> "Method":
     """The method `name` with the hyperparameters of `config` (a
     `keras_has.config.MethodConfig`; None: the defaults).
 
@@ -41,15 +58,14 @@ def get_method(name, config=None) -> Method:
     """
     if name not in _REGISTRY:
         raise ValueError(f"method: expected one of {list_methods()}, received {name!r}")
-    return _REGISTRY[name](config)
+    return _class(name)(config)
 
 
-def from_config(method_config) -> Method:
+def from_config(method_config) -> "Method":
     """The method a `MethodConfig` names, with its hyperparameters."""
     return get_method(method_config.method, method_config)
 
 
 def title_of(name: str) -> str:
     """The display title of method `name` (the name itself when unknown)."""
-    cls = _REGISTRY.get(name)
-    return cls.title if cls is not None else name
+    return _class(name).title if name in _REGISTRY else name
