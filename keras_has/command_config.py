@@ -99,6 +99,8 @@ class EvaluateConfig:
       num_examples: images in the PNG gallery (0: none).
       max_batches: evaluate at most this many batches (none: the whole split).
       out_dir: where metrics.json and gallery.png go (none: nothing written).
+      skip_corrupt: WSOL folders: skip unreadable images of the split (their number and
+        ids are reported with the metrics) instead of failing.
     """
 
     model_path: str
@@ -117,6 +119,7 @@ class EvaluateConfig:
     num_examples: int = 16
     max_batches: int | None = None
     out_dir: str | None = None
+    skip_corrupt: bool = False
 
     def __post_init__(self):
         _required("model_path", self.model_path)

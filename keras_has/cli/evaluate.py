@@ -34,13 +34,16 @@ def evaluate(config: EvaluateConfig):
         batch_size=config.batch_size, cam_threshold=config.cam_threshold,
         cam_curve_interval=config.cam_curve_interval, box_rule=config.box_rule,
         num_examples=config.num_examples, max_batches=config.max_batches,
-        out_dir=config.out_dir, verbose=1 if console.fit_verbosity(-1) == 1 else 0)
+        out_dir=config.out_dir, verbose=1 if console.fit_verbosity(-1) == 1 else 0,
+        skip_corrupt=config.skip_corrupt)
 
 
 def _evaluate(command, config, _):
     result, _, written = evaluate(config)
     print(f"\n{'metric':36s} {'value':>10s}")
     for k, v in result.metrics.items():
+        if k == "skipped_images":
+            continue  # listed in metrics.json; the count is printed
         print(f"{k:36s} {v:10.3f}" if isinstance(v, float) else f"{k:36s} {v:>10}")
     if written:
         print("wrote " + ", ".join(written))

@@ -27,6 +27,11 @@ def _train(command, config, options, _):
           f"global_batch={result.global_batch_size} epochs_run={result.epochs_run} "
           f"epochs_logged={len(result.history.get('epoch', []))} model={result.model_path}",
           flush=True)
+    if result.skipped_images:
+        counts = ", ".join(f"{len(ids)} in {split}" for split, ids in
+                           result.skipped_images.items())
+        print(f"{command}: skipped unreadable images ({counts}), listed in "
+              f"{result.output_dir}/skipped_images.json", flush=True)
     return 0
 
 
