@@ -144,3 +144,33 @@ def test_skip_corrupt_and_clip_boxes_reach_the_wsol_source(tmp_path):
     assert meta.num_skipped == 1 and "train/1/1.png" not in meta.image_ids
     with pytest.raises(ValueError, match="skip_corrupt: expected False unless source is a WSOL"):
         cfg.DataConfig(source="synthetic", skip_corrupt=True)
+
+
+def test_skipped_images_are_reported_by_training_and_evaluation(tmp_path):
+    """A truncated image in each split: training with skip_corrupt lists it in the run
+    folder and its result; evaluation with skip_corrupt reports its count and id."""
+    from keras_has import config as cfg
+    from keras_has.evaluation import evaluate_model_file
+    from keras_has.training import train
+    from conftest import make_wsol_folder
+
+    root = make_wsol_folder(str(tmp_path / "d"), n_train=8, n_test=4, size=32)
+    for rel in ("train/1/1.png", "test/0/2.png"):
+        path = tmp_path / "d" / "images" / rel
+        path.write_bytes(path.read_bytes()[:40])  # a PNG cut short: header only
+    config = cfg.TrainConfig(
+        model="tiny_gap", output_dir=str(tmp_path / "run"),
+        data=cfg.DataConfig(source=root, image_size=32, batch_size=4, skip_corrupt=True),
+        best_metric="", epochs=1, strategy="one_device", eval_every=0, verbose=0,
+        model_kwargs={"widths": (8, 16)})
+    result = train(config)
+    assert result.skipped_images == {"test": ["test/0/2.png"], "train": ["train/1/1.png"]}
+    written = json.loads((tmp_path / "run" / "skipped_images.json").read_text())
+    assert written == result.skipped_images
+    with pytest.raises(ValueError, match=r"test/0/2\.png"):
+        evaluate_model_file(result.model_path, root, split="test", num_examples=0)
+    ev, _, _ = evaluate_model_file(result.model_path, root, split="test", num_examples=0,
+                                   skip_corrupt=True)
+    assert ev.metrics["num_skipped_images"] == 1
+    assert ev.metrics["skipped_images"] == ["test/0/2.png"]
+    assert ev.metrics["num_images"] == 3
