@@ -1,6 +1,7 @@
 """`keras-has evaluate`: CAM localization metrics of a trained model on a split.
 
-    keras-has evaluate --model_path=runs/quick/model.keras --source=synthetic --out_dir=runs/quick/eval
+    keras-has evaluate --model_path=runs/quick/model.keras --source=synthetic \\
+        --out_dir=runs/quick/eval
     keras-has evaluate --model_path=exports/has32 --source=/data/CUB --split=test
     keras-has evaluate --model_path=runs/a/checkpoints/epoch_010.weights.h5 --model=tiny_gap \\
         --num_classes=3 --image_size=64 --source=synthetic

@@ -66,7 +66,8 @@ def predict(patterns, fv=FLAGS):
     if fv.model_path.endswith(".keras"):
         settings = dict(train_config=fv.train_config or None, image_size=fv.image_size or None,
                         mean=fv.mean or None, std=fv.std or None,
-                        class_names=run_folder.class_names_arg(fv.class_names), source=fv.source or None)
+                        class_names=run_folder.class_names_arg(fv.class_names),
+                        source=fv.source or None)
     predictor = predict_lib.load_predictor(fv.model_path, settings, fv.cam_threshold, fv.top_k)
     with run_folder.RunLock(fv.output_dir):  # one writer per output folder
         records, skipped = predict_lib.predict_files(predictor, files, fv.output_dir,
