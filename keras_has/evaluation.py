@@ -305,7 +305,8 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
                         num_classes=None, image_size=None, mean=None, std=None,
                         preprocessing_mode=None, batch_size=32, cam_threshold=0.2,
                         cam_curve_interval=DEFAULT_CAM_CURVE_INTERVAL, box_rule="tight",
-                        num_examples=16, max_batches=None, out_dir=None, verbose=1):
+                        num_examples=16, max_batches=None, out_dir=None, verbose=1,
+                        skip_corrupt=False):
     """Evaluates a saved model (what :func:`load_for_evaluation` reads) on a split.
 
     The input preprocessing is the one the model was trained with: an export's own, or
@@ -322,6 +323,8 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
         mean, std: 3 floats each (pixel scale), or None.
         preprocessing_mode: ``dataset``, ``caffe``, ``tf``, ``torch`` or None.
         out_dir: where ``metrics.json`` and ``gallery.png`` go (None: nothing written).
+        skip_corrupt: a WSOL folder's missing or corrupt images are skipped (counted in
+            one logged line) instead of failing the evaluation.
         Other arguments as :func:`run_localization`.
 
     Returns:
@@ -343,11 +346,16 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
     if (mean is None) != (std is None):
         raise ValueError("mean/std: expected both or neither, received only "
                          f"{'mean' if std is None else 'std'}")
+    if skip_corrupt and not (isinstance(source, (str, os.PathLike))
+                             and os.path.isdir(os.path.join(source, "metadata"))):
+        raise ValueError(f"skip_corrupt: applies to WSOL metadata folders, received source "
+                         f"{source!r}")
     # The metric settings, checked before anything is loaded.
     LocalizationEvaluator(cam_threshold=cam_threshold, cam_curve_interval=cam_curve_interval,
                           box_rule=box_rule)
     model, settings = load_for_evaluation(model_path, model_name, num_classes, image_size)
-    source = data.get_source(source) if isinstance(source, (str, os.PathLike)) else source
+    if isinstance(source, (str, os.PathLike)):
+        source = data.get_source(source, **({"skip_corrupt": True} if skip_corrupt else {}))
     prep = settings["preprocessing"]
     if mean is not None or (preprocessing_mode and preprocessing_mode != getattr(prep, "mode", "")):
         if mean is None and preprocessing_mode in (None, "dataset"):

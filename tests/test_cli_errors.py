@@ -50,6 +50,7 @@ def run(tmp_path_factory):
     wsol = root / "wsol"
     write_split(wsol, "train", images[:3], truncate=("train_1.jpg",))
     write_split(wsol, "test", images[3:])
+    write_split(wsol, "val", images[:3], truncate=("val_2.jpg",))
     folder = root / "run"
     folder.mkdir()
     model = get_model("tiny_gap", num_classes=2, input_shape=(SIZE, SIZE, 3), widths=(4, 8),
@@ -78,6 +79,23 @@ def test_evaluate_reads_the_runs_preprocessing_not_the_train_split(run):
         run["folder"] / "model.keras", str(run["wsol"]), split="test", batch_size=2,
         mean=(0, 0, 0), std=(1, 1, 1), num_examples=0, verbose=0)
     assert other == make_preprocessing("dataset", (0, 0, 0), (1, 1, 1))
+
+
+def test_a_truncated_image_of_the_evaluated_split_is_named_or_skipped(run):
+    kwargs = dict(split="val", batch_size=2, num_examples=0, verbose=0)
+    with pytest.raises(ValueError, match="val_2.jpg"):
+        evaluation.evaluate_model_file(run["folder"] / "model.keras", str(run["wsol"]), **kwargs)
+    result, _, _ = evaluation.evaluate_model_file(run["folder"] / "model.keras",
+                                                  str(run["wsol"]), skip_corrupt=True, **kwargs)
+    expected = evaluation.run_localization(
+        run["model"], data.make_eval_dataset(
+            data.get_source(str(run["wsol"]), skip_corrupt=True), SIZE, 2, split="val",
+            preprocessing=RECORDED), verbose=0)
+    assert result.metrics == expected.metrics
+    assert len(result.ious) == 2  # the two readable images
+    with pytest.raises(ValueError, match="skip_corrupt: applies to WSOL metadata folders"):
+        evaluation.evaluate_model_file(run["folder"] / "model.keras", "synthetic",
+                                       skip_corrupt=True, **kwargs)
 
 
 def run_commands(commands, cwd):

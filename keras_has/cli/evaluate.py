@@ -27,6 +27,8 @@ flags.DEFINE_string("model", None, "Model name (keras_has.models.list_models()),
 flags.DEFINE_integer("num_classes", None, "Number of classes, for a weights checkpoint.")
 flags.DEFINE_string("source", "synthetic", "Source name, WSOL metadata folder or TFDS name.")
 flags.DEFINE_string("split", "test", "Split to evaluate.")
+flags.DEFINE_bool("skip_corrupt", False, "WSOL folders: skip missing or unreadable images "
+                  "(counted, logged once) instead of failing.")
 flags.DEFINE_integer("image_size", None, "Evaluation image size (default: the export's, "
                      "the .keras model's input, or 224 for a checkpoint).")
 flags.DEFINE_list("mean", None, "3 per-channel means, pixel scale, with --std (default: the "
@@ -76,7 +78,8 @@ def evaluate(fv=FLAGS):
         cam_threshold=fv.cam_threshold,
         cam_curve_interval=metrics.DEFAULT_CAM_CURVE_INTERVAL if interval is None else interval,
         box_rule=fv.box_rule, num_examples=fv.num_examples, max_batches=fv.max_batches,
-        out_dir=fv.out_dir, verbose=1 if console.fit_verbosity(-1) == 1 else 0)
+        out_dir=fv.out_dir, verbose=1 if console.fit_verbosity(-1) == 1 else 0,
+        skip_corrupt=fv.skip_corrupt)
 
 
 def _evaluate(command, _):
