@@ -57,6 +57,7 @@ def predict(patterns, fv=FLAGS):
         raise ValueError("inputs: expected image files, globs or folders, received none")
     if fv.batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, received {fv.batch_size}")
+    predict_lib.model_kind(fv.model_path)  # before any input is listed
     files, unmatched = predict_lib.expand_inputs(patterns)
     for pattern in unmatched:
         print(f"skipped {pattern}: no such file, or no images matched", file=sys.stderr)
