@@ -50,6 +50,7 @@ def run(tmp_path_factory):
     wsol = root / "wsol"
     write_split(wsol, "train", images[:3], truncate=("train_1.jpg",))
     write_split(wsol, "test", images[3:])
+    write_split(wsol, "val", images[:3], truncate=("val_2.jpg",))
     folder = root / "run"
     folder.mkdir()
     model = get_model("tiny_gap", num_classes=2, input_shape=(SIZE, SIZE, 3), widths=(4, 8),
@@ -78,6 +79,25 @@ def test_evaluate_reads_the_runs_preprocessing_not_the_train_split(run):
         run["folder"] / "model.keras", str(run["wsol"]), split="test", batch_size=2,
         mean=(0, 0, 0), std=(1, 1, 1), num_examples=0, verbose=0)
     assert other == make_preprocessing("dataset", (0, 0, 0), (1, 1, 1))
+
+
+def test_a_truncated_image_of_the_evaluated_split_is_named_or_skipped(run):
+    kwargs = dict(split="val", batch_size=2, num_examples=0, verbose=0)
+    with pytest.raises(ValueError, match="val_2.jpg"):
+        evaluation.evaluate_model_file(run["folder"] / "model.keras", str(run["wsol"]), **kwargs)
+    result, _, _ = evaluation.evaluate_model_file(run["folder"] / "model.keras",
+                                                  str(run["wsol"]), skip_corrupt=True, **kwargs)
+    expected = evaluation.run_localization(
+        run["model"], data.make_eval_dataset(
+            data.get_source(str(run["wsol"]), skip_corrupt=True), SIZE, 2, split="val",
+            preprocessing=RECORDED), verbose=0)
+    skipped = {k: result.metrics.pop(k) for k in ("num_skipped_images", "skipped_images")}
+    assert skipped == {"num_skipped_images": 1, "skipped_images": ["val_2.jpg"]}
+    assert result.metrics == expected.metrics
+    assert len(result.ious) == 2  # the two readable images
+    with pytest.raises(ValueError, match="skip_corrupt: applies to WSOL metadata folders"):
+        evaluation.evaluate_model_file(run["folder"] / "model.keras", "synthetic",
+                                       skip_corrupt=True, **kwargs)
 
 
 def run_commands(commands, cwd):
@@ -114,9 +134,10 @@ def test_commands_print_one_line_for_expected_errors_and_write_nothing(run, tmp_
     }
     done = run_commands(commands, cwd=tmp_path)
     expected = {
-        "evaluate_bad_rule": "evaluate.py: box_rule: expected one of",
-        "export_bad_mean": "export.py: preprocessing mean: expected 3",
-        "predict_missing_model": "predict.py: model_path: expected a SavedModel directory",
+        "evaluate_bad_rule": "evaluate.py: invalid configuration: box_rule: expected one of",
+        "export_bad_mean": "export.py: invalid configuration: mean: expected 3",
+        "predict_missing_model": "predict.py: invalid configuration: model_path: expected an "
+                                 "existing SavedModel",
     }
     for name, start in expected.items():
         code, _, stderr = done[name]
