@@ -19,7 +19,7 @@ _ATTRIBUTES = {"hide_patches": "keras_has.hiding", "HideAndSeek": "keras_has.lay
 _SUBMODULES = ("console", "models", "data", "cam", "localization", "metrics", "evaluation",
                "callbacks", "visualize", "config", "training", "comparison", "export",
                "serving", "localization_tf", "run_folder", "predict", "temporal",
-               "preprocessing", "probe")
+               "preprocessing", "probe", "methods", "tuning")
 __all__ = ["hide_patches", "HideAndSeek", "__version__", *_SUBMODULES]
 
 

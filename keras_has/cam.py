@@ -6,6 +6,12 @@ dense ``classifier`` (kernel ``W`` ``[C, K]``), the CAM of class ``k`` is
 shifts the map by a constant, which min-max normalisation removes). All functions are
 graph-safe (usable inside ``tf.function`` and ``tf.data``-free serving signatures) and
 return float32 also for models built under a mixed-precision policy.
+
+Methods with extra heads record their own rule in the model (a
+`keras_has.methods.layers.MethodHead` last layer: the branches' feature and classifier
+layers and how they fuse, e.g. ACoL's per-class maximum of both branches' normalised
+CAMs). `CamRule(model)` reads it and is the one CAM path of evaluation, callbacks,
+export and serving; models without such a layer get the rule above, unchanged.
 """
 import weakref
 
@@ -40,7 +46,14 @@ def check_model(model):
 
 
 def make_cam_model(model):
+    """See `CamRule`; kept for single-branch callers (the plain CAM rule)."""
+    return CamRule(model).cam_model
+
+
+def _plain_cam_model(model):
     """Derives a model with outputs ``(logits, features)`` from one forward pass.
+
+    (The plain rule's model; `CamRule` builds it for models without a method head.)
 
     Args:
         model: a ``keras.Model`` with layers ``cam_features`` and ``classifier`` (every
@@ -106,25 +119,101 @@ def cams_from_features(features, kernel, class_ids):
     return tf.einsum("bhwc,cb->bhw", features, weights)
 
 
-# One cached (cam model, tf.function) pair per model, released with the model.
+class CamRule:
+    """The CAM rule of a model, read from the model itself.
+
+    Args:
+      model: a ``keras_has.models`` model, or a method's model from
+        ``keras_has.methods`` (its ``MethodHead`` names the branches and the fusion).
+
+    Attributes:
+      cam_model: images ``[B, H, W, 3]`` -> ``(logits [B, K], features_1, ...)``, all
+        float32 (one feature map per branch), weights shared with ``model``.
+      kernels: each branch's classifier kernel ``[C_i, K]``.
+      fusion: ``"single"`` or ``"max_normalized"``.
+    """
+
+    def __init__(self, model):
+        from keras_has.methods.layers import find_method_head
+
+        check_model(model)
+        head = find_method_head(model)
+        self.fusion = "single" if head is None else head.cam_fusion
+        branches = ([[FEATURES_LAYER, CLASSIFIER_LAYER]] if head is None
+                    else [list(b) for b in head.cam_branches])
+        self.method = None if head is None else head.method
+        if head is None:
+            self.cam_model = _plain_cam_model(model)
+        else:
+            outputs = [model.outputs[0]]
+            for i, (features_name, classifier_name) in enumerate(branches):
+                layer = model.get_layer(features_name)
+                outputs.append(keras.layers.Activation(
+                    "linear", dtype="float32", name=f"cam_branch{i}_float32")(layer.output))
+            inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+            self.cam_model = keras.Model(inputs, outputs, name=f"{model.name}_cam")
+        self.kernels = []
+        for _, classifier_name in branches:
+            classifier = model.get_layer(classifier_name)
+            if not isinstance(classifier, keras.layers.Dense):
+                raise ValueError(f"model {model.name!r}: CAM classifier {classifier_name!r} must "
+                                 f"be a keras.layers.Dense, received {type(classifier).__name__}")
+            self.kernels.append(classifier.kernel)
+
+    def forward(self, images, training=False):
+        """``(logits float32 [B, K], [features float32 [B, h, w, C_i], ...])``."""
+        out = self.cam_model(images, training=training)
+        return tf.cast(out[0], tf.float32), [tf.cast(f, tf.float32) for f in out[1:]]
+
+    def cams(self, features, class_ids):
+        """float32 ``[B, h, w]``: the CAM of ``class_ids[b]`` for every image."""
+        maps = [cams_from_features(f, k, class_ids) for f, k in zip(features, self.kernels)]
+        if self.fusion == "single":
+            return maps[0]
+        return _max_normalized(maps)
+
+    def class_cams(self, features):
+        """float32 ``[B, h, w, K]``: every class's CAM (classifier bias excluded)."""
+        maps = [tf.einsum("bhwc,ck->bhwk", tf.cast(f, tf.float32), tf.cast(k, tf.float32))
+                for f, k in zip(features, self.kernels)]
+        if self.fusion == "single":
+            return maps[0]
+        return _max_normalized(maps)
+
+
+def _max_normalized(maps):
+    from keras_has.methods.ops import minmax_normalize
+
+    fused = minmax_normalize(maps[0])
+    for other in maps[1:]:
+        fused = tf.maximum(fused, minmax_normalize(other))
+    return fused
+
+
+# One cached (rule, tf.function) pair per model, released with the model.
 _CAM_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
-def _cam_function(model):
-    fn = _CAM_FUNCTIONS.get(model)
-    if fn is None:
-        cam_model = make_cam_model(model)
-        kernel = model.get_layer(CLASSIFIER_LAYER).kernel
+def cam_rule(model) -> CamRule:
+    """The model's cached `CamRule`."""
+    entry = _CAM_FUNCTIONS.get(model)
+    if entry is None:
+        rule = CamRule(model)
 
         @tf.function(reduce_retracing=True)
         def fn(images, class_ids):
-            logits, features = cam_model(images, training=False)
+            logits, features = rule.forward(images, training=False)
             if class_ids is None:
                 class_ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            return cams_from_features(features, kernel, class_ids), logits
+            return rule.cams(features, class_ids), logits
 
-        _CAM_FUNCTIONS[model] = fn
-    return fn
+        entry = _CAM_FUNCTIONS[model] = (rule, fn)
+    return entry[0]
+
+
+def _cam_function(model):
+    cam_rule(model)
+    return _CAM_FUNCTIONS[model][1]
 
 
 def compute_cams_and_logits(model, images, class_ids=None):

@@ -36,8 +36,10 @@ __all__ = [
     "DataConfig",
     "HidingConfig",
     "OptimConfig",
+    "MethodConfig",
     "TrainConfig",
     "ComparisonConfig",
+    "TuneConfig",
     "STRATEGIES",
     "MIXED_PRECISION_POLICIES",
     "OPTIMIZERS",
@@ -332,6 +334,80 @@ class OptimConfig:
             _fail("warmup_epochs", self.warmup_epochs, "an integer >= 0")
 
 
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodConfig:
+    """The WSOL method (`keras_has.methods`) and its hyperparameters.
+
+    Defaults are clovaai/wsolevaluation's `config.py` values; docs/design/methods.md
+    lists every difference from its implementation.
+
+    Args:
+      method: `auto` (Hide-and-Seek when the hiding settings hide something, else the
+        CAM baseline), or a name from `keras_has.methods.list_methods()`.
+      acol_threshold: ACoL: erase where branch A's normalised CAM is >= this.
+      spg_threshold_{1,2,3}{h,l}: SPG: (high, low) thresholds of the three guidance masks.
+      adl_threshold: ADL: drop where the attention is >= this fraction of its max.
+      adl_drop_rate: ADL: probability of the drop mask (else the importance map).
+      adl_layers: ADL: layers to insert after (empty: the model's defaults).
+      cutmix_beta: CutMix: Beta(beta, beta) of the mixing ratio (> 0).
+      cutmix_prob: CutMix: probability that a batch is mixed.
+    """
+
+    method: str = dataclasses.field(default="auto", metadata=_help(
+        "WSOL method: auto (has when grid_sizes hide something, else cam), cam, has, acol, "
+        "spg, adl or cutmix."))
+    acol_threshold: float = dataclasses.field(default=0.7, metadata=_help(
+        "ACoL: erase the features where branch A's normalised CAM is >= this, in [0, 1]."))
+    spg_threshold_1h: float = dataclasses.field(default=0.7, metadata=_help(
+        "SPG: high threshold of the CAM's guidance mask (branch b2), in [0, 1]."))
+    spg_threshold_1l: float = dataclasses.field(default=0.01, metadata=_help(
+        "SPG: low threshold of the CAM's guidance mask (branch b2), in [0, 1]."))
+    spg_threshold_2h: float = dataclasses.field(default=0.5, metadata=_help(
+        "SPG: high threshold of b2's guidance mask (branch b1), in [0, 1]."))
+    spg_threshold_2l: float = dataclasses.field(default=0.05, metadata=_help(
+        "SPG: low threshold of b2's guidance mask (branch b1), in [0, 1]."))
+    spg_threshold_3h: float = dataclasses.field(default=0.7, metadata=_help(
+        "SPG: high threshold of the fused guidance mask (branch c), in [0, 1]."))
+    spg_threshold_3l: float = dataclasses.field(default=0.1, metadata=_help(
+        "SPG: low threshold of the fused guidance mask (branch c), in [0, 1]."))
+    adl_threshold: float = dataclasses.field(default=0.9, metadata=_help(
+        "ADL: drop where the channel-mean attention is >= this fraction of its max, in [0, 1]."))
+    adl_drop_rate: float = dataclasses.field(default=0.75, metadata=_help(
+        "ADL: probability of the drop mask per step (else the importance map), in [0, 1]."))
+    adl_layers: tuple[str, ...] = dataclasses.field(default=(), metadata=_help(
+        "ADL: layer names to insert an ADL after (empty: the model's default positions)."))
+    cutmix_beta: float = dataclasses.field(default=1.0, metadata=_help(
+        "CutMix: the mixing ratio is Beta(beta, beta) (> 0)."))
+    cutmix_prob: float = dataclasses.field(default=1.0, metadata=_help(
+        "CutMix: probability that a training batch is mixed, in [0, 1]."))
+
+    FRACTIONS = ("acol_threshold", "spg_threshold_1h", "spg_threshold_1l", "spg_threshold_2h",
+                 "spg_threshold_2l", "spg_threshold_3h", "spg_threshold_3l", "adl_threshold",
+                 "adl_drop_rate", "cutmix_prob")
+
+    def __post_init__(self):
+        from keras_has import methods  # local import: keeps config import light
+
+        if self.method != "auto" and self.method not in methods.list_methods():
+            _fail("method", self.method, f"'auto' or one of {methods.list_methods()}")
+        for name in self.FRACTIONS:
+            value = getattr(self, name)
+            if not _is_number(value) or not 0.0 <= value <= 1.0:
+                _fail(name, value, "a number in [0, 1]")
+            object.__setattr__(self, name, float(value))
+        if not _is_number(self.cutmix_beta) or self.cutmix_beta <= 0:
+            _fail("cutmix_beta", self.cutmix_beta, "a number > 0")
+        object.__setattr__(self, "cutmix_beta", float(self.cutmix_beta))
+        layers = self.adl_layers
+        if isinstance(layers, str) or not all(isinstance(n, str) and n for n in layers):
+            _fail("adl_layers", layers, "a list of layer names")
+        object.__setattr__(self, "adl_layers", tuple(layers))
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything `keras_has.training.train` needs, validated at construction.
@@ -340,7 +416,9 @@ class TrainConfig:
       model: a name from `keras_has.models.list_models()`.
       output_dir: where checkpoints, logs, the final model and `config.json` go.
         Re-running with the same `output_dir` resumes an interrupted run.
-      data, hiding, optim: the nested groups above.
+      data, hiding, optim, wsol: the nested groups above (`wsol`: the WSOL method and
+        its hyperparameters; `method="auto"` resolves to `has` or `cam`, see
+        `method_config`).
       epochs: number of epochs (>= 1).
       steps_per_epoch: optional fixed number of steps per epoch (the training data is
         then repeated); None runs one pass over the training split per epoch.
@@ -371,6 +449,7 @@ class TrainConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     hiding: HidingConfig = dataclasses.field(default_factory=HidingConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    wsol: MethodConfig = dataclasses.field(default_factory=MethodConfig)
     epochs: int = 55
     steps_per_epoch: int | None = None
     strategy: str = "mirrored"
@@ -388,7 +467,7 @@ class TrainConfig:
 
     def __post_init__(self):
         for name, cls in (("data", DataConfig), ("hiding", HidingConfig),
-                          ("optim", OptimConfig)):
+                          ("optim", OptimConfig), ("wsol", MethodConfig)):
             if not isinstance(getattr(self, name), cls):
                 _fail(name, getattr(self, name), f"a {cls.__name__}")
         if not isinstance(self.output_dir, str) or not self.output_dir:
@@ -449,8 +528,19 @@ class TrainConfig:
         known = list(models.list_models())
         if self.model not in known:
             _fail("model", self.model, f"one of {known}")
+        from keras_has import methods
+
+        methods.from_config(self.method_config).check(self)
 
     # ----------------------------------------------------------------- derived values
+    @property
+    def method_config(self) -> MethodConfig:
+        """`wsol` with `method="auto"` resolved: `has` when the hiding settings hide
+        something, else `cam`."""
+        if self.wsol.method != "auto":
+            return self.wsol
+        return dataclasses.replace(self.wsol, method="has" if self.hiding.enabled else "cam")
+
     def per_replica_batch(self, num_replicas: int) -> tuple[int, int]:
         """`(per_replica, global)` batch sizes for `num_replicas` replicas.
 
@@ -500,7 +590,11 @@ class ComparisonConfig:
         empty for none, or a split name.
       gallery_size: test images in gallery.png, the first ones of the evaluation split
         (0: neither gallery.png nor iou.png).
-      export: export the first seed's Hide-and-Seek model as a SavedModel.
+      export: export the first seed's Hide-and-Seek model (else the last method's) as a
+        SavedModel.
+      methods: WSOL methods to compare, in table order (keras_has.methods.list_methods():
+        cam, has, acol, spg, adl, cutmix); the first is the reference of the relative
+        training time. Hiding flags apply to has only; each method's own flags to it.
     """
 
     seeds: tuple[int, ...] = (0,)
@@ -508,8 +602,12 @@ class ComparisonConfig:
     part_split: str | None = "auto"
     gallery_size: int = 8
     export: bool = True
+    methods: tuple[str, ...] = ("cam", "has")
 
     def __post_init__(self):
+        from keras_has.comparison import check_methods
+
+        object.__setattr__(self, "methods", check_methods(self.methods))
         seeds = self.seeds
         if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
             _fail("seeds", seeds, "a list of integers >= 0")
@@ -529,6 +627,62 @@ class ComparisonConfig:
             _fail("gallery_size", self.gallery_size, "an integer >= 0")
         if not isinstance(self.export, bool):
             _fail("export", self.export, "a boolean")
+
+@dataclasses.dataclass(frozen=True)
+class TuneConfig:
+    """How `keras_has.tuning.run_tuning` searches (the training settings are a
+    `TrainConfig`).
+
+    Args:
+      tune_method: method whose hyperparameters are searched (keras_has.methods).
+      tune_space: candidate values of hyperparameters as name=v1;v2;... entries (a
+        MethodConfig field or hide_prob); empty: the method's default space.
+      tune_lrs: candidate first learning rates (the schedule is scaled); empty: the
+        flagfile's schedule only.
+      tune_trials: grid points to train, drawn with tune_seed (0: the whole grid).
+      tune_seed: seed of the trial draw.
+      tune_split: split the trials are scored on (empty: validation or val, whichever
+        the source has; never the test split).
+      cam_threshold: CAM threshold of GT-known / Top-1 Loc in trials.csv.
+    """
+
+    tune_method: str = "acol"
+    tune_space: tuple[str, ...] = ()
+    tune_lrs: tuple[float, ...] = ()
+    tune_trials: int = 0
+    tune_seed: int = 0
+    tune_split: str | None = None
+    cam_threshold: float = 0.2
+
+    def __post_init__(self):
+        from keras_has import methods
+
+        methods.get_method(self.tune_method)
+        if not _is_int(self.tune_trials) or self.tune_trials < 0:
+            _fail("tune_trials", self.tune_trials, "an integer >= 0 (0: the whole grid)")
+        if self.tune_split == "":
+            object.__setattr__(self, "tune_split", None)
+        if not _is_number(self.cam_threshold) or not 0.0 <= self.cam_threshold <= 1.0:
+            _fail("cam_threshold", self.cam_threshold, "a fraction of the CAM's max in [0, 1]")
+        object.__setattr__(self, "tune_space", tuple(self.tune_space))
+        self.space()  # checks the entries
+
+    def space(self) -> dict | None:
+        """`{name: (values...)}` of `tune_space`, None when empty."""
+        if not self.tune_space:
+            return None
+        out = {}
+        for item in self.tune_space:
+            key, sep, values = str(item).partition("=")
+            try:
+                parsed = tuple(float(v) for v in values.split(";") if v.strip())
+            except ValueError:
+                parsed = ()
+            if not sep or not key or not parsed:
+                _fail("tune_space", item, "name=v1;v2;... with numbers")
+            out[key] = parsed
+        return out
+
 
 def config_to_dict(config, version: int) -> dict:
     """`config` (a config dataclass) as a JSON-serialisable dict with a `version` key."""

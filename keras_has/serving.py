@@ -13,7 +13,7 @@ The first two decode, resize to the training image size (bilinear, antialiased, 
 evaluation pipeline does: `keras_has.data.pipeline.resize_image`), apply the run's input
 preprocessing (`keras_has.preprocessing.Preprocessing`, constants in the graph and in
 `assets/preprocessing.json`), run the model once for logits and CAM features
-(`keras_has.cam.make_cam_model`) and return, per image (`OUTPUT_KEYS`):
+(the model's CAM rule, `keras_has.cam.CamRule`: its method's) and return, per image (`OUTPUT_KEYS`):
 
 - `classes` int32 `[N, k]` and `scores` float32 `[N, k]`: softmax top-k, best first;
 - `class_names` string `[N, k]`: the names of `classes`;
@@ -368,13 +368,16 @@ class ServingFunctions:
         serving_images: tf.function, `images` uint8 `[N, H, W, 3]` -> outputs dict.
         cam_features: tf.function, normalised `images` float32 `[N, S, S, 3]` ->
             `{"logits": [N, K], "class_cams": [N, h, w, K]}` (float32).
-        cam_model: the `(logits, features)` model the functions call.
+        cam_model: the `(logits, features...)` model the functions call (the model's
+            `keras_has.cam.CamRule`).
     """
 
     def __init__(self, model, config: ServingConfig):
         self.config = config
-        self.cam_model = cam_lib.make_cam_model(model)
-        self._kernel = model.get_layer(cam_lib.CLASSIFIER_LAYER).kernel
+        # The model's CAM rule (its method's when the model records one): one path for
+        # evaluation, callbacks and serving.
+        self._rule = cam_lib.cam_rule(model)
+        self.cam_model = self._rule.cam_model
         size = config.image_size
         self._names = tf.constant(list(config.class_names))
         self._errors = tf.constant([
@@ -416,10 +419,8 @@ class ServingFunctions:
         )
 
     def _class_cams(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits, features = self.cam_model(images, training=False)
-        kernel = tf.cast(self._kernel, tf.float32)
-        class_cams = tf.einsum("bhwc,ck->bhwk", tf.cast(features, tf.float32), kernel)
-        return {"logits": tf.cast(logits, tf.float32), "class_cams": class_cams}
+        logits, features = self._rule.forward(images, training=False)
+        return {"logits": logits, "class_cams": self._rule.class_cams(features)}
 
     def _predict(self, resized: tf.Tensor, image_sizes: tf.Tensor,
                  codes: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -429,11 +430,11 @@ class ServingFunctions:
         count = tf.shape(images)[0]
         blank = tf.zeros([1, *config.image_size, 3], tf.float32)
         images = tf.cond(count > 0, lambda: images, lambda: blank)
-        logits, features = self.cam_model(images, training=False)
-        logits = tf.cast(logits, tf.float32)[:count]
-        features = tf.cast(features, tf.float32)[:count]
+        logits, features = self._rule.forward(images, training=False)
+        logits = logits[:count]
+        features = [f[:count] for f in features]
         scores, classes = tf.math.top_k(tf.nn.softmax(logits, axis=-1), k=config.top_k)
-        cams = cam_lib.cams_from_features(features, self._kernel, classes[:, 0])
+        cams = self._rule.cams(features, classes[:, 0])
         finite = tf.reduce_all(tf.math.is_finite(cams), axis=[1, 2])  # on the small maps
         maps = localization_tf.normalize_cams_tf(
             localization_tf.resize_cams_tf(cams, config.image_size), finite)

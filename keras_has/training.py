@@ -555,8 +555,11 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
     per_replica, global_batch = config.per_replica_batch(replicas)
 
     # ------------------------------------------------------------------- data
+    from keras_has import methods
+
+    method = methods.from_config(config.method_config)
     prep, mean, std = run_preprocessing(config, source)
-    hiding = config.hiding.as_pipeline_arg(config.data.image_size)
+    hiding = method.pipeline_hiding(config.hiding, config.data.image_size)
     if hiding is not None:
         hiding["fill_value"] = prep.value_of(mean)  # the dataset mean pixel, model space
     train_ds = data.make_train_dataset(
@@ -587,6 +590,9 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
     # The dtype policy goes to the model builder: Keras' global policy is never touched.
     with strategy.scope():
         model = _build_model(config, source.num_classes, policy)
+        # The method's inserted layers and heads (nothing for cam, has, cutmix).
+        model = method.build(model, seed=config.seed, model_name=config.model,
+                             model_kwargs=config.model_kwargs)
         if config.freeze_batchnorm:
             _freeze_backbone_batchnorm(model)
         optimizer = make_optimizer(config.optim, config.epochs,
@@ -598,9 +604,10 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
             metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
         model.compile(
             optimizer=optimizer,
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=metrics, auto_scale_loss=False)
+            loss=method.loss(), metrics=metrics, auto_scale_loss=False)
         model.optimizer.build(model.trainable_variables)
+        # Batch augmentation and the step's labels for the method's layers.
+        methods.prepare_training(model, method, config.seed)
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             _prebuild_for_multi_worker(model, per_replica, config.data.image_size)
 

@@ -13,7 +13,7 @@ from conftest import make_wsol_folder
 
 def test_summarize_mean_and_population_std_per_arm_and_target():
     runs = {
-        "gap": {0: {"object": {"gt_known_loc": 4.0, "top1_cls": 100.0}, "part": None},
+        "cam": {0: {"object": {"gt_known_loc": 4.0, "top1_cls": 100.0}, "part": None},
                 1: {"object": {"gt_known_loc": 6.0, "top1_cls": 98.0}, "part": None}},
         "has": {0: {"object": {"gt_known_loc": 10.0, "top1_cls": 99.0},
                     "part": {"gt_known_loc": 1.0}},
@@ -21,9 +21,9 @@ def test_summarize_mean_and_population_std_per_arm_and_target():
                     "part": {"gt_known_loc": 3.0}}},
     }
     s = comparison.summarize(runs)
-    assert s["gap"]["object"]["gt_known_loc"] == (5.0, 1.0)
-    assert s["gap"]["object"]["top1_cls"] == (99.0, 1.0)
-    assert s["gap"]["part"] is None
+    assert s["cam"]["object"]["gt_known_loc"] == (5.0, 1.0)
+    assert s["cam"]["object"]["top1_cls"] == (99.0, 1.0)
+    assert s["cam"]["part"] is None
     assert s["has"]["object"]["gt_known_loc"] == (11.5, 1.5)
     assert s["has"]["part"]["gt_known_loc"] == (2.0, 1.0)
     table = comparison.format_table(s, num_seeds=2)
@@ -65,7 +65,7 @@ def test_tiny_comparison_writes_results_gallery_and_export(tmp_path):
                                        seeds=(0,), gallery_size=2, verbose=0)
     saved = json.loads((out / "results.json").read_text())
     assert saved["part_boxes"] == {"split": "test_head"}
-    for arm in ("gap", "has"):
+    for arm in ("cam", "has"):
         metrics = saved["runs"][arm]["0"]["object"]
         assert metrics["num_images"] == 4
         assert 0.0 <= metrics["gt_known_loc"] <= 100.0
@@ -73,9 +73,9 @@ def test_tiny_comparison_writes_results_gallery_and_export(tmp_path):
         assert saved["runs"][arm]["0"]["part"]["gt_known_loc"] == metrics["gt_known_loc"]
         assert os.path.exists(out / f"{arm}_seed0" / "model.keras")
     # The baseline arm trained without hiding, the other with the config's hiding.
-    gap_cfg = json.loads((out / "gap_seed0" / "config.json").read_text())
+    cam_cfg = json.loads((out / "cam_seed0" / "config.json").read_text())
     has_cfg = json.loads((out / "has_seed0" / "config.json").read_text())
-    assert gap_cfg["hiding"]["hide_prob"] == 0.0 and has_cfg["hiding"]["grid_sizes"] == [8]
+    assert cam_cfg["hiding"]["hide_prob"] == 0.0 and has_cfg["hiding"]["grid_sizes"] == [8]
     # The gallery shows the same (first) test images under both arms.
     assert saved["gallery_image_ids"] == [f"test/{i % 2}/{i}.png" for i in range(2)]
     import cv2
@@ -84,8 +84,8 @@ def test_tiny_comparison_writes_results_gallery_and_export(tmp_path):
     assert gallery.shape[:2] == (26 + 192 + 22 + 20 + 30 + 22, 2 * (2 * 192 + 4 + 10) + 10)
     assert cv2.imread(str(out / "iou.png")) is not None
     assert (out / "saved_model" / "saved_model.pb").exists()
-    mean, std = saved["summary"]["gap"]["object"]["top1_cls"]
-    assert std == 0.0 and math.isclose(mean, saved["runs"]["gap"]["0"]["object"]["top1_cls"])
+    mean, std = saved["summary"]["cam"]["object"]["top1_cls"]
+    assert std == 0.0 and math.isclose(mean, saved["runs"]["cam"]["0"]["object"]["top1_cls"])
     assert result.table.splitlines()[2].startswith("GAP (baseline)")
     assert "±" not in result.table.splitlines()[2]  # one seed: no spread claimed
     assert "1 seed: no spread measured" in result.table
@@ -115,7 +115,7 @@ def test_compare_script_console_is_quiet_and_one_line_per_epoch(tmp_path):
     assert not noisy, noisy
     out = proc.stdout.splitlines()
     assert [l for l in out if l.startswith("training ")] == [
-        f"training GAP (baseline), seed 0: 1/2 (2 epochs, {tmp_path / 'out' / 'gap_seed0'})",
+        f"training GAP (baseline), seed 0: 1/2 (2 epochs, {tmp_path / 'out' / 'cam_seed0'})",
         f"training Hide-and-Seek, seed 0: 2/2 (2 epochs, {tmp_path / 'out' / 'has_seed0'})"]
     epochs = [l.strip().split()[1] for l in out if l.strip().startswith("epoch ")]
     assert epochs == ["1/2", "2/2", "1/2", "2/2"]

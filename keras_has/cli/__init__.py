@@ -22,6 +22,7 @@ __all__ = ["SUBCOMMANDS", "run", "main"]
 SUBCOMMANDS = {
     "train": ("train", "train a model (Hide-and-Seek or the GAP baseline)"),
     "compare": ("compare", "train and evaluate the baseline and Hide-and-Seek side by side"),
+    "tune": ("tune", "search a WSOL method's hyperparameters on the validation boxes"),
     "evaluate": ("evaluate", "localization metrics of a trained model on a split"),
     "export": ("export", "export a trained model as a SavedModel for serving"),
     "predict": ("predict", "classes, boxes and CAM overlays for image files"),

@@ -1,7 +1,10 @@
-"""`keras-has compare`: the main job, GAP baseline vs Hide-and-Seek side by side.
+"""`keras-has compare`: the main job, WSOL methods side by side (default: the GAP
+baseline, method cam, vs Hide-and-Seek, method has).
 
     keras-has compare --flagfile=quickstart --output_dir=outputs/quickstart
     keras-has compare --flagfile=quickstart --seeds=0,1,2 --output_dir=outputs/q3
+    keras-has compare --flagfile=quickstart --methods=cam,has,acol,spg,adl,cutmix \\
+        --output_dir=outputs/methods
 
 It takes every flag of `keras-has train` (the flagfile's hiding flags define the
 Hide-and-Seek arm; the baseline is the same run without hiding) plus the fields of
@@ -22,7 +25,7 @@ config_flags.define_config_flags(ComparisonConfig)
 
 
 def _check(config, comparison):
-    if not config.hiding.enabled:
+    if "has" in comparison.methods and not config.hiding.enabled:
         raise ValueError("grid_sizes/hide_prob: the Hide-and-Seek arm must hide something, "
                          f"received grid_sizes={list(config.hiding.grid_sizes)} "
                          f"hide_prob={config.hiding.hide_prob}")
@@ -38,7 +41,8 @@ def _compare(command, config, comparison, _):
     print(f"\n{command}: results {result.results_path}")
     if result.gallery_path:
         print(f"{command}: gallery {result.gallery_path}")
-        print(f"{command}: per-image IoU {result.iou_path}")
+        if result.iou_path:
+            print(f"{command}: per-image IoU {result.iou_path}")
     if result.export_dir:
         print(f"{command}: SavedModel {result.export_dir}")
     return 0
