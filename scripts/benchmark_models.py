@@ -58,6 +58,9 @@ flags.DEFINE_boolean("grouped_conv", False, "Also compare Conv2D(groups=2) with 
 flags.DEFINE_boolean("torch", False, "Also time the PyTorch versions of the models (needs PyTorch).")
 flags.DEFINE_boolean("torch_compile", False, "With --torch, also time torch.compile'd inference.")
 flags.DEFINE_boolean("unfused", False, "Also time the BatchNorm backbones with keras.layers.BatchNormalization.")
+flags.DEFINE_boolean("profile", False, "Instead of timing, print the op types that take the time in one "
+                     "Keras train step per setting (TensorFlow profiler, summed over executor threads).")
+flags.DEFINE_integer("profile_top", 10, "With --profile, how many op types to list.", lower_bound=1)
 flags.DEFINE_boolean("quick", False, "Batch 8, 128x128, 3 rounds, 1 warm-up step: a fast look, not the protocol.")
 
 
@@ -129,12 +132,24 @@ def benchmark_model(name, keras_settings, torch_settings, batch, size, num_class
     for setting in keras_settings:
         train, infer, keras_model = keras_steps(name, setting, x, y, num_classes, batch_norm)
         steps["keras " + keras_setting_name(setting)] = (train, infer)
+    worker = None
     if torch_settings:
-        import torch_bench  # noqa: PLC0415  (optional dependency, only with --torch)
+        import torch_bench  # noqa: PLC0415  (only with --torch)
 
-        torch_bench.check_parameter_counts(name, keras_model, num_classes)
+        worker = torch_bench.Worker(name, torch_settings, x, y, num_classes)
+        print(f"{name}: {worker.info}", flush=True)
+        keras_counts = (
+            sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights),
+            sum(int(np.prod(w.shape)) for w in keras_model.non_trainable_weights),
+        )
+        if tuple(worker.counts) != keras_counts:
+            worker.close()
+            raise AssertionError(
+                f"{name}: the PyTorch model has (trainable, moving statistics) = {tuple(worker.counts)}, "
+                f"the Keras model {keras_counts}: the architectures differ"
+            )
         for setting in torch_settings:
-            steps["torch " + setting] = torch_bench.steps(name, setting, x, y, num_classes)
+            steps["torch " + setting] = worker.steps(setting)
     for fns in steps.values():
         for _ in range(1 + warmup):  # first call traces / compiles
             for fn in fns:
@@ -146,9 +161,48 @@ def benchmark_model(name, keras_settings, torch_settings, batch, size, num_class
             for i, fn in enumerate(fns):
                 if fn is not None:
                     times[label][i].append(_time(fn))
+    if worker is not None:
+        worker.close()
     return {
         label: tuple(batch / float(np.median(t)) if t else None for t in times[label]) for label in steps
     }
+
+
+def profile_train_step(name, setting, batch, size, num_classes, batch_norm, top):
+    """Op types of one Keras train step under ``setting``, by total time: (rows of
+    (op type, ms, share of op time), total op ms). TensorFlow profiler trace, op events of
+    the executor threads (``tf_Compute``); oneDNN's work inside an op counts for that op."""
+    import collections  # noqa: PLC0415
+    import glob  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, size, size, 3)).astype("float32")
+    y = rng.integers(0, num_classes, size=batch).astype("int32")
+    train, _, _ = keras_steps(name, setting, x, y, num_classes, batch_norm)
+    train()
+    train()
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        train()
+        tf.profiler.experimental.stop()
+        (path,) = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+        space = xplane_pb2.XSpace()
+        with open(path, "rb") as f:
+            space.ParseFromString(f.read())
+    totals = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                op = plane.event_metadata[event.metadata_id].name
+                if ":" in op and "::" not in op:  # "layer/.../name:OpType", not executor events
+                    totals[op.rsplit(":", 1)[1]] += event.duration_ps / 1e9
+    total = sum(totals.values())
+    return [(op, ms, ms / total) for op, ms in totals.most_common(top)], total
 
 
 def _fmt(value, width=12):
@@ -162,9 +216,7 @@ def _best(result, prefix, index):
 
 def main(argv):
     del argv
-    names = models.list_models() if FLAGS.models == ["all"] else FLAGS.models
-    if FLAGS.models == ["all"]:
-        names = list(_ALL_MODELS)
+    names = list(_ALL_MODELS) if FLAGS.models == ["all"] else FLAGS.models
     unknown = [m for m in names if m not in models.list_models()]
     if unknown:
         raise app.UsageError(f"--models: unknown {unknown}; valid: {models.list_models()} or 'all'")
@@ -172,15 +224,16 @@ def main(argv):
         FLAGS.batch, FLAGS.size, FLAGS.repeats, FLAGS.warmup = 8, 128, 3, 1
     torch_settings = []
     if FLAGS.torch:
-        try:
-            import torch_bench  # noqa: PLC0415
-        except ImportError as error:
-            raise app.UsageError(f"--torch needs PyTorch (pip install -e .[bench]): {error}") from None
-        missing = [m for m in names if m not in torch_bench.MODELS]
+        import importlib.util  # noqa: PLC0415
+
+        import torch_bench  # noqa: PLC0415
+
+        if importlib.util.find_spec("torch") is None:
+            raise app.UsageError("--torch needs PyTorch: pip install -e .[bench]")
+        missing = [m for m in names if m not in torch_bench.MODEL_NAMES]
         if missing:
-            raise app.UsageError(f"--torch: no PyTorch version of {missing}; have {sorted(torch_bench.MODELS)}")
+            raise app.UsageError(f"--torch: no PyTorch version of {missing}; have {torch_bench.MODEL_NAMES}")
         torch_settings = ["float32", "bfloat16"] + (["compile float32", "compile bfloat16"] if FLAGS.torch_compile else [])
-        print(torch_bench.describe())
     if FLAGS.grouped_conv:
         print(f"AlexNet conv4 forward+backward, batch {FLAGS.batch}: Conv2D(groups=2) vs GroupedConv2D")
         for policy in FLAGS.policies:
@@ -194,6 +247,20 @@ def main(argv):
         f"tensorflow {tf.__version__}, keras {keras.__version__}; batch {FLAGS.batch}, {FLAGS.size}x{FLAGS.size}, "
         f"{FLAGS.num_classes} classes, median of {FLAGS.repeats} rounds, batch_norm={FLAGS.batch_norm}"
     )
+    if FLAGS.profile:
+        for name in names:
+            settings = list(keras_settings)
+            if FLAGS.unfused and name in _FUSABLE:
+                settings += [(p, j, False) for p, j, _ in keras_settings]
+            for setting in settings:
+                rows, total = profile_train_step(
+                    name, setting, FLAGS.batch, FLAGS.size, FLAGS.num_classes, FLAGS.batch_norm, FLAGS.profile_top
+                )
+                print(f"\n{name} {keras_setting_name(setting)}: one train step, {total:.0f} ms of op time")
+                for op, ms, share in rows:
+                    print(f"  {op:<36} {ms:9.1f} ms {100 * share:5.1f}%")
+            keras.backend.clear_session()
+        return
     header = f"{'model':<16} {'setting':<34} {'train img/s':>12} {'x':>6} {'infer img/s':>12} {'x':>6}"
     print(header)
     print("-" * len(header))

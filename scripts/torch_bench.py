@@ -1,6 +1,6 @@
 """PyTorch train and inference steps for ``scripts/benchmark_models.py --torch``.
 
-Benchmark-only: imports torch (``pip install -e .[bench]``) and ``torch_models`` (the
+Benchmark-only: needs torch (``pip install -e .[bench]``) and ``torch_models`` (the
 architectures). Settings:
 
 * ``float32``: channels_last float32;
@@ -11,50 +11,97 @@ architectures). Settings:
 
 Train: SGD (lr 0.01, momentum 0.9), cross-entropy, ``zero_grad`` / ``backward`` / ``step``.
 Inference: ``model.eval()`` under ``torch.inference_mode()``.
+
+PyTorch runs in a child process (``Worker``), never in the process that runs TensorFlow:
+in one process the two runtimes' thread pools (TensorFlow's Eigen pool, PyTorch's OpenMP
+pool) compete for the same cores and slowed PyTorch by over 10x. The child blocks on a
+pipe while Keras runs and the parent blocks while PyTorch runs, so steps still alternate.
+
+The worker runs with ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it: with
+libgomp's default spin-waiting, PyTorch's OpenMP barriers collapse when other processes
+share the cores (MobileNetV2 training measured 0.6 img/s spinning against 11.8 passive on
+a loaded 2-core machine); on an idle machine spinning may be a few percent faster.
 """
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import tempfile
+
 import numpy as np
-import torch
-from torch import nn
 
-from torch_models import MODELS, parameter_counts
-
+MODEL_NAMES = ("alexnet_gap", "googlenet_gap", "vgg16_gap", "resnet50_gap", "mobilenetv2_gap", "inceptionv3_gap")
 SETTINGS = ("float32", "bfloat16", "compile float32", "compile bfloat16")
 
 
-def describe():
-    """One line: the PyTorch version, threads and CPU capability in use."""
-    return (
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, mkldnn {torch.backends.mkldnn.is_available()}"
-    )
+def _send(stream, obj):
+    data = pickle.dumps(obj)
+    stream.write(struct.pack("<Q", len(data)) + data)
+    stream.flush()
 
 
-def check_parameter_counts(name, keras_model, num_classes):
-    """Raises AssertionError unless the PyTorch model has as many trainable parameters and
-    batch-norm moving statistics as ``keras_model`` (trainable / non-trainable weights)."""
-    torch_counts = parameter_counts(MODELS[name](num_classes))
-    keras_counts = (
-        sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights),
-        sum(int(np.prod(w.shape)) for w in keras_model.non_trainable_weights),
-    )
-    if torch_counts != keras_counts:
-        raise AssertionError(
-            f"{name}: PyTorch model has (trainable, moving statistics) = {torch_counts}, "
-            f"the Keras model {keras_counts}: the architectures differ"
-        )
+def _receive(stream):
+    header = stream.read(8)
+    if len(header) < 8:
+        raise EOFError("the PyTorch worker closed its pipe")
+    (size,) = struct.unpack("<Q", header)
+    return pickle.loads(stream.read(size))
 
 
-def steps(name, setting, x, y, num_classes):
-    """(train step or None, inference step) callables for model ``name`` under ``setting``.
+class Worker:
+    """A child process holding one model's PyTorch versions (one per setting).
 
     Args:
-        x: float32 numpy images ``[B, H, W, 3]`` (transposed to ``[B, 3, H, W]`` here).
-        y: int labels ``[B]``.
+        name: a model of ``MODEL_NAMES``.
+        settings: a sequence of ``SETTINGS``.
+        x: float32 images ``[B, H, W, 3]``; y: int labels ``[B]``.
+        num_classes: classifier outputs.
+
+    ``info`` (a line: versions, threads), ``counts`` ((trainable parameters, batch-norm
+    moving statistics)) and ``steps(setting)`` -> (train callable or None, infer callable).
     """
-    if setting not in SETTINGS:
-        raise ValueError(f"unknown PyTorch setting {setting!r}; expected one of {SETTINGS}")
+
+    def __init__(self, name, settings, x, y, num_classes):
+        unknown = [s for s in settings if s not in SETTINGS]
+        if name not in MODEL_NAMES or unknown:
+            raise ValueError(f"PyTorch worker: unknown model {name!r} or settings {unknown}; "
+                             f"models {MODEL_NAMES}, settings {SETTINGS}")
+        with tempfile.NamedTemporaryFile(suffix=".npz", delete=False) as f:
+            np.savez(f, x=x, y=y)
+            self._data = f.name
+        env = dict(os.environ, KERAS_HAS_TORCH_WORKER="1")
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        self._process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), name, ",".join(settings), self._data, str(num_classes)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        )
+        self.info, self.counts = _receive(self._process.stdout)
+
+    def _call(self, command, setting):
+        _send(self._process.stdin, (command, setting))
+        reply = _receive(self._process.stdout)
+        if isinstance(reply, str):
+            raise RuntimeError(f"PyTorch worker failed on {command} {setting}: {reply}")
+        return reply
+
+    def steps(self, setting):
+        train = None if setting.startswith("compile") else (lambda: self._call("train", setting))
+        return train, (lambda: self._call("infer", setting))
+
+    def close(self):
+        if self._process.poll() is None:
+            _send(self._process.stdin, ("quit", None))
+            self._process.wait(timeout=60)
+        os.unlink(self._data)
+
+
+def _torch_steps(torch, model_fn, setting, x, y):
+    """(train or None, infer) closures of one PyTorch model under ``setting``."""
+    from torch import nn
+
     torch.manual_seed(0)
-    model = MODELS[name](num_classes).to(memory_format=torch.channels_last)
+    model = model_fn().to(memory_format=torch.channels_last)
     images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).contiguous(
         memory_format=torch.channels_last
     )
@@ -77,13 +124,41 @@ def steps(name, setting, x, y, num_classes):
                 loss = loss_fn(model(images).float(), labels)
             loss.backward()
             optimizer.step()
-            return float(loss)
+            return float(loss.detach())
 
     eval_model = torch.compile(model) if compiled else model
 
     def infer():
         model.eval()
         with torch.inference_mode(), autocast():
-            return eval_model(images).float().numpy()
+            return float(eval_model(images).float().sum())
 
     return train, infer
+
+
+def _serve(name, settings, data, num_classes):
+    import torch
+
+    from torch_models import MODELS, parameter_counts
+
+    arrays = np.load(data)
+    x, y = arrays["x"], arrays["y"]
+    info = (f"torch {torch.__version__} (own process), {torch.get_num_threads()} threads, "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+            f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    counts = parameter_counts(MODELS[name](num_classes))
+    steps = {s: _torch_steps(torch, lambda: MODELS[name](num_classes), s, x, y) for s in settings}
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    _send(stdout, (info, counts))
+    while True:
+        command, setting = _receive(stdin)
+        if command == "quit":
+            return
+        try:
+            _send(stdout, steps[setting][0 if command == "train" else 1]())
+        except Exception as error:  # noqa: BLE001 - reported to the parent
+            _send(stdout, f"{type(error).__name__}: {error}")
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1], sys.argv[2].split(","), sys.argv[3], int(sys.argv[4]))
