@@ -205,8 +205,28 @@ def profile_train_step(name, setting, batch, size, num_classes, batch_norm, top)
     return [(op, ms, ms / total) for op, ms in totals.most_common(top)], total
 
 
+def machine_line():
+    """The CPU the figures come from: vendor, model, cores and its bfloat16 / AMX flags."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return f"CPU: {os.cpu_count()} cores (no /proc/cpuinfo)"
+    flags = set(info.get("flags", "").split())
+    isa = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if flag in flags]
+    return (f"CPU: {info.get('vendor_id', '?')} {info.get('model name', '?')}, {os.cpu_count()} cores, "
+            f"flags {' '.join(isa) or 'none of avx512f/avx512_bf16/amx'}")
+
+
 def _fmt(value, width=12):
     return f"{'-':>{width}}" if value is None else f"{value:>{width}.1f}"
+
+
+def _ratio(value, base):
+    return f"{'-':>6}" if value is None or not base else f"{value / base:>6.2f}"
 
 
 def _best(result, prefix, index):
@@ -243,6 +263,7 @@ def main(argv):
     keras_settings = [(p, False, True) for p in FLAGS.policies]
     if FLAGS.jit:
         keras_settings += [(p, True, True) for p in FLAGS.policies]
+    print(machine_line())
     print(
         f"tensorflow {tf.__version__}, keras {keras.__version__}; batch {FLAGS.batch}, {FLAGS.size}x{FLAGS.size}, "
         f"{FLAGS.num_classes} classes, median of {FLAGS.repeats} rounds, batch_norm={FLAGS.batch_norm}"
@@ -276,8 +297,8 @@ def main(argv):
         base_train, base_infer = next(iter(result.values()))
         for label, (train, infer) in result.items():
             print(
-                f"{name:<16} {label:<34} {_fmt(train)} {_fmt(train and train / base_train, 6)[:6]:>6} "
-                f"{_fmt(infer)} {_fmt(infer and infer / base_infer, 6):>6}",
+                f"{name:<16} {label:<34} {_fmt(train)} {_ratio(train, base_train)} "
+                f"{_fmt(infer)} {_ratio(infer, base_infer)}",
                 flush=True,
             )
         if torch_settings:

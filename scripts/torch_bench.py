@@ -112,8 +112,9 @@ def _torch_steps(torch, model_fn, setting, x, y):
     def autocast():
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
-    train = None
-    if not compiled:
+    if compiled:
+        train = None
+    else:
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         loss_fn = nn.CrossEntropyLoss()
 
