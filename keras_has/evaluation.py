@@ -323,8 +323,9 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
         mean, std: 3 floats each (pixel scale), or None.
         preprocessing_mode: ``dataset``, ``caffe``, ``tf``, ``torch`` or None.
         out_dir: where ``metrics.json`` and ``gallery.png`` go (None: nothing written).
-        skip_corrupt: a WSOL folder's missing or corrupt images are skipped (counted in
-            one logged line) instead of failing the evaluation.
+        skip_corrupt: a WSOL folder's unreadable images are skipped instead of failing;
+            their number is ``metrics["num_skipped_images"]`` and their ids
+            ``metrics["skipped_images"]``.
         Other arguments as :func:`run_localization`.
 
     Returns:
@@ -369,5 +370,9 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
                               cam_curve_interval=cam_curve_interval, box_rule=box_rule,
                               num_examples=num_examples, verbose=verbose,
                               max_batches=max_batches)
+    skipped = source.skipped_images().get(split, ())
+    if skip_corrupt:
+        result.metrics["num_skipped_images"] = len(skipped)
+        result.metrics["skipped_images"] = list(skipped)
     written = [] if out_dir is None else write_evaluation(result, out_dir, preprocessing=prep)
     return result, prep, written

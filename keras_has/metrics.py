@@ -14,11 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from keras_has import localization as loc
+from keras_has.command_config import CAM_CURVE_INTERVAL
 
 # The step of the threshold sweep everywhere (evaluation, training callbacks, the
-# comparison, `keras-has evaluate`), so one model gets one MaxBoxAcc. wsolevaluation's
-# command line uses 0.001; 0.01 is the step the comparison figures were measured with.
-DEFAULT_CAM_CURVE_INTERVAL = 0.01
+# comparison, `keras-has evaluate`), so one model gets one MaxBoxAcc; defined with the
+# commands' settings (`keras_has.command_config.CAM_CURVE_INTERVAL`).
+DEFAULT_CAM_CURVE_INTERVAL = CAM_CURVE_INTERVAL
+
 
 class LocalizationEvaluator:
     """Accumulates localization results over batches; :meth:`compute` returns percentages.

@@ -411,6 +411,8 @@ class TrainResult:
       is_chief: False on non-chief multi-worker processes (their files live under
         `output_dir/workers/worker_<i>`).
       preprocessing: the `keras_has.preprocessing.Preprocessing` the model was fed.
+      skipped_images: `{split: image ids}` of unreadable images skipped
+        (`data.skip_corrupt`), also written to `skipped_images.json` in the run folder.
     """
 
     model: keras.Model
@@ -428,6 +430,7 @@ class TrainResult:
     per_replica_batch_size: int
     is_chief: bool = True
     preprocessing: object = None
+    skipped_images: dict = dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- train
@@ -647,6 +650,9 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
                   verbose=1 if config.verbose == 1 else 0)
     _save_model_atomic(model, paths["model"])
     atomic_write_json(paths["config"], config.to_dict())
+    skipped = {split: list(ids) for split, ids in source.skipped_images().items()}
+    if skipped and is_chief:
+        atomic_write_json(os.path.join(own, "skipped_images.json"), skipped)
 
     return TrainResult(
         model=model, history=read_csv_log(paths["csv"]), epochs_run=epochs_run,
@@ -654,7 +660,8 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
         best_path=paths["best"], csv_path=paths["csv"],
         tensorboard_dir=paths["tensorboard"], checkpoint_dir=paths["checkpoints"],
         num_replicas=replicas, global_batch_size=global_batch,
-        per_replica_batch_size=per_replica, is_chief=is_chief, preprocessing=prep)
+        per_replica_batch_size=per_replica, is_chief=is_chief, preprocessing=prep,
+        skipped_images=skipped)
 
 
 def _prebuild_for_multi_worker(model, batch: int, image_size: int) -> None:

@@ -31,7 +31,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from keras_has import models  # noqa: E402
-from keras_has.models.layers import GroupedConv2D  # noqa: E402
+from keras_has.models.caffe_layers import GroupedConv2D  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["alexnet_gap", "googlenet_gap", "tiny_gap"], "Registered model names.")

@@ -10,7 +10,7 @@ import pytest
 from absl import flags
 
 from keras_has.cli import config_flags, flagfiles
-from keras_has.config import ComparisonConfig, TrainConfig
+from keras_has.config import TrainConfig
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -83,20 +83,53 @@ def test_bad_list_value_names_the_flag():
         _parse(_Toy, ["--size=1", "--sizes=3,x"])
 
 
-def test_every_config_field_has_one_flag_and_every_flag_a_field():
-    """The train command's flags are exactly TrainConfig's leaf fields (+ --overwrite)."""
-    import keras_has.cli.train as train_cli  # noqa: F401  (defines the flags)
+def _command_flags(module):
+    """Flags `keras_has.cli.<module>` defines, as a fresh process sees them: the
+    config-derived ones and any of its own."""
+    out = _python("import keras_has.cli.%s as m\n"
+                  "from absl import flags\n"
+                  "f = flags.FLAGS\n"
+                  "print(sorted(x.name for x in f.get_flags_for_module('keras_has.cli.config_flags')))\n"
+                  "print(sorted(x.name for x in f.get_flags_for_module(m.__name__)))" % module)
+    derived, own = out.stdout.strip().splitlines()[-2:]
+    return set(eval(derived)), set(eval(own))
 
-    leaves = dict(_leaf_fields(TrainConfig))
-    names = config_flags.config_flag_names(TrainConfig)
-    assert sorted(names) == sorted(leaves.values())
-    assert len(set(names)) == len(names)
-    defined = {f.name for f in flags.FLAGS.get_flags_for_module("keras_has.cli.config_flags")}
-    defined |= {f.name for f in flags.FLAGS.get_flags_for_module("keras_has.cli.train")}
-    assert set(names) <= defined
-    assert defined - set(names) - set(config_flags.config_flag_names(ComparisonConfig)) == {
-        "overwrite"}
-    # Defaults of the flags are the config's defaults.
+
+def _python(code):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow",
+               PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
+@pytest.mark.parametrize("module, classes", [
+    ("train", ("config:TrainConfig", "command_config:TrainOptions")),
+    ("compare", ("config:TrainConfig", "config:ComparisonConfig")),
+    ("evaluate", ("command_config:EvaluateConfig",)),
+    ("export", ("command_config:ExportConfig",)),
+    ("predict", ("command_config:PredictConfig",)),
+])
+def test_every_flag_of_a_command_is_a_config_field(module, classes):
+    """A subcommand's flags are exactly its configs' leaf fields, none of its own."""
+    import importlib
+
+    expected = set()
+    for spec in classes:
+        mod, name = spec.split(":")
+        cls = getattr(importlib.import_module(f"keras_has.{mod}"), name)
+        names = config_flags.config_flag_names(cls)
+        assert len(set(names)) == len(names)
+        assert sorted(names) == sorted(flag for _, flag in _leaf_fields(cls))
+        expected |= set(names)
+    derived, own = _command_flags(module)
+    assert own == set() and derived == expected
+
+
+def test_train_flag_defaults_are_the_config_defaults():
+    import keras_has.cli.train  # noqa: F401  (defines the flags)
+
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["train", "--model=tiny_gap", "--output_dir=/tmp/unused_run"])
     built = config_flags.config_from_flags(TrainConfig, flags.FLAGS)

@@ -91,8 +91,10 @@ def test_a_truncated_image_of_the_evaluated_split_is_named_or_skipped(run):
         run["model"], data.make_eval_dataset(
             data.get_source(str(run["wsol"]), skip_corrupt=True), SIZE, 2, split="val",
             preprocessing=RECORDED), verbose=0)
+    counted = {k: result.metrics.pop(k) for k in ("num_skipped_images", "skipped_images")}
     assert result.metrics == expected.metrics
     assert len(result.ious) == 2  # the two readable images
+    assert counted["num_skipped_images"] == 1 and "val_2.jpg" in str(counted["skipped_images"])
     with pytest.raises(ValueError, match="skip_corrupt: applies to WSOL metadata folders"):
         evaluation.evaluate_model_file(run["folder"] / "model.keras", "synthetic",
                                        skip_corrupt=True, **kwargs)

@@ -8,7 +8,7 @@ import pytest
 
 from keras_has import comparison
 from keras_has import config as cfg
-from test_train_script import make_wsol_folder
+from conftest import make_wsol_folder
 
 
 def test_summarize_mean_and_population_std_per_arm_and_target():
@@ -97,7 +97,7 @@ def test_compare_script_console_is_quiet_and_one_line_per_epoch(tmp_path):
     import subprocess
     import sys
 
-    from test_train_script import REPO_ROOT, _env
+    from conftest import REPO_ROOT, subprocess_env as _env
 
     root = make_wsol_folder(str(tmp_path / "d"), n_train=8, n_test=4)
     env = _env()

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_has import models
-from keras_has.models.layers import CaffeMaxPooling2D, GroupedConv2D, LocalResponseNormalization
+from keras_has.models.caffe_layers import CaffeMaxPooling2D, GroupedConv2D, LocalResponseNormalization
 
 ALL_MODELS = [
     "alexnet_gap",

@@ -179,7 +179,7 @@ def test_export_and_predict_command_lines(saved, images, tmp_path):
 
 
 def test_predict_into_a_folder_another_process_writes_fails_fast(saved, images, tmp_path):
-    from test_run_folder import _HOLD
+    from conftest import HOLD_LOCK as _HOLD
 
     _, export_dir = saved
     folder, _, _ = images

@@ -107,7 +107,7 @@ def test_json_round_trip_and_bad_values():
 # ------------------------------------------------------------------ pipelines
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    from test_train_script import make_wsol_folder
+    from conftest import make_wsol_folder
 
     root = make_wsol_folder(str(tmp_path_factory.mktemp("prep") / "tiny"), n_train=8,
                             n_test=4, size=32)

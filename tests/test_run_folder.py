@@ -10,11 +10,7 @@ import pytest
 
 from keras_has import run_folder
 
-_HOLD = ("import sys, time\n"
-         "from keras_has.run_folder import RunLock\n"
-         "with RunLock(sys.argv[1]):\n"
-         "    print('locked', flush=True)\n"
-         "    time.sleep(60)\n")
+from conftest import HOLD_LOCK as _HOLD  # noqa: E402
 
 
 def test_second_owner_fails_fast_naming_folder_and_pid_and_sigkill_releases(tmp_path):
@@ -87,7 +83,7 @@ def test_check_resume_refuses_then_overwrite_moves_the_old_run_aside(tmp_path):
 def test_train_refuses_a_changed_rerun_before_writing(tmp_path):
     from keras_has import config as cfg
     from keras_has.training import train
-    from test_train_script import make_wsol_folder
+    from conftest import make_wsol_folder
 
     root = make_wsol_folder(str(tmp_path / "d"), n_train=8, n_test=2, size=32)
     config = cfg.TrainConfig(
@@ -117,7 +113,7 @@ def test_train_refuses_a_changed_rerun_before_writing(tmp_path):
 def test_batch_larger_than_the_split_with_fixed_steps_is_a_clear_error(tmp_path):
     from keras_has import config as cfg
     from keras_has.training import train
-    from test_train_script import make_wsol_folder
+    from conftest import make_wsol_folder
 
     root = make_wsol_folder(str(tmp_path / "d"), n_train=4, n_test=2, size=32)
     config = cfg.TrainConfig(
@@ -134,7 +130,7 @@ def test_batch_larger_than_the_split_with_fixed_steps_is_a_clear_error(tmp_path)
 def test_skip_corrupt_and_clip_boxes_reach_the_wsol_source(tmp_path):
     from keras_has import config as cfg
     from keras_has.training import source_from_config
-    from test_train_script import make_wsol_folder
+    from conftest import make_wsol_folder
 
     root = make_wsol_folder(str(tmp_path / "d"), n_train=4, n_test=2, size=32)
     (tmp_path / "d" / "images" / "train" / "1" / "1.png").write_bytes(b"not a png")
@@ -148,3 +144,33 @@ def test_skip_corrupt_and_clip_boxes_reach_the_wsol_source(tmp_path):
     assert meta.num_skipped == 1 and "train/1/1.png" not in meta.image_ids
     with pytest.raises(ValueError, match="skip_corrupt: expected False unless source is a WSOL"):
         cfg.DataConfig(source="synthetic", skip_corrupt=True)
+
+
+def test_skipped_images_are_reported_by_training_and_evaluation(tmp_path):
+    """A truncated image in each split: training with skip_corrupt lists it in the run
+    folder and its result; evaluation with skip_corrupt reports its count and id."""
+    from keras_has import config as cfg
+    from keras_has.evaluation import evaluate_model_file
+    from keras_has.training import train
+    from conftest import make_wsol_folder
+
+    root = make_wsol_folder(str(tmp_path / "d"), n_train=8, n_test=4, size=32)
+    for rel in ("train/1/1.png", "test/0/2.png"):
+        path = tmp_path / "d" / "images" / rel
+        path.write_bytes(path.read_bytes()[:40])  # a PNG cut short: header only
+    config = cfg.TrainConfig(
+        model="tiny_gap", output_dir=str(tmp_path / "run"),
+        data=cfg.DataConfig(source=root, image_size=32, batch_size=4, skip_corrupt=True),
+        best_metric="", epochs=1, strategy="one_device", eval_every=0, verbose=0,
+        model_kwargs={"widths": (8, 16)})
+    result = train(config)
+    assert result.skipped_images == {"test": ["test/0/2.png"], "train": ["train/1/1.png"]}
+    written = json.loads((tmp_path / "run" / "skipped_images.json").read_text())
+    assert written == result.skipped_images
+    with pytest.raises(ValueError, match=r"test/0/2\.png"):
+        evaluate_model_file(result.model_path, root, split="test", num_examples=0)
+    ev, _, _ = evaluate_model_file(result.model_path, root, split="test", num_examples=0,
+                                   skip_corrupt=True)
+    assert ev.metrics["num_skipped_images"] == 1
+    assert ev.metrics["skipped_images"] == ["test/0/2.png"]
+    assert ev.metrics["num_images"] == 3

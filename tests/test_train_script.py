@@ -10,7 +10,6 @@ of training on top of TensorFlow's start-up:
   once in the CSV log, optimizer step count intact.
 """
 import glob
-import pathlib
 import json
 import os
 import signal
@@ -22,49 +21,13 @@ import time
 import numpy as np
 import pytest
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+from conftest import REPO_ROOT, make_wsol_folder, subprocess_env  # noqa: E402
 
 TRAIN = str(REPO_ROOT / "scripts" / "train.py")
 # scripts/train.py's flagfiles (the temporal ones belong to scripts/*_temporal.py and are
 # checked by tests/test_temporal_*.py).
 FLAGFILES = sorted(os.path.basename(p) for p in glob.glob(str(REPO_ROOT / "flags" / "*.cfg"))
                    if not os.path.basename(p).startswith(("temporal_", "thumos14_")))
-
-
-def _env():
-    env = dict(os.environ)
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="",
-               PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
-    env.pop("TF_CONFIG", None)
-    return env
-
-
-def make_wsol_folder(root, n_train=16, n_test=4, size=32, classes=2, seed=0):
-    """A tiny WSOL metadata folder: a bright square of the class's colour channel."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("test", n_test)):
-        meta = os.path.join(root, "metadata", split)
-        os.makedirs(meta, exist_ok=True)
-        lines = {"image_ids": [], "class_labels": [], "image_sizes": [], "localization": []}
-        for i in range(n):
-            c = i % classes
-            img = rng.uniform(0, 60, (size, size, 3)).astype(np.uint8)
-            x0, y0 = (int(v) for v in rng.integers(0, size // 2, 2))
-            x1, y1 = x0 + size // 3, y0 + size // 3
-            img[y0:y1 + 1, x0:x1 + 1, c] = 250
-            rel = f"{split}/{c}/{i}.png"
-            os.makedirs(os.path.join(root, "images", split, str(c)), exist_ok=True)
-            cv2.imwrite(os.path.join(root, "images", rel), img)
-            lines["image_ids"].append(rel)
-            lines["class_labels"].append(f"{rel},{c}")
-            lines["image_sizes"].append(f"{rel},{size},{size}")
-            lines["localization"].append(f"{rel},{x0},{y0},{x1},{y1}")
-        for name, rows in lines.items():
-            with open(os.path.join(meta, name + ".txt"), "w") as f:
-                f.write("\n".join(rows) + "\n")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -195,19 +158,17 @@ def test_bad_flags_fail_naming_the_flag(script, tmp_path, argv, flag):
     assert not (tmp_path / "run").exists()
 
 
-def test_bad_flag_subprocess_exits_fast_creating_nothing(tmp_path):
+def test_bad_flag_subprocess_fails_before_training_creating_nothing(tmp_path):
     out = tmp_path / "run"
-    start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, TRAIN, "--model=tiny_gap", "--source=/no/such/WSOL/folder",
          f"--output_dir={out}"],
-        capture_output=True, text=True, env=_env(), timeout=60, cwd=REPO_ROOT)
-    elapsed = time.monotonic() - start
+        capture_output=True, text=True, env=subprocess_env(), timeout=300, cwd=REPO_ROOT)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "invalid configuration: source:" in proc.stderr
     assert "/no/such/WSOL/folder" in proc.stderr
     assert not out.exists()
-    assert elapsed < 30, elapsed  # TensorFlow start-up dominates; no training work
+    assert "epoch" not in proc.stdout  # failed before any training
 
 
 # ---------------------------------------------------------------- real runs
@@ -235,7 +196,7 @@ def _csv_epochs(path):
 def test_mirrored_over_two_logical_cpus(wsol, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-c", _TWO_CPUS, TRAIN, *tiny_args(wsol, out)],
-                          capture_output=True, text=True, env=_env(), timeout=180,
+                          capture_output=True, text=True, env=subprocess_env(), timeout=180,
                           cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = _result_line(proc.stdout)
@@ -264,7 +225,7 @@ def test_multi_worker_two_local_workers(wsol, tmp_path):
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     procs = []
     for index in range(2):
-        env = _env()
+        env = subprocess_env()
         env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         procs.append(subprocess.Popen(
             [sys.executable, TRAIN, *tiny_args(wsol, out, extra=["--strategy=multi_worker"])],
@@ -299,7 +260,7 @@ def test_resume_after_sigkill(wsol, tmp_path):
     cmd = [sys.executable, TRAIN, *tiny_args(wsol, out, epochs=epochs, steps=steps)]
     meta = out / "backup" / "training_metadata.json"
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=_env(), cwd=REPO_ROOT)
+                            env=subprocess_env(), cwd=REPO_ROOT)
     try:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and proc.poll() is None:
@@ -324,7 +285,7 @@ def test_resume_after_sigkill(wsol, tmp_path):
     assert 1 <= done < epochs
     assert not (out / "model.keras").exists()
 
-    second = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=180,
+    second = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=180,
                             cwd=REPO_ROOT)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"epochs_run={list(range(done, epochs))}" in _result_line(second.stdout)

@@ -265,10 +265,10 @@ def config_from_flags(config_cls, flag_values: flags.FlagValues = flags.FLAGS,
     config's own ValueError for invalid values."""
     nested: dict[str, Any] = {}
     for field, _, default, _ in _flag_fields(config_cls):
-        if field.flag in flag_values:
-            value = flag_values[field.flag].value
-        else:
-            value = default
+        flag = flag_values[field.flag] if field.flag in flag_values else None
+        # A flag left at its default takes this config's default (two commands' configs
+        # may share a flag name with different defaults when imported in one process).
+        value = default if flag is None or flag.using_default_value else flag.value
         if field.kind == "mapping":
             value = dict(value or ())
         if field.required and value is None and field.path[0] not in overrides:

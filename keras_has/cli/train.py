@@ -3,36 +3,37 @@
     keras-has train --flagfile=quickstart --output_dir=/tmp/quick
     keras-has train --flagfile=alexnet_has_32 --source=/data/ILSVRC --output_dir=runs/a
 
-Every flag is a field of `keras_has.config.TrainConfig` (`keras_has.cli.config_flags`);
+Every flag is a field of `keras_has.config.TrainConfig` or
+`keras_has.command_config.TrainOptions` (`keras_has.cli.config_flags`);
 flags after --flagfile override it. The flags become a validated config before anything
 is written; then `keras_has.training.train` runs. Running the same command again
 resumes an interrupted run from its last finished epoch.
 """
 from __future__ import annotations
 
-from absl import flags
-
 from keras_has.cli import common, config_flags
+from keras_has.command_config import TrainOptions
 from keras_has.config import TrainConfig
 
 config_flags.define_config_flags(TrainConfig)
-flags.DEFINE_bool("overwrite", False, "Start over in an --output_dir that holds a run with "
-                  "other settings (the old folder is moved aside to <output_dir>.old-<time>); "
-                  "without it such a rerun is refused, listing the differences.")
-
-FLAGS = flags.FLAGS
+config_flags.define_config_flags(TrainOptions)
 
 
-def _train(command, config, _):
+def _train(command, config, options, _):
     from keras_has.training import train
 
-    result = train(config, overwrite=FLAGS.overwrite)
+    result = train(config, overwrite=options.overwrite)
     print(f"{command}: done; replicas={result.num_replicas} "
           f"global_batch={result.global_batch_size} epochs_run={result.epochs_run} "
           f"epochs_logged={len(result.history.get('epoch', []))} model={result.model_path}",
           flush=True)
+    if result.skipped_images:
+        counts = ", ".join(f"{len(ids)} in {split}" for split, ids in
+                           result.skipped_images.items())
+        print(f"{command}: skipped unreadable images ({counts}), listed in "
+              f"{result.output_dir}/skipped_images.json", flush=True)
     return 0
 
 
 def main(argv) -> int:
-    return common.run_command(argv, (TrainConfig,), _train)
+    return common.run_command(argv, (TrainConfig, TrainOptions), _train)

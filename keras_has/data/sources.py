@@ -48,6 +48,11 @@ class Source:
     # the data (ImageNet's constants for imagenet2012); None: measure them.
     fixed_normalization: tuple | None = None
 
+    def skipped_images(self) -> dict:
+        """`{split: (image ids, ...)}` of the unreadable images skipped so far (sources
+        built with `skip_corrupt=True`); empty when none were."""
+        return {}
+
     def part_box_source(self) -> "Source | None":
         """The same data with boxes of the most discriminative part instead of the whole
         object (the built-in dataset), or None when the source has no part boxes in its
@@ -212,6 +217,10 @@ class WsolSource(Source):
 
     def has_masks(self, split: str) -> bool:
         return self.split_metadata(split).has_masks
+
+    def skipped_images(self) -> dict:
+        return {split: meta.skipped_ids for split, meta in sorted(self._cache.items())
+                if meta.skipped_ids}
 
     def num_examples(self, split: str) -> int:
         return len(self.split_metadata(split))

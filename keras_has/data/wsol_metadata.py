@@ -55,6 +55,7 @@ class WsolSplit:
       ignore_paths: None for box splits; else per image an absolute ignore-mask path or "".
       num_clipped: boxes that reached outside their image and were clipped.
       num_skipped: corrupt or missing images skipped (only with `skip_corrupt=True`).
+      skipped_ids: their image ids, in file order.
     """
 
     root: str
@@ -68,6 +69,7 @@ class WsolSplit:
     ignore_paths: tuple | None
     num_clipped: int = 0
     num_skipped: int = 0
+    skipped_ids: tuple = ()
 
     @property
     def has_masks(self) -> bool:
@@ -328,7 +330,7 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
             if not skip_corrupt:
                 raise MetadataError(
                     f"{ids_path}:{id_line[image_id]}: image {path!r} is unusable: {e}. "
-                    "Fix or remove it, or pass skip_corrupt=True to skip such images."
+                    "Fix or remove it, or skip such images (--skip_corrupt, or skip_corrupt=True)."
                 ) from None
             bad.append(image_id)
             continue
@@ -423,6 +425,7 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
         ignore_paths=tuple(ignores[i] for i in ids) if kind == "mask" else None,
         num_clipped=num_clipped,
         num_skipped=len(bad),
+        skipped_ids=tuple(bad),
     )
 
 

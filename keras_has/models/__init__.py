@@ -14,7 +14,7 @@ global policy (``keras.config.set_dtype_policy``). The classifier is always floa
 """
 import inspect
 
-from keras_has.models import layers  # noqa: F401  (registers the custom layers for loading)
+from keras_has.models import caffe_layers  # noqa: F401  (registers the custom layers for loading)
 from keras_has.models.alexnet_gap import alexnet_gap
 from keras_has.models.backbones import inceptionv3_gap, mobilenetv2_gap, resnet50_gap, vgg16_gap
 from keras_has.models.googlenet_gap import googlenet_gap

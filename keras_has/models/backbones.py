@@ -42,12 +42,12 @@ import os
 
 import keras
 
-from keras_has.models.layers import (
+from keras_has.models.caffe_layers import conv2d
+from keras_has.models.building import (
     LayerSeeds,
     check_dtype_policy,
     check_input_shape,
     check_num_classes,
-    conv2d,
     gap_classifier,
 )
 

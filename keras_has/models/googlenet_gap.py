@@ -9,14 +9,12 @@ the model has exactly 8,345,896 parameters.
 """
 import keras
 
-from keras_has.models.layers import (
-    CaffeMaxPooling2D,
-    LocalResponseNormalization,
+from keras_has.models.caffe_layers import CaffeMaxPooling2D, LocalResponseNormalization, conv2d
+from keras_has.models.building import (
+    LayerSeeds,
     check_dtype_policy,
     check_input_shape,
-    LayerSeeds,
     check_num_classes,
-    conv2d,
     gap_classifier,
 )
 

@@ -8,7 +8,7 @@ is a tenth of the object.
 """
 import keras
 
-from keras_has.models.layers import (
+from keras_has.models.building import (
     LayerSeeds,
     check_dtype_policy,
     check_input_shape,
