@@ -370,8 +370,8 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
                               cam_curve_interval=cam_curve_interval, box_rule=box_rule,
                               num_examples=num_examples, verbose=verbose,
                               max_batches=max_batches)
-    skipped = source.skipped_images().get(split, ())
     if skip_corrupt:
+        skipped = source.skipped_images().get(split, ())
         result.metrics["num_skipped_images"] = len(skipped)
         result.metrics["skipped_images"] = list(skipped)
     written = [] if out_dir is None else write_evaluation(result, out_dir, preprocessing=prep)
