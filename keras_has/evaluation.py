@@ -347,6 +347,10 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
     if (mean is None) != (std is None):
         raise ValueError("mean/std: expected both or neither, received only "
                          f"{'mean' if std is None else 'std'}")
+    if skip_corrupt and not (isinstance(source, (str, os.PathLike))
+                             and os.path.isdir(os.path.join(source, "metadata"))):
+        raise ValueError(f"skip_corrupt: applies to WSOL metadata folders, received source "
+                         f"{source!r}")
     # The metric settings, checked before anything is loaded.
     LocalizationEvaluator(cam_threshold=cam_threshold, cam_curve_interval=cam_curve_interval,
                           box_rule=box_rule)
@@ -366,8 +370,8 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
                               cam_curve_interval=cam_curve_interval, box_rule=box_rule,
                               num_examples=num_examples, verbose=verbose,
                               max_batches=max_batches)
-    skipped = source.skipped_images().get(split, ())
     if skip_corrupt:
+        skipped = source.skipped_images().get(split, ())
         result.metrics["num_skipped_images"] = len(skipped)
         result.metrics["skipped_images"] = list(skipped)
     written = [] if out_dir is None else write_evaluation(result, out_dir, preprocessing=prep)

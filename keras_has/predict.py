@@ -22,8 +22,8 @@ import pathlib
 
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "expand_inputs", "load_predictor", "overlay_image",
-           "predict_files"]
+__all__ = ["IMAGE_EXTENSIONS", "expand_inputs", "model_kind", "load_predictor",
+           "overlay_image", "predict_files"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -56,6 +56,21 @@ def expand_inputs(patterns):
     return files, unmatched
 
 
+def model_kind(model_path) -> str:
+    """`"saved_model"` for an export's directory, `"keras"` for a `.keras` file.
+
+    Raises:
+        ValueError naming `model_path` when it is neither.
+    """
+    model_path = os.fspath(model_path)
+    if os.path.isdir(model_path) and os.path.isfile(os.path.join(model_path, "saved_model.pb")):
+        return "saved_model"
+    if os.path.isfile(model_path) and model_path.endswith(".keras"):
+        return "keras"
+    raise ValueError(f"model_path: expected a SavedModel directory or a .keras file, "
+                     f"received {model_path!r}")
+
+
 def load_predictor(model_path, settings=None, cam_threshold=0.2, top_k=5):
     """A function `list of encoded images -> dict of NumPy outputs` (`serving_default`'s).
 
@@ -71,12 +86,12 @@ def load_predictor(model_path, settings=None, cam_threshold=0.2, top_k=5):
     import tensorflow as tf
 
     model_path = os.fspath(model_path)
-    if os.path.isdir(model_path) and os.path.isfile(os.path.join(model_path, "saved_model.pb")):
+    if model_kind(model_path) == "saved_model":
         from keras_has.serving import SERVING_DEFAULT
 
         signature = tf.saved_model.load(model_path).signatures[SERVING_DEFAULT]
         call = lambda blobs: signature(images_bytes=tf.constant(blobs, tf.string))  # noqa: E731
-    elif os.path.isfile(model_path) and model_path.endswith(".keras"):
+    else:
         import keras
 
         import keras_has.models  # noqa: F401  (registers the custom layers for loading)
@@ -89,9 +104,6 @@ def load_predictor(model_path, settings=None, cam_threshold=0.2, top_k=5):
             class_names=resolved["class_names"], cam_threshold=cam_threshold, top_k=top_k)
         function = serving.ServingFunctions(model, config).serving_default
         call = lambda blobs: function(tf.constant(blobs, tf.string))  # noqa: E731
-    else:
-        raise ValueError(f"model_path: expected a SavedModel directory or a .keras file, "
-                         f"received {model_path!r}")
     return lambda blobs: {key: value.numpy() for key, value in call(blobs).items()}
 
 

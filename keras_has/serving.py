@@ -210,11 +210,13 @@ def make_serving_config(
                              f"received {bad[:3]}")
     threshold = float(cam_threshold)
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"cam_threshold: expected a fraction in [0, 1], received {cam_threshold!r}")
+        raise ValueError(f"cam_threshold: expected a fraction in [0, 1], "
+                         f"received {cam_threshold!r}")
     if not _is_positive_int(top_k):
         raise ValueError(f"top_k: expected a positive int, received {top_k!r}")
     if not _is_positive_int(max_image_pixels):
-        raise ValueError(f"max_image_pixels: expected a positive int, received {max_image_pixels!r}")
+        raise ValueError(f"max_image_pixels: expected a positive int, "
+                         f"received {max_image_pixels!r}")
     return ServingConfig(image_size=size, preprocessing=preprocessing, class_names=names,
                          cam_threshold=threshold, top_k=min(int(top_k), num_classes),
                          max_image_pixels=int(max_image_pixels))

@@ -3,6 +3,7 @@ training image does not stop the evaluation of the test split), and expected err
 one line on stderr with exit status 2 and nothing written."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -50,6 +51,7 @@ def run(tmp_path_factory):
     wsol = root / "wsol"
     write_split(wsol, "train", images[:3], truncate=("train_1.jpg",))
     write_split(wsol, "test", images[3:])
+    write_split(wsol, "val", images[:3], truncate=("val_2.jpg",))
     folder = root / "run"
     folder.mkdir()
     model = get_model("tiny_gap", num_classes=2, input_shape=(SIZE, SIZE, 3), widths=(4, 8),
@@ -80,6 +82,25 @@ def test_evaluate_reads_the_runs_preprocessing_not_the_train_split(run):
     assert other == make_preprocessing("dataset", (0, 0, 0), (1, 1, 1))
 
 
+def test_a_truncated_image_of_the_evaluated_split_is_named_or_skipped(run):
+    kwargs = dict(split="val", batch_size=2, num_examples=0, verbose=0)
+    with pytest.raises(ValueError, match="val_2.jpg"):
+        evaluation.evaluate_model_file(run["folder"] / "model.keras", str(run["wsol"]), **kwargs)
+    result, _, _ = evaluation.evaluate_model_file(run["folder"] / "model.keras",
+                                                  str(run["wsol"]), skip_corrupt=True, **kwargs)
+    expected = evaluation.run_localization(
+        run["model"], data.make_eval_dataset(
+            data.get_source(str(run["wsol"]), skip_corrupt=True), SIZE, 2, split="val",
+            preprocessing=RECORDED), verbose=0)
+    counted = {k: result.metrics.pop(k) for k in ("num_skipped_images", "skipped_images")}
+    assert result.metrics == expected.metrics
+    assert len(result.ious) == 2  # the two readable images
+    assert counted["num_skipped_images"] == 1 and "val_2.jpg" in str(counted["skipped_images"])
+    with pytest.raises(ValueError, match="skip_corrupt: applies to WSOL metadata folders"):
+        evaluation.evaluate_model_file(run["folder"] / "model.keras", "synthetic",
+                                       skip_corrupt=True, **kwargs)
+
+
 def run_commands(commands, cwd):
     """Runs the commands side by side (a TensorFlow start-up each); returns their
     `CompletedProcess`-like (returncode, stdout, stderr) by name."""
@@ -100,9 +121,8 @@ def test_commands_print_one_line_for_expected_errors_and_write_nothing(run, tmp_
     cv2.imwrite(str(image), np.full((8, 8, 3), 90, np.uint8))
     script = lambda name: os.path.join(REPO, "scripts", f"{name}.py")  # noqa: E731
     commands = {
-        "evaluate_bad_rule": [script("evaluate"), f"--model_path={folder / 'model.keras'}",
-                              "--box_rule=loose", f"--out_dir={tmp_path / 'eval_out2'}",
-                              "--verbosity=1"],
+        "evaluate_not_a_model": [script("evaluate"), f"--model_path={wsol}",
+                                 f"--out_dir={tmp_path / 'eval_out2'}", "--verbosity=1"],
         "evaluate_ok": [script("evaluate"), f"--model_path={folder / 'model.keras'}",
                         f"--source={wsol}", "--batch_size=2", "--num_examples=2",
                         f"--out_dir={tmp_path / 'eval_ok'}"],
@@ -113,17 +133,21 @@ def test_commands_print_one_line_for_expected_errors_and_write_nothing(run, tmp_
                                   f"--output_dir={tmp_path / 'pred_out'}", str(image)],
     }
     done = run_commands(commands, cwd=tmp_path)
+    # Values the flags' config rejects say "invalid configuration"; errors found while
+    # running (a folder that is not a model) do not.
     expected = {
-        "evaluate_bad_rule": "evaluate.py: box_rule: expected one of",
-        "export_bad_mean": "export.py: preprocessing mean: expected 3",
-        "predict_missing_model": "predict.py: model_path: expected a SavedModel directory",
+        "evaluate_not_a_model": rf"evaluate\.py: saved_model: {wsol} is not a SavedModel",
+        "export_bad_mean": r"export\.py: (invalid configuration: )?(preprocessing )?mean: "
+                           r"expected 3",
+        "predict_missing_model": r"predict\.py: (invalid configuration: )?model_path: "
+                                 r"expected an existing SavedModel",
     }
-    for name, start in expected.items():
+    for name, pattern in expected.items():
         code, _, stderr = done[name]
         assert code == 2, (name, stderr[-3000:])
         lines = [line for line in stderr.splitlines() if line.strip()]
-        assert lines[-1].startswith(start), (name, lines[-5:])
-        if name == "evaluate_bad_rule":  # --verbosity=1: the traceback too
+        assert re.match(pattern, lines[-1]), (name, lines[-5:])
+        if name == "evaluate_not_a_model":  # --verbosity=1: the traceback too
             assert "Traceback (most recent call last)" in stderr
         else:
             assert len(lines) == 1, (name, lines)

@@ -151,12 +151,13 @@ def test_export_and_predict_command_lines(saved, images, tmp_path):
     preds = tmp_path / "cli_preds"
     python = sys.executable
     script = (
-        f"{python} scripts/export.py --model_path={keras_path} --output_dir={out} --mean=120,110,100 "
-        f"--std=60,55,50 --class_names={names} --top_k=2 && "
+        f"{python} scripts/export.py --model_path={keras_path} --output_dir={out} "
+        f"--mean=120,110,100 --std=60,55,50 --class_names={names} --top_k=2 && "
         f"{python} scripts/export.py --model_path={keras_path} --output_dir={out} "
         "--mean=1,2,3 --std=1,1,1; "
         f"echo export-again-status=$?; "
-        f"{python} scripts/predict.py --model_path={out} --output_dir={preds} --nooverlays {folder}; "
+        f"{python} scripts/predict.py --model_path={out} --output_dir={preds} --nooverlays "
+        f"{folder}; "
         f"echo predict-status=$?"
     )
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=REPO,

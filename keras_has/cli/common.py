@@ -86,6 +86,8 @@ def run_command(argv, config_classes, body, prepare=None,
         configs = [config_from_flags(cls, flag_values) for cls in config_classes]
         prepared = prepare(*configs) if prepare is not None else None
     except ValueError as e:
+        if debug_requested(flag_values):
+            traceback.print_exc()
         print(f"{command}: invalid configuration: {e}", file=sys.stderr)
         return 2
     status = run_reporting_errors(command, body, command, *configs, prepared,

@@ -32,6 +32,7 @@ def predict(config: PredictConfig):
     from keras_has import predict as predict_lib
     from keras_has import run_folder
 
+    predict_lib.model_kind(config.model_path)  # before any input is listed
     files, unmatched = predict_lib.expand_inputs(list(config.inputs))
     for pattern in unmatched:
         print(f"skipped {pattern}: no such file, or no images matched", file=sys.stderr)

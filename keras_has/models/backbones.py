@@ -42,7 +42,6 @@ import os
 
 import keras
 
-from keras_has.models.caffe_layers import conv2d
 from keras_has.models.building import (
     LayerSeeds,
     check_dtype_policy,
@@ -50,6 +49,8 @@ from keras_has.models.building import (
     check_num_classes,
     gap_classifier,
 )
+from keras_has.models.caffe_layers import conv2d
+from keras_has.models.fused_batch_norm import FusedBatchNormalization
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 
@@ -218,7 +219,17 @@ def _load_pretrained(kind, application, weights, input_shape):
     return base
 
 
-def build_backbone(kind, input_shape, weights=None, dtype_policy=None, seed=None):
+def _fuse_batch_norms(config):
+    """Swaps every ``BatchNormalization`` of an application config for
+    ``FusedBatchNormalization`` (same arguments, variables and names)."""
+    serialized = keras.saving.serialize_keras_object(FusedBatchNormalization())
+    for layer in config["layers"]:
+        if layer["class_name"] == "BatchNormalization" and layer.get("module") == "keras.layers":
+            for key in ("module", "class_name", "registered_name"):
+                layer[key] = serialized[key]
+
+
+def build_backbone(kind, input_shape, weights=None, dtype_policy=None, seed=None, fused_batch_norm=True):
     """Builds the modified feature extractor of ``kind`` (see module docstring).
 
     Args:
@@ -228,6 +239,8 @@ def build_backbone(kind, input_shape, weights=None, dtype_policy=None, seed=None
         dtype_policy: None (global policy) or a policy name given to every layer.
         seed: with ``weights=None``, None (Keras' global seeding) or an int that fixes
             every random initialiser; ignored when weights are loaded.
+        fused_batch_norm: if True (default), every BatchNormalization layer is a
+            ``FusedBatchNormalization`` (same function, variables and weights; faster).
 
     Returns:
         A functional ``keras.Model`` named ``{kind}_backbone``: ``[B, H, W, 3]`` ->
@@ -249,6 +262,8 @@ def build_backbone(kind, input_shape, weights=None, dtype_policy=None, seed=None
     _set_input_shape(config, input_shape)
     if modify is not None:
         modify(config)
+    if fused_batch_norm:
+        _fuse_batch_norms(config)
     seeds = LayerSeeds(seed)
     for layer in config["layers"]:
         if layer["class_name"] == "InputLayer":
@@ -278,6 +293,7 @@ def _backbone_gap(
     dtype_policy,
     seed,
     name,
+    fused_batch_norm=True,
 ):
     check_num_classes(num_classes, name)
     input_shape = check_input_shape(input_shape, DEFAULT_INPUT_SHAPE, name, min_size=_BACKBONES[kind][3])
@@ -294,7 +310,7 @@ def _backbone_gap(
         raise ValueError(f"{name}: `cam_dropout` must be in [0, 1), received {cam_dropout!r}")
 
     inputs = keras.Input(shape=input_shape, name="images")
-    x = build_backbone(kind, input_shape, weights, dtype_policy, seeds.next())(inputs)
+    x = build_backbone(kind, input_shape, weights, dtype_policy, seeds.next(), fused_batch_norm)(inputs)
     for i, filters in enumerate(cam_convs, start=1):
         last = i == len(cam_convs)
         if cam_dropout > 0:
@@ -330,6 +346,9 @@ _BACKBONE_ARGS_DOC = """
         seed: None (Keras' global seeding) or an int fixing every random initialiser
             and dropout layer (backbone initialisers only when ``weights=None``).
         name: model name.
+        fused_batch_norm: True (default): the backbone's BatchNormalization layers run
+            TensorFlow's fused kernel (``FusedBatchNormalization``: same function,
+            variables and weights, faster); False: ``keras.layers.BatchNormalization``.
 
     Returns:
         A built model: ``[B, H, W, 3]`` -> float32 logits ``[B, K]``, with layers
@@ -348,6 +367,7 @@ def vgg16_gap(
     dtype_policy=None,
     seed=None,
     name="vgg16_gap",
+    fused_batch_norm=True,
 ):
     return _backbone_gap("vgg16", **locals())  # locals() == exactly the arguments above
 
@@ -363,6 +383,7 @@ def resnet50_gap(
     dtype_policy=None,
     seed=None,
     name="resnet50_gap",
+    fused_batch_norm=True,
 ):
     return _backbone_gap("resnet50", **locals())  # locals() == exactly the arguments above
 
@@ -378,6 +399,7 @@ def inceptionv3_gap(
     dtype_policy=None,
     seed=None,
     name="inceptionv3_gap",
+    fused_batch_norm=True,
 ):
     return _backbone_gap("inceptionv3", **locals())  # locals() == exactly the arguments above
 
@@ -393,6 +415,7 @@ def mobilenetv2_gap(
     dtype_policy=None,
     seed=None,
     name="mobilenetv2_gap",
+    fused_batch_norm=True,
 ):
     return _backbone_gap("mobilenetv2", **locals())  # locals() == exactly the arguments above
 
