@@ -334,10 +334,6 @@ class OptimConfig:
             _fail("warmup_epochs", self.warmup_epochs, "an integer >= 0")
 
 
-def _help(text: str) -> dict:
-    return {"help": text}
-
-
 @dataclasses.dataclass(frozen=True)
 class MethodConfig:
     """The WSOL method (`keras_has.methods`) and its hyperparameters.
@@ -346,44 +342,39 @@ class MethodConfig:
     lists every difference from its implementation.
 
     Args:
-      method: `auto` (Hide-and-Seek when the hiding settings hide something, else the
-        CAM baseline), or a name from `keras_has.methods.list_methods()`.
-      acol_threshold: ACoL: erase where branch A's normalised CAM is >= this.
-      spg_threshold_{1,2,3}{h,l}: SPG: (high, low) thresholds of the three guidance masks.
-      adl_threshold: ADL: drop where the attention is >= this fraction of its max.
-      adl_drop_rate: ADL: probability of the drop mask (else the importance map).
-      adl_layers: ADL: layers to insert after (empty: the model's defaults).
-      cutmix_beta: CutMix: Beta(beta, beta) of the mixing ratio (> 0).
-      cutmix_prob: CutMix: probability that a batch is mixed.
+      method: WSOL method: auto (has when grid_sizes hide something, else cam), cam, has,
+        acol, spg, adl or cutmix (`keras_has.methods.list_methods()`).
+      acol_threshold: ACoL: erase the features where branch A's normalised CAM is >= this,
+        in [0, 1].
+      spg_threshold_1h: SPG: high threshold of the CAM's guidance mask (branch b2), in [0, 1].
+      spg_threshold_1l: SPG: low threshold of the CAM's guidance mask (branch b2), in [0, 1].
+      spg_threshold_2h: SPG: high threshold of b2's guidance mask (branch b1), in [0, 1].
+      spg_threshold_2l: SPG: low threshold of b2's guidance mask (branch b1), in [0, 1].
+      spg_threshold_3h: SPG: high threshold of the fused guidance mask (branch c), in [0, 1].
+      spg_threshold_3l: SPG: low threshold of the fused guidance mask (branch c), in [0, 1].
+      adl_threshold: ADL: drop where the channel-mean attention is >= this fraction of its
+        max, in [0, 1].
+      adl_drop_rate: ADL: probability of the drop mask per step (else the importance map),
+        in [0, 1].
+      adl_layers: ADL: layer names to insert an ADL after (empty: the model's default
+        positions).
+      cutmix_beta: CutMix: the mixing ratio is Beta(beta, beta) (> 0).
+      cutmix_prob: CutMix: probability that a training batch is mixed, in [0, 1].
     """
 
-    method: str = dataclasses.field(default="auto", metadata=_help(
-        "WSOL method: auto (has when grid_sizes hide something, else cam), cam, has, acol, "
-        "spg, adl or cutmix."))
-    acol_threshold: float = dataclasses.field(default=0.7, metadata=_help(
-        "ACoL: erase the features where branch A's normalised CAM is >= this, in [0, 1]."))
-    spg_threshold_1h: float = dataclasses.field(default=0.7, metadata=_help(
-        "SPG: high threshold of the CAM's guidance mask (branch b2), in [0, 1]."))
-    spg_threshold_1l: float = dataclasses.field(default=0.01, metadata=_help(
-        "SPG: low threshold of the CAM's guidance mask (branch b2), in [0, 1]."))
-    spg_threshold_2h: float = dataclasses.field(default=0.5, metadata=_help(
-        "SPG: high threshold of b2's guidance mask (branch b1), in [0, 1]."))
-    spg_threshold_2l: float = dataclasses.field(default=0.05, metadata=_help(
-        "SPG: low threshold of b2's guidance mask (branch b1), in [0, 1]."))
-    spg_threshold_3h: float = dataclasses.field(default=0.7, metadata=_help(
-        "SPG: high threshold of the fused guidance mask (branch c), in [0, 1]."))
-    spg_threshold_3l: float = dataclasses.field(default=0.1, metadata=_help(
-        "SPG: low threshold of the fused guidance mask (branch c), in [0, 1]."))
-    adl_threshold: float = dataclasses.field(default=0.9, metadata=_help(
-        "ADL: drop where the channel-mean attention is >= this fraction of its max, in [0, 1]."))
-    adl_drop_rate: float = dataclasses.field(default=0.75, metadata=_help(
-        "ADL: probability of the drop mask per step (else the importance map), in [0, 1]."))
-    adl_layers: tuple[str, ...] = dataclasses.field(default=(), metadata=_help(
-        "ADL: layer names to insert an ADL after (empty: the model's default positions)."))
-    cutmix_beta: float = dataclasses.field(default=1.0, metadata=_help(
-        "CutMix: the mixing ratio is Beta(beta, beta) (> 0)."))
-    cutmix_prob: float = dataclasses.field(default=1.0, metadata=_help(
-        "CutMix: probability that a training batch is mixed, in [0, 1]."))
+    method: str = "auto"
+    acol_threshold: float = 0.7
+    spg_threshold_1h: float = 0.7
+    spg_threshold_1l: float = 0.01
+    spg_threshold_2h: float = 0.5
+    spg_threshold_2l: float = 0.05
+    spg_threshold_3h: float = 0.7
+    spg_threshold_3l: float = 0.1
+    adl_threshold: float = 0.9
+    adl_drop_rate: float = 0.75
+    adl_layers: tuple[str, ...] = ()
+    cutmix_beta: float = 1.0
+    cutmix_prob: float = 1.0
 
     FRACTIONS = ("acol_threshold", "spg_threshold_1h", "spg_threshold_1l", "spg_threshold_2h",
                  "spg_threshold_2l", "spg_threshold_3h", "spg_threshold_3l", "adl_threshold",
