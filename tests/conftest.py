@@ -63,3 +63,14 @@ HOLD_LOCK = ("import sys, time\n"
              "with RunLock(sys.argv[1]):\n"
              "    print('locked', flush=True)\n"
              "    time.sleep(60)\n")
+
+
+@pytest.fixture(scope="module")
+def tiny_wsol_folder(tmp_path_factory):
+    """A tiny WSOL folder (8 train / 4 test images of 32 px) with its statistics cached."""
+    from keras_has import data
+
+    root = make_wsol_folder(str(tmp_path_factory.mktemp("wsol") / "tiny"), n_train=8,
+                            n_test=4, size=32)
+    data.get_normalization(root)
+    return root

@@ -140,13 +140,8 @@ def test_linear_probe_learns_separable_features():
 
 # ------------------------------------------------ pretrained-style round trip
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    from conftest import make_wsol_folder
-
-    root = make_wsol_folder(str(tmp_path_factory.mktemp("ft") / "tiny"), n_train=8,
-                            n_test=4, size=32)
-    data.get_normalization(root)
-    return root
+def folder(tiny_wsol_folder):
+    return tiny_wsol_folder
 
 
 @pytest.fixture(scope="module")

@@ -106,13 +106,8 @@ def test_json_round_trip_and_bad_values():
 
 # ------------------------------------------------------------------ pipelines
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    from conftest import make_wsol_folder
-
-    root = make_wsol_folder(str(tmp_path_factory.mktemp("prep") / "tiny"), n_train=8,
-                            n_test=4, size=32)
-    data.get_normalization(root)
-    return root
+def folder(tiny_wsol_folder):
+    return tiny_wsol_folder
 
 
 def test_eval_pipeline_applies_the_preprocessing(folder):

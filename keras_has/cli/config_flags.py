@@ -24,7 +24,7 @@ import collections.abc
 import dataclasses
 import re
 import typing
-from typing import Any, Mapping
+from typing import Any
 
 from absl import flags
 
@@ -279,17 +279,7 @@ def config_from_flags(config_cls, flag_values: flags.FlagValues = flags.FLAGS,
             target = target.setdefault(key, {})
         target[field.path[-1]] = value
     nested.update(overrides)
-    return _build(config_cls, nested)
+    from keras_has.config import config_from_dict
 
+    return config_from_dict(config_cls, nested)
 
-def _build(cls, values: Mapping[str, Any]):
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for field in dataclasses.fields(cls):
-        if field.name not in values:
-            continue
-        value = values[field.name]
-        if dataclasses.is_dataclass(hints[field.name]) and isinstance(value, Mapping):
-            value = _build(hints[field.name], value)
-        kwargs[field.name] = value
-    return cls(**kwargs)
