@@ -23,7 +23,8 @@ resumes run by run), evaluates each on the evaluation split with
 Where the data also has boxes of the most discriminative part (the built-in synthetic
 data's `part_box`, or a WSOL split such as pets3's `test_head`), both models are also
 scored against those part boxes: a CAM that boxes only the part scores high there and
-low on the whole object.
+low on the whole object. Where a WSOL folder keeps the masks of the evaluation images in
+a split of their own (pets3's `test_mask`), PxAP is measured on it.
 """
 from __future__ import annotations
 
@@ -122,12 +123,34 @@ def _part_target(base: config_lib.TrainConfig, part_split: str | None):
     part_source = source.part_box_source()
     if part_source is not None:
         return part_source, base.data.eval_split
-    split = f"{base.data.eval_split}_head" if part_split == "auto" else part_split
-    if split in tuple(source.splits):
-        return source, split
-    if part_split != "auto":
-        raise ValueError(f"part_split: expected one of the splits {list(source.splits)} "
-                         f"of {base.data.source!r}, received {part_split!r}")
+    split = _companion_split(source, base, part_split, "_head", "part_split")
+    return None if split is None else (source, split)
+
+
+def _mask_target(base: config_lib.TrainConfig, mask_split: str | None) -> str | None:
+    """The split with masks of the evaluation images for PxAP, or None.
+
+    `mask_split` "auto": the WSOL split `<eval_split>_mask` when the folder has it (pets3:
+    `test_mask`); "" or None: none (PxAP only when the evaluation split has masks
+    itself); else a split name of the training source.
+    """
+    from keras_has.training import source_from_config
+
+    if not mask_split or base.data.eval_split is None:
+        return None
+    return _companion_split(source_from_config(base), base, mask_split, "_mask", "mask_split")
+
+
+def _companion_split(source, base, name: str, suffix: str, flag: str) -> str | None:
+    """`name`, or for "auto" `<eval_split><suffix>` when the source has it (else None);
+    ValueError naming `flag` for an explicit name the source lacks."""
+    splits = tuple(source.splits)
+    split = f"{base.data.eval_split}{suffix}" if name == "auto" else name
+    if split in splits:
+        return split
+    if name != "auto":
+        raise ValueError(f"{flag}: expected one of the splits {list(splits)} "
+                         f"of {base.data.source!r}, received {name!r}")
     return None
 
 
@@ -249,7 +272,7 @@ def _figures(examples: dict, ious: dict, preprocessing, output_dir: str, methods
 
 def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
                    cam_threshold: float = 0.2, part_split: str | None = "auto",
-                   gallery_size: int = 8, export: bool = True,
+                   mask_split: str | None = "auto", gallery_size: int = 8, export: bool = True,
                    verbose: int = 1, linear_probe: bool | None = None,
                    methods=ARMS) -> ComparisonResult:
     """Trains and evaluates every method for each seed.
@@ -262,6 +285,8 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
       seeds: one run per method per seed.
       cam_threshold: CAM threshold (fraction of max) of GT-known / Top-1 Loc.
       part_split: where part boxes come from ("auto", "" for none, or a split name).
+      mask_split: where the evaluation images' masks come from, for PxAP ("auto": the
+        split `<eval_split>_mask` when present; "" for none; or a split name).
       gallery_size: test images in `gallery.png` (0: no gallery).
       export: export the first seed's Hide-and-Seek model (else the last method's) as
         `output_dir/saved_model`.
@@ -292,6 +317,7 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
         raise ValueError("eval_split: the comparison evaluates on a split; received none")
     output_dir = os.path.abspath(os.path.expanduser(output_dir))
     part = _part_target(base, part_split)
+    mask = _mask_target(base, mask_split)
 
     source = source_from_config(base)
     # The same preprocessing as training (the backbone's for pretrained weights).
@@ -303,6 +329,10 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
     part_ds = None
     if part is not None:
         part_ds = data.make_eval_dataset(part[0], size, eval_batch, split=part[1],
+                                         preprocessing=prep)
+    mask_ds = None
+    if mask is not None:
+        mask_ds = data.make_eval_dataset(source, size, eval_batch, split=mask,
                                          preprocessing=prep)
     probe = None
     if linear_probe or (linear_probe is None and base.model_kwargs.get("weights")):
@@ -332,6 +362,10 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
             part_metrics = part_result.metrics
             if keep and part_result.examples is not None:
                 examples["part_boxes"] = part_result.examples["boxes"]
+        if mask_ds is not None:
+            obj.metrics["pxap"] = run_localization(
+                result.model, mask_ds, cam_threshold=cam_threshold,
+                verbose=eval_verbose).metrics.get("pxap", math.nan)
         runs[arm][seed] = {"object": obj.metrics, "part": part_metrics,
                            "train_seconds_per_epoch": seconds}
         if verbose:
@@ -367,6 +401,7 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
         "seeds": list(seeds), "cam_threshold": cam_threshold,
         "eval_split": base.data.eval_split,
         "part_boxes": None if part is None else {"split": part[1]},
+        "mask_split": mask,
         "gallery_image_ids": (list(examples[methods[0]]["image_id"]) if gallery_path else []),
         "methods": list(methods), "train_seconds_per_epoch": times,
         "config": base.to_dict(), "runs": runs, "summary": summary, "table": table,

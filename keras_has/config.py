@@ -579,6 +579,9 @@ class ComparisonConfig:
       part_split: where boxes of the most discriminative part come from: 'auto' (the
         synthetic data's part boxes, or the WSOL split <eval_split>_head when present),
         empty for none, or a split name.
+      mask_split: where masks of the evaluation images come from, for PxAP: 'auto' (the
+        WSOL split <eval_split>_mask when present, e.g. pets3's test_mask), empty for
+        none, or a split name.
       gallery_size: test images in gallery.png, the first ones of the evaluation split
         (0: neither gallery.png nor iou.png).
       export: export the first seed's Hide-and-Seek model (else the last method's) as a
@@ -591,6 +594,7 @@ class ComparisonConfig:
     seeds: tuple[int, ...] = (0,)
     cam_threshold: float = 0.2
     part_split: str | None = "auto"
+    mask_split: str | None = "auto"
     gallery_size: int = 8
     export: bool = True
     methods: tuple[str, ...] = ("cam", "has")
@@ -610,10 +614,12 @@ class ComparisonConfig:
         object.__setattr__(self, "seeds", seeds)
         if not _is_number(self.cam_threshold) or not 0.0 <= self.cam_threshold <= 1.0:
             _fail("cam_threshold", self.cam_threshold, "a fraction of the CAM's max in [0, 1]")
-        if self.part_split == "":
-            object.__setattr__(self, "part_split", None)
-        if self.part_split is not None and not isinstance(self.part_split, str):
-            _fail("part_split", self.part_split, "'auto', a split name or empty")
+        for name in ("part_split", "mask_split"):
+            value = getattr(self, name)
+            if value == "":
+                object.__setattr__(self, name, None)
+            elif value is not None and not isinstance(value, str):
+                _fail(name, value, "'auto', a split name or empty")
         if not _is_int(self.gallery_size) or self.gallery_size < 0:
             _fail("gallery_size", self.gallery_size, "an integer >= 0")
         if not isinstance(self.export, bool):

@@ -6,7 +6,9 @@ import shutil
 
 import pytest
 
-from keras_has import comparison
+import numpy as np
+
+from keras_has import comparison, evaluation
 from keras_has import config as cfg
 from conftest import make_wsol_folder
 
@@ -53,13 +55,41 @@ def test_rejects_a_config_that_hides_nothing(tmp_path):
         comparison.run_comparison(_base(root, tmp_path), output_dir=str(tmp_path / "o"),
                                   seeds=(1, 1))
     assert not os.path.exists(tmp_path / "o")
+    with pytest.raises(ValueError, match="mask_split: expected one of the splits"):
+        comparison.run_comparison(_base(root, tmp_path), output_dir=str(tmp_path / "o"),
+                                  mask_split="test_masks")
+    assert not os.path.exists(tmp_path / "o")
+
+
+def _add_mask_split(root, split="test"):
+    """`<split>_mask` beside `split`, as in pets3: each image's box as a filled mask."""
+    import cv2
+
+    meta = os.path.join(root, "metadata", split)
+    out = os.path.join(root, "metadata", f"{split}_mask")
+    os.makedirs(out)
+    for name in ("image_ids", "class_labels", "image_sizes"):
+        shutil.copy(os.path.join(meta, f"{name}.txt"), out)
+    os.makedirs(os.path.join(root, "masks"), exist_ok=True)
+    lines = []
+    with open(os.path.join(meta, "localization.txt")) as f:
+        for k, line in enumerate(f.read().split()):
+            image_id, x0, y0, x1, y1 = line.split(",")
+            mask = np.zeros((32, 32), np.uint8)
+            mask[int(y0):int(y1) + 1, int(x0):int(x1) + 1] = 255
+            cv2.imwrite(os.path.join(root, "masks", f"m{k}.png"), mask)
+            lines.append(f"{image_id},masks/m{k}.png,")
+    with open(os.path.join(out, "localization.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def test_tiny_comparison_writes_results_gallery_and_export(tmp_path):
     root = make_wsol_folder(str(tmp_path / "d"), n_train=8, n_test=4)
-    # A head-box split beside the test split, as in pets3 (`test_head`).
+    # A head-box split and a mask split beside the test split, as in pets3 (`test_head`,
+    # `test_mask`).
     shutil.copytree(os.path.join(root, "metadata", "test"),
                     os.path.join(root, "metadata", "test_head"))
+    _add_mask_split(root)
     out = tmp_path / "cmp"
     result = comparison.run_comparison(_base(root, tmp_path / "ignored"), output_dir=str(out),
                                        seeds=(0,), gallery_size=2, verbose=0)
@@ -72,6 +102,14 @@ def test_tiny_comparison_writes_results_gallery_and_export(tmp_path):
         # The head split is a copy of the test split here: same localization numbers.
         assert saved["runs"][arm]["0"]["part"]["gt_known_loc"] == metrics["gt_known_loc"]
         assert os.path.exists(out / f"{arm}_seed0" / "model.keras")
+        # PxAP comes from the mask split (the test split has boxes only): the same value
+        # as the saved model evaluated on test_mask on its own.
+        alone, _, _ = evaluation.evaluate_model_file(
+            str(out / f"{arm}_seed0" / "model.keras"), root, split="test_mask",
+            num_examples=0, verbose=0)
+        assert 0.0 <= metrics["pxap"] <= 100.0
+        assert math.isclose(metrics["pxap"], alone.metrics["pxap"], abs_tol=1e-6)
+    assert saved["mask_split"] == "test_mask"
     # The baseline arm trained without hiding, the other with the config's hiding.
     cam_cfg = json.loads((out / "cam_seed0" / "config.json").read_text())
     has_cfg = json.loads((out / "has_seed0" / "config.json").read_text())
@@ -89,6 +127,7 @@ def test_tiny_comparison_writes_results_gallery_and_export(tmp_path):
     assert result.table.splitlines()[2].startswith("GAP (baseline)")
     assert "±" not in result.table.splitlines()[2]  # one seed: no spread claimed
     assert "1 seed: no spread measured" in result.table
+    assert "PxAP" in result.table.splitlines()[0]
 
 
 def test_compare_script_console_is_quiet_and_one_line_per_epoch(tmp_path):
