@@ -166,6 +166,9 @@ class ExportConfig:
       overwrite: replace an existing output_dir.
       cam_signature: add the cam_features signature that keras-has evaluate uses to
         evaluate the export.
+      fold_batch_norm: serve a copy of the model with every batch norm that follows a
+        convolution folded into it (keras_has.models.fold_batch_norms: the same outputs
+        up to float rounding, faster inference).
     """
 
     model_path: str
@@ -182,6 +185,7 @@ class ExportConfig:
     max_image_pixels: int = 50_000_000
     overwrite: bool = False
     cam_signature: bool = True
+    fold_batch_norm: bool = True
 
     def __post_init__(self):
         _required("model_path", self.model_path)

@@ -40,7 +40,7 @@ def export(config: ExportConfig):
         preprocessing=settings["preprocessing"], class_names=settings["class_names"],
         cam_threshold=config.cam_threshold, top_k=config.top_k, config=settings["config"],
         overwrite=config.overwrite, cam_signature=config.cam_signature,
-        max_image_pixels=config.max_image_pixels)
+        max_image_pixels=config.max_image_pixels, fold_batch_norm=config.fold_batch_norm)
 
 
 def _export(command, config, _):

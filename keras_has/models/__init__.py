@@ -18,6 +18,7 @@ from keras_has.models import caffe_layers  # noqa: F401  (registers the custom l
 import keras_has.methods.layers  # noqa: F401,E402  (registers the WSOL method layers for loading)
 from keras_has.models.alexnet_gap import alexnet_gap
 from keras_has.models.backbones import inceptionv3_gap, mobilenetv2_gap, resnet50_gap, vgg16_gap
+from keras_has.models.folding import fold_batch_norms
 from keras_has.models.googlenet_gap import googlenet_gap
 from keras_has.models.tiny_gap import tiny_gap
 
@@ -79,6 +80,7 @@ __all__ = [
     "get_model",
     "list_models",
     "register_model",
+    "fold_batch_norms",
     "alexnet_gap",
     "googlenet_gap",
     "vgg16_gap",
