@@ -7,7 +7,10 @@ instead of the fused batch norm the backbones use by default), prints images/s o
   train   one optimizer step (SGD momentum, sparse softmax cross-entropy) on an
           in-memory batch via `model.train_on_batch` (no input pipeline)
   infer   `model.predict_on_batch` (inference mode)
-and the ratio of each to the first setting of the same model.
+and the ratio of each to the first setting of the same model. For models with batch
+norms after convolutions, each policy is also timed for inference with those batch norms
+folded into the convolutions (`keras_has.models.fold_batch_norms`, what the export
+serves; setting "folded-bn"; --nofold leaves it out).
 
 With --torch, the same architecture written in plain torch.nn (scripts/torch_models.py;
 parameter counts asserted equal to the Keras model's) is timed in the same rounds:
@@ -57,6 +60,7 @@ flags.DEFINE_boolean("batch_norm", False, "Pass batch_norm=True to alexnet_gap /
 flags.DEFINE_boolean("grouped_conv", False, "Also compare Conv2D(groups=2) with GroupedConv2D.")
 flags.DEFINE_boolean("torch", False, "Also time the PyTorch versions of the models (needs PyTorch).")
 flags.DEFINE_boolean("torch_compile", False, "With --torch, also time torch.compile'd inference.")
+flags.DEFINE_boolean("fold", True, "Also time inference with the batch norms folded into the convolutions (models.fold_batch_norms).")
 flags.DEFINE_boolean("unfused", False, "Also time the BatchNorm backbones with keras.layers.BatchNormalization.")
 flags.DEFINE_boolean("profile", False, "Instead of timing, print the op types that take the time in one "
                      "Keras train step per setting (TensorFlow profiler, summed over executor threads).")
@@ -132,6 +136,11 @@ def benchmark_model(name, keras_settings, torch_settings, batch, size, num_class
     for setting in keras_settings:
         train, infer, keras_model = keras_steps(name, setting, x, y, num_classes, batch_norm)
         steps["keras " + keras_setting_name(setting)] = (train, infer)
+        if FLAGS.fold and setting[2]:
+            folded = models.fold_batch_norms(keras_model)
+            if folded is not keras_model:
+                steps["keras " + keras_setting_name(setting) + " folded-bn"] = (
+                    None, lambda folded=folded: folded.predict_on_batch(x))
     worker = None
     if torch_settings:
         import torch_bench  # noqa: PLC0415  (only with --torch)
