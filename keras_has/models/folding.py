@@ -14,6 +14,11 @@ On MobileNetV2 (52 such pairs) that is where most of the inference time went
     >>> model = models.get_model("mobilenetv2_gap", 3, weights="imagenet")
     >>> fast = models.fold_batch_norms(model)    # inference only: same logits and CAMs
 
+Under a mixed-precision policy the folded kernel (computed in float64, stored float32)
+is rounded to the compute dtype by the convolution, where the batch norm would have
+run in float32 after it: the outputs then agree to that dtype's precision (bfloat16:
+about 1e-2 of the activations' scale), not to float32 rounding.
+
 The copy keeps every layer name (``cam_features``, ``classifier``, the method layers), so
 everything that reads the model contract (``keras_has.cam``, evaluation, export) works on
 it; the folded batch norms become ``FoldedBatchNorm`` pass-through layers of the same
