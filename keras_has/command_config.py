@@ -223,6 +223,8 @@ class PredictConfig:
       class_names: .keras only: comma-separated names or a names file.
       cam_threshold: .keras only: CAM threshold (fraction of the max).
       top_k: .keras only: classes reported per image.
+      fold_batch_norm: .keras only: answer with the batch norms that follow convolutions
+        folded into them, as its export does (same outputs up to float rounding).
     """
 
     model_path: str
@@ -238,6 +240,7 @@ class PredictConfig:
     class_names: str | None = None
     cam_threshold: float = 0.2
     top_k: int = 5
+    fold_batch_norm: bool = True
 
     def __post_init__(self):
         _required("model_path", self.model_path)

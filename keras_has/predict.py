@@ -71,7 +71,8 @@ def model_kind(model_path) -> str:
                      f"received {model_path!r}")
 
 
-def load_predictor(model_path, settings=None, cam_threshold=0.2, top_k=5):
+def load_predictor(model_path, settings=None, cam_threshold=0.2, top_k=5,
+                   fold_batch_norm=True):
     """A function `list of encoded images -> dict of NumPy outputs` (`serving_default`'s).
 
     Args:
@@ -79,6 +80,8 @@ def load_predictor(model_path, settings=None, cam_threshold=0.2, top_k=5):
         settings: for `.keras` only, keyword arguments of
             `keras_has.run_folder.read_run_settings` (`model_path` is filled in).
         cam_threshold, top_k: for `.keras` only (an export carries its own).
+        fold_batch_norm: for `.keras` only: answer with the batch norms folded into the
+            convolutions, as its export does (`keras_has.models.fold_batch_norms`).
 
     Raises:
         ValueError naming `model_path` when it is neither.
@@ -99,6 +102,8 @@ def load_predictor(model_path, settings=None, cam_threshold=0.2, top_k=5):
 
         resolved = run_folder.read_run_settings(**{"model_path": model_path, **(settings or {})})
         model = keras.saving.load_model(model_path, compile=False)
+        if fold_batch_norm:
+            model = keras_has.models.fold_batch_norms(model)
         config = serving.make_serving_config(
             model, image_size=resolved["image_size"], preprocessing=resolved["preprocessing"],
             class_names=resolved["class_names"], cam_threshold=cam_threshold, top_k=top_k)

@@ -45,7 +45,7 @@ def predict(config: PredictConfig):
                         class_names=run_folder.class_names_arg(config.class_names),
                         source=config.source)
     predictor = predict_lib.load_predictor(config.model_path, settings, config.cam_threshold,
-                                           config.top_k)
+                                           config.top_k, config.fold_batch_norm)
     with run_folder.RunLock(config.output_dir):  # one writer per output folder
         records, skipped = predict_lib.predict_files(predictor, files, config.output_dir,
                                                      config.batch_size, config.overlays)
