@@ -80,15 +80,20 @@ def _layers(model):
             yield from _layers(layer)
 
 
-def foldable_pairs(model) -> list[tuple[str, str]]:
-    """`(convolution name, batch norm name)` of every pair `fold_batch_norms` folds."""
+def _pairs(model):
+    """`(convolution, batch norm)` of every pair that folds, in layer order."""
     pairs = []
     for layer in _layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             conv = _conv_before(layer)
             if conv is not None:
-                pairs.append((conv.name, layer.name))
+                pairs.append((conv, layer))
     return pairs
+
+
+def foldable_pairs(model) -> list[tuple[str, str]]:
+    """`(convolution name, batch norm name)` of every pair `fold_batch_norms` folds."""
+    return [(conv.name, bn.name) for conv, bn in _pairs(model)]
 
 
 def _folded_weights(conv, bn):
@@ -131,12 +136,7 @@ def fold_batch_norms(model: keras.Model) -> keras.Model:
     if not hasattr(model, "_run_through_graph") and not isinstance(model, keras.Sequential):
         raise ValueError(f"model: expected a functional Keras model, received "
                          f"{type(model).__name__}")
-    pairs = {}
-    for layer in _layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            conv = _conv_before(layer)
-            if conv is not None:
-                pairs[id(conv)] = layer
+    pairs = {id(conv): bn for conv, bn in _pairs(model)}
     if not pairs:
         return model
     bns = {id(bn) for bn in pairs.values()}
