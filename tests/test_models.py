@@ -7,7 +7,12 @@ import pytest
 import tensorflow as tf
 
 from keras_has import models
-from keras_has.models.caffe_layers import CaffeMaxPooling2D, GroupedConv2D, LocalResponseNormalization
+from keras_has.models.caffe_layers import (
+    CaffeMaxPooling2D,
+    GroupedConv2D,
+    LocalResponseNormalization,
+    native_grouped_conv_supported,
+)
 
 ALL_MODELS = [
     "alexnet_gap",
@@ -177,6 +182,30 @@ def test_grouped_conv_matches_keras_grouped_conv_and_per_group_numpy():
     centre = np.einsum("ijc,ijcf->f", x[0, 1:4, 1:4, 2:4], kernel[:, :, :, 3:6]) + bias[3:6]
     np.testing.assert_allclose(ours(x).numpy()[0, 2, 2, 3:6], centre, rtol=1e-5, atol=1e-5)
     assert GroupedConv2D.from_config(ours.get_config()).groups == 2
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("bfloat16", 2e-2)])
+def test_grouped_conv_native_kernel_equals_one_conv_per_group(dtype, tol):
+    # The grouped kernel through tf.nn.conv2d (oneDNN) against split-conv-concat: outputs
+    # and the gradients of the input, kernel and bias.
+    if not native_grouped_conv_supported():
+        pytest.skip("this TensorFlow build has no grouped-convolution kernel (oneDNN off)")
+    rng = np.random.default_rng(8)
+    x = tf.cast(rng.normal(size=(2, 9, 9, 6)).astype("float32"), dtype)
+    layer = GroupedConv2D(4, 3, strides=2, padding="same", groups=2, dtype=dtype)
+    layer.build(x.shape)
+    upstream = tf.cast(rng.normal(size=(2, 5, 5, 4)).astype("float32"), dtype)
+
+    def run(convolve):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.nn.bias_add(convolve(x, tf.cast(layer.kernel, dtype)), tf.cast(layer.bias, dtype))
+        grads = tape.gradient(y, [x] + layer.trainable_variables, output_gradients=upstream)
+        return [tf.cast(t, tf.float32).numpy() for t in [y] + grads]
+
+    native, split = run(layer.convolution_op), run(layer._split_convolution)
+    for a, b in zip(native, split):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())
 
 
 def test_lrn_matches_caffe_formula():

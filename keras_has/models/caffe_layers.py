@@ -10,6 +10,8 @@ Caffe semantics these networks depend on:
   ``b = a / (k + alpha / n * sum_{window n} a^2) ** beta``, i.e. Caffe's ``alpha`` is
   divided by the window size ``n`` before calling ``tf.nn.local_response_normalization``.
 """
+import functools
+
 import keras
 import tensorflow as tf
 
@@ -115,16 +117,47 @@ class LocalResponseNormalization(keras.layers.Layer):
         return config
 
 
+@functools.lru_cache(maxsize=None)
+def native_grouped_conv_supported():
+    """Whether ``tf.nn.conv2d`` accepts a grouped kernel (input channels = C / groups)
+    on CPU, forward and backward, in float32 and bfloat16: True with TensorFlow's oneDNN
+    kernels (the default on x86 Linux), False with Eigen's. Probed once, eagerly, on
+    tiny tensors. Where the CPU takes it, so does cuDNN on a GPU."""
+    with tf.init_scope(), tf.device("/CPU:0"):
+        try:
+            for dtype in (tf.float32, tf.bfloat16):
+                x = tf.ones([1, 2, 2, 4], dtype)
+                kernel = tf.ones([1, 1, 2, 4], dtype)
+                y = tf.nn.conv2d(x, kernel, strides=1, padding="VALID")
+                grad_x = tf.raw_ops.Conv2DBackpropInput(
+                    input_sizes=x.shape, filter=kernel, out_backprop=y, strides=[1, 1, 1, 1], padding="VALID"
+                )
+                grad_kernel = tf.raw_ops.Conv2DBackpropFilter(
+                    input=x, filter_sizes=kernel.shape, out_backprop=y, strides=[1, 1, 1, 1], padding="VALID"
+                )
+                # Every output sums 2 ones (2 each); each input reaches 4 filters of 2.
+                expected = ((y, 32.0), (grad_x, 64.0), (grad_kernel, 64.0))
+                if any(float(tf.reduce_sum(tf.cast(t, tf.float32))) != total for t, total in expected):
+                    return False
+        except (tf.errors.OpError, ValueError):
+            return False
+    return True
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class GroupedConv2D(keras.layers.Conv2D):
-    """``keras.layers.Conv2D`` whose ``groups > 1`` runs as one conv per group.
+    """``keras.layers.Conv2D`` whose ``groups > 1`` runs on TensorFlow's own kernels.
 
     Same arguments, kernel layout ``[kh, kw, C / groups, filters]``, weights and outputs as
     ``Conv2D(groups=...)`` (group ``g`` sees input channels ``g*C/G:(g+1)*C/G`` and makes
     filters ``g*F/G:(g+1)*F/G``, as Caffe's ``group``). Only the execution differs: on CPU,
     Keras runs grouped ``Conv2D`` through a per-op XLA kernel that measured 5-9x
-    (float32) and 29-32x (bfloat16) slower than split-conv-concat for AlexNet's conv4
-    forward+backward (``scripts/benchmark_models.py --grouped_conv``). Channels-last only.
+    (float32) and 29-32x (bfloat16) slower for AlexNet's conv4 forward+backward
+    (``scripts/benchmark_models.py --grouped_conv``). This layer calls ``tf.nn.conv2d``
+    with the grouped kernel directly where TensorFlow's kernels take it (oneDNN on CPU,
+    cuDNN on GPU: one grouped convolution, which grappler fuses with the bias and a
+    following ReLU), and otherwise one convolution per group, concatenated (TensorFlow
+    built without oneDNN, or ``TF_ENABLE_ONEDNN_OPTS=0``). Channels-last only.
     """
 
     def __init__(self, *args, **kwargs):
@@ -135,6 +168,17 @@ class GroupedConv2D(keras.layers.Conv2D):
     def convolution_op(self, inputs, kernel):
         if self.groups == 1:
             return super().convolution_op(inputs, kernel)
+        if native_grouped_conv_supported():
+            return tf.nn.conv2d(
+                inputs,
+                kernel,
+                strides=list(self.strides),
+                padding=self.padding.upper(),
+                dilations=list(self.dilation_rate),
+            )
+        return self._split_convolution(inputs, kernel)
+
+    def _split_convolution(self, inputs, kernel):
         xs = keras.ops.split(inputs, self.groups, axis=-1)
         ks = keras.ops.split(kernel, self.groups, axis=-1)
         outputs = [
