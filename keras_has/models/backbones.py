@@ -51,6 +51,7 @@ from keras_has.models.building import (
 )
 from keras_has.models.caffe_layers import conv2d
 from keras_has.models.fused_batch_norm import FusedBatchNormalization
+from keras_has.models.pointwise_conv import PointwiseMatmulConv2D
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 
@@ -219,17 +220,22 @@ def _load_pretrained(kind, application, weights, input_shape):
     return base
 
 
-def _fuse_batch_norms(config):
-    """Swaps every ``BatchNormalization`` of an application config for
-    ``FusedBatchNormalization`` (same arguments, variables and names)."""
-    serialized = keras.saving.serialize_keras_object(FusedBatchNormalization())
+def _swap_layer_class(config, class_name, replacement):
+    """Swaps every ``keras.layers.<class_name>`` of an application config for
+    ``replacement`` (a subclass with the same arguments, variables and names)."""
+    names = {
+        "module": replacement.__module__,
+        "class_name": replacement.__name__,
+        "registered_name": keras.saving.get_registered_name(replacement),
+    }
     for layer in config["layers"]:
-        if layer["class_name"] == "BatchNormalization" and layer.get("module") == "keras.layers":
-            for key in ("module", "class_name", "registered_name"):
-                layer[key] = serialized[key]
+        if layer["class_name"] == class_name and layer.get("module") == "keras.layers":
+            layer.update(names)
 
 
-def build_backbone(kind, input_shape, weights=None, dtype_policy=None, seed=None, fused_batch_norm=True):
+def build_backbone(
+    kind, input_shape, weights=None, dtype_policy=None, seed=None, fused_batch_norm=True, pointwise_matmul=True
+):
     """Builds the modified feature extractor of ``kind`` (see module docstring).
 
     Args:
@@ -241,6 +247,9 @@ def build_backbone(kind, input_shape, weights=None, dtype_policy=None, seed=None
             every random initialiser; ignored when weights are loaded.
         fused_batch_norm: if True (default), every BatchNormalization layer is a
             ``FusedBatchNormalization`` (same function, variables and weights; faster).
+        pointwise_matmul: if True (default), every Conv2D layer is a
+            ``PointwiseMatmulConv2D`` (same function, variables and weights; its 1x1
+            kernels train with matrix-product gradients, faster under bfloat16).
 
     Returns:
         A functional ``keras.Model`` named ``{kind}_backbone``: ``[B, H, W, 3]`` ->
@@ -263,7 +272,9 @@ def build_backbone(kind, input_shape, weights=None, dtype_policy=None, seed=None
     if modify is not None:
         modify(config)
     if fused_batch_norm:
-        _fuse_batch_norms(config)
+        _swap_layer_class(config, "BatchNormalization", FusedBatchNormalization)
+    if pointwise_matmul:
+        _swap_layer_class(config, "Conv2D", PointwiseMatmulConv2D)
     seeds = LayerSeeds(seed)
     for layer in config["layers"]:
         if layer["class_name"] == "InputLayer":
@@ -294,6 +305,7 @@ def _backbone_gap(
     seed,
     name,
     fused_batch_norm=True,
+    pointwise_matmul=True,
 ):
     check_num_classes(num_classes, name)
     input_shape = check_input_shape(input_shape, DEFAULT_INPUT_SHAPE, name, min_size=_BACKBONES[kind][3])
@@ -310,7 +322,9 @@ def _backbone_gap(
         raise ValueError(f"{name}: `cam_dropout` must be in [0, 1), received {cam_dropout!r}")
 
     inputs = keras.Input(shape=input_shape, name="images")
-    x = build_backbone(kind, input_shape, weights, dtype_policy, seeds.next(), fused_batch_norm)(inputs)
+    x = build_backbone(
+        kind, input_shape, weights, dtype_policy, seeds.next(), fused_batch_norm, pointwise_matmul
+    )(inputs)
     for i, filters in enumerate(cam_convs, start=1):
         last = i == len(cam_convs)
         if cam_dropout > 0:
@@ -349,6 +363,10 @@ _BACKBONE_ARGS_DOC = """
         fused_batch_norm: True (default): the backbone's BatchNormalization layers run
             TensorFlow's fused kernel (``FusedBatchNormalization``: same function,
             variables and weights, faster); False: ``keras.layers.BatchNormalization``.
+        pointwise_matmul: True (default): the backbone's Conv2D layers are
+            ``PointwiseMatmulConv2D`` (same function, variables and weights; 1x1 kernels
+            train with matrix-product gradients, faster under bfloat16); False:
+            ``keras.layers.Conv2D``.
 
     Returns:
         A built model: ``[B, H, W, 3]`` -> float32 logits ``[B, K]``, with layers
@@ -368,6 +386,7 @@ def vgg16_gap(
     seed=None,
     name="vgg16_gap",
     fused_batch_norm=True,
+    pointwise_matmul=True,
 ):
     return _backbone_gap("vgg16", **locals())  # locals() == exactly the arguments above
 
@@ -384,6 +403,7 @@ def resnet50_gap(
     seed=None,
     name="resnet50_gap",
     fused_batch_norm=True,
+    pointwise_matmul=True,
 ):
     return _backbone_gap("resnet50", **locals())  # locals() == exactly the arguments above
 
@@ -400,6 +420,7 @@ def inceptionv3_gap(
     seed=None,
     name="inceptionv3_gap",
     fused_batch_norm=True,
+    pointwise_matmul=True,
 ):
     return _backbone_gap("inceptionv3", **locals())  # locals() == exactly the arguments above
 
@@ -416,6 +437,7 @@ def mobilenetv2_gap(
     seed=None,
     name="mobilenetv2_gap",
     fused_batch_norm=True,
+    pointwise_matmul=True,
 ):
     return _backbone_gap("mobilenetv2", **locals())  # locals() == exactly the arguments above
 
