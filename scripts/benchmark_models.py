@@ -3,7 +3,8 @@ and side by side with the same architectures in PyTorch.
 
 For each model and each Keras setting (float32, mixed_bfloat16; with --jit also both
 under jit_compile=True; with --unfused also both with keras.layers.BatchNormalization
-instead of the fused batch norm the backbones use by default), prints images/s of
+instead of the fused batch norm the backbones use by default; with --plain_conv also both
+with keras.layers.Conv2D instead of PointwiseMatmulConv2D), prints images/s of
   train   one optimizer step (SGD momentum, sparse softmax cross-entropy) on an
           in-memory batch via `model.train_on_batch` (no input pipeline)
   infer   `model.predict_on_batch` (inference mode)
@@ -62,6 +63,11 @@ flags.DEFINE_boolean("torch", False, "Also time the PyTorch versions of the mode
 flags.DEFINE_boolean("torch_compile", False, "With --torch, also time torch.compile'd inference.")
 flags.DEFINE_boolean("fold", True, "Also time inference with the batch norms folded into the convolutions (models.fold_batch_norms).")
 flags.DEFINE_boolean("unfused", False, "Also time the BatchNorm backbones with keras.layers.BatchNormalization.")
+flags.DEFINE_boolean(
+    "plain_conv", False,
+    "Also time the application backbones with keras.layers.Conv2D (pointwise_matmul=False) instead of "
+    "PointwiseMatmulConv2D (1x1 kernels with matrix-product gradients).",
+)
 flags.DEFINE_boolean("profile", False, "Instead of timing, print the op types that take the time in one "
                      "Keras train step per setting (TensorFlow profiler, summed over executor threads).")
 flags.DEFINE_integer("profile_top", 10, "With --profile, how many op types to list.", lower_bound=1)
@@ -88,12 +94,14 @@ def benchmark_grouped_conv(policy, batch, repeats):
     return tuple(results)
 
 
-def _build(name, policy, jit, fused, batch, size, num_classes, batch_norm):
+def _build(name, policy, jit, fused, pointwise, batch, size, num_classes, batch_norm):
     kwargs = {"dtype_policy": policy, "seed": 0}
     if batch_norm and name in ("alexnet_gap", "googlenet_gap"):
         kwargs["batch_norm"] = True
     if not fused and name in _FUSABLE:
         kwargs["fused_batch_norm"] = False
+    if not pointwise and name in _APPLICATIONS:
+        kwargs["pointwise_matmul"] = False
     model = models.get_model(name, num_classes, input_shape=(size, size, 3), **kwargs)
     model.compile(
         optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
@@ -105,6 +113,18 @@ def _build(name, policy, jit, fused, batch, size, num_classes, batch_norm):
 
 # Models whose batch norms can be switched between the fused layer and Keras' own.
 _FUSABLE = ("resnet50_gap", "mobilenetv2_gap", "inceptionv3_gap")
+# Models whose Conv2D layers can be switched between PointwiseMatmulConv2D and Keras' own.
+_APPLICATIONS = _FUSABLE + ("vgg16_gap",)
+
+
+def _variant_settings(name, keras_settings):
+    """The --unfused / --plain_conv settings of ``name`` beside the default ones."""
+    extra = []
+    if FLAGS.unfused and name in _FUSABLE:
+        extra += [(p, j, False, True) for p, j, _, _ in keras_settings]
+    if FLAGS.plain_conv and name in _APPLICATIONS:
+        extra += [(p, j, True, False) for p, j, _, _ in keras_settings]
+    return extra
 
 
 def _time(fn):
@@ -114,14 +134,14 @@ def _time(fn):
 
 
 def keras_setting_name(setting):
-    policy, jit, fused = setting
-    return f"{policy}{' xla' if jit else ''}{'' if fused else ' unfused-bn'}"
+    policy, jit, fused, pointwise = setting
+    return f"{policy}{' xla' if jit else ''}{'' if fused else ' unfused-bn'}{'' if pointwise else ' plain-conv'}"
 
 
 def keras_steps(name, setting, x, y, num_classes, batch_norm):
     """(train step, inference step) callables of the Keras model for ``setting``."""
-    policy, jit, fused = setting
-    model = _build(name, policy, jit, fused, x.shape[0], x.shape[1], num_classes, batch_norm)
+    policy, jit, fused, pointwise = setting
+    model = _build(name, policy, jit, fused, pointwise, x.shape[0], x.shape[1], num_classes, batch_norm)
     return (lambda: model.train_on_batch(x, y)), (lambda: model.predict_on_batch(x)), model
 
 
@@ -136,7 +156,7 @@ def benchmark_model(name, keras_settings, torch_settings, batch, size, num_class
     for setting in keras_settings:
         train, infer, keras_model = keras_steps(name, setting, x, y, num_classes, batch_norm)
         steps["keras " + keras_setting_name(setting)] = (train, infer)
-        if FLAGS.fold and setting[2]:
+        if FLAGS.fold and setting[2] and setting[3]:
             folded = models.fold_batch_norms(keras_model)
             if folded is not keras_model:
                 steps["keras " + keras_setting_name(setting) + " folded-bn"] = (
@@ -269,9 +289,9 @@ def main(argv):
             keras_s, ours_s = benchmark_grouped_conv(policy, FLAGS.batch, max(3, FLAGS.repeats))
             print(f"  {policy:<16} Conv2D {keras_s * 1e3:8.1f} ms  GroupedConv2D {ours_s * 1e3:8.1f} ms  "
                   f"speed-up x{keras_s / ours_s:.1f}", flush=True)
-    keras_settings = [(p, False, True) for p in FLAGS.policies]
+    keras_settings = [(p, False, True, True) for p in FLAGS.policies]
     if FLAGS.jit:
-        keras_settings += [(p, True, True) for p in FLAGS.policies]
+        keras_settings += [(p, True, True, True) for p in FLAGS.policies]
     print(machine_line())
     print(
         f"tensorflow {tf.__version__}, keras {keras.__version__}; batch {FLAGS.batch}, {FLAGS.size}x{FLAGS.size}, "
@@ -280,8 +300,7 @@ def main(argv):
     if FLAGS.profile:
         for name in names:
             settings = list(keras_settings)
-            if FLAGS.unfused and name in _FUSABLE:
-                settings += [(p, j, False) for p, j, _ in keras_settings]
+            settings += _variant_settings(name, keras_settings)
             for setting in settings:
                 rows, total = profile_train_step(
                     name, setting, FLAGS.batch, FLAGS.size, FLAGS.num_classes, FLAGS.batch_norm, FLAGS.profile_top
@@ -297,8 +316,7 @@ def main(argv):
     summary = []
     for name in names:
         settings = list(keras_settings)
-        if FLAGS.unfused and name in _FUSABLE:
-            settings += [(p, j, False) for p, j, _ in keras_settings]
+        settings += _variant_settings(name, keras_settings)
         result = benchmark_model(
             name, settings, torch_settings, FLAGS.batch, FLAGS.size, FLAGS.num_classes, FLAGS.repeats,
             FLAGS.warmup, FLAGS.batch_norm,
@@ -313,7 +331,9 @@ def main(argv):
         if torch_settings:
             row = [name]
             for index in (0, 1):
-                k, k_label = _best({lb: v for lb, v in result.items() if "unfused" not in lb}, "keras", index)
+                k, k_label = _best(
+                    {lb: v for lb, v in result.items() if "unfused" not in lb and "plain-conv" not in lb}, "keras", index
+                )
                 t, t_label = _best(result, "torch", index)
                 row.append((k, k_label, t, t_label))
             summary.append(row)

@@ -158,6 +158,19 @@ def test_caffe_max_pool_rounds_up_and_never_picks_padding():
     assert CaffeMaxPooling2D(3, 2).compute_output_shape((None, 55, 112, 8)) == (None, 27, 56, 8)
 
 
+@pytest.mark.parametrize("height, width", [(7, 7), (8, 7), (8, 8)])
+def test_caffe_max_pool_equals_the_window_maxima_for_static_and_dynamic_sizes(height, width):
+    # 7 -> 3 needs no padding (floor and ceil agree), 8 -> 4 pads one row / column.
+    x = np.random.default_rng(3).normal(size=(2, height, width, 3)).astype("float32") - 5.0
+    pool = CaffeMaxPooling2D(3, 2)
+    out_h, out_w = -(-(height - 3) // 2) + 1, -(-(width - 3) // 2) + 1
+    expected = np.array([[x[:, 2 * r:2 * r + 3, 2 * c:2 * c + 3].max(axis=(1, 2)) for c in range(out_w)]
+                         for r in range(out_h)]).transpose(2, 0, 1, 3)
+    np.testing.assert_array_equal(pool(x).numpy(), expected)
+    dynamic = tf.function(pool, input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)])
+    np.testing.assert_array_equal(dynamic(x).numpy(), expected)
+
+
 def test_caffe_max_pool_with_pad():
     x = np.arange(25, dtype="float32").reshape(1, 5, 5, 1)
     out = CaffeMaxPooling2D(3, 2, pad=1)(x).numpy()[0, :, :, 0]

@@ -54,6 +54,12 @@ class CaffeMaxPooling2D(keras.layers.Layer):
 
     def call(self, inputs):
         k, s, p = self.pool_size, self.strides, self.pad
+        height, width = inputs.shape[1], inputs.shape[2]
+        if p == 0 and height is not None and width is not None and all(
+            (self._out_size(n) - 1) * s + k <= n for n in (height, width)
+        ):
+            # Ceil and floor rounding agree for these static sizes: no padding copy.
+            return tf.nn.max_pool2d(inputs, ksize=k, strides=s, padding="VALID")
         shape = tf.shape(inputs)
         extra = []
         for n in (shape[1], shape[2]):
