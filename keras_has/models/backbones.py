@@ -51,6 +51,7 @@ from keras_has.models.building import (
 )
 from keras_has.models.caffe_layers import conv2d
 from keras_has.models.fused_batch_norm import FusedBatchNormalization
+from keras_has.models.add_relu import fuse_add_relu_pairs
 from keras_has.models.pointwise_conv import PointwiseMatmulConv2D
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
@@ -234,7 +235,14 @@ def _swap_layer_class(config, class_name, replacement):
 
 
 def build_backbone(
-    kind, input_shape, weights=None, dtype_policy=None, seed=None, fused_batch_norm=True, pointwise_matmul=True
+    kind,
+    input_shape,
+    weights=None,
+    dtype_policy=None,
+    seed=None,
+    fused_batch_norm=True,
+    pointwise_matmul=True,
+    fused_add_relu=True,
 ):
     """Builds the modified feature extractor of ``kind`` (see module docstring).
 
@@ -250,6 +258,9 @@ def build_backbone(
         pointwise_matmul: if True (default), every Conv2D layer is a
             ``PointwiseMatmulConv2D`` (same function, variables and weights; its 1x1
             kernels train with matrix-product gradients, faster under bfloat16).
+        fused_add_relu: if True (default), every ``Add`` read only by a ReLU
+            ``Activation`` computes that ReLU itself (``AddReLU``; one XLA-compiled
+            kernel in training, faster; the activation becomes linear, names kept).
 
     Returns:
         A functional ``keras.Model`` named ``{kind}_backbone``: ``[B, H, W, 3]`` ->
@@ -275,6 +286,8 @@ def build_backbone(
         _swap_layer_class(config, "BatchNormalization", FusedBatchNormalization)
     if pointwise_matmul:
         _swap_layer_class(config, "Conv2D", PointwiseMatmulConv2D)
+    if fused_add_relu:
+        fuse_add_relu_pairs(config)
     seeds = LayerSeeds(seed)
     for layer in config["layers"]:
         if layer["class_name"] == "InputLayer":
@@ -306,6 +319,7 @@ def _backbone_gap(
     name,
     fused_batch_norm=True,
     pointwise_matmul=True,
+    fused_add_relu=True,
 ):
     check_num_classes(num_classes, name)
     input_shape = check_input_shape(input_shape, DEFAULT_INPUT_SHAPE, name, min_size=_BACKBONES[kind][3])
@@ -323,7 +337,7 @@ def _backbone_gap(
 
     inputs = keras.Input(shape=input_shape, name="images")
     x = build_backbone(
-        kind, input_shape, weights, dtype_policy, seeds.next(), fused_batch_norm, pointwise_matmul
+        kind, input_shape, weights, dtype_policy, seeds.next(), fused_batch_norm, pointwise_matmul, fused_add_relu
     )(inputs)
     for i, filters in enumerate(cam_convs, start=1):
         last = i == len(cam_convs)
@@ -367,6 +381,9 @@ _BACKBONE_ARGS_DOC = """
             ``PointwiseMatmulConv2D`` (same function, variables and weights; 1x1 kernels
             train with matrix-product gradients, faster under bfloat16); False:
             ``keras.layers.Conv2D``.
+        fused_add_relu: True (default): each residual ``Add`` followed only by a ReLU
+            computes it (``AddReLU``: one XLA-compiled kernel in training; ResNet50);
+            False: Keras' ``Add`` and ``Activation``.
 
     Returns:
         A built model: ``[B, H, W, 3]`` -> float32 logits ``[B, K]``, with layers
@@ -387,6 +404,7 @@ def vgg16_gap(
     name="vgg16_gap",
     fused_batch_norm=True,
     pointwise_matmul=True,
+    fused_add_relu=True,
 ):
     return _backbone_gap("vgg16", **locals())  # locals() == exactly the arguments above
 
@@ -404,6 +422,7 @@ def resnet50_gap(
     name="resnet50_gap",
     fused_batch_norm=True,
     pointwise_matmul=True,
+    fused_add_relu=True,
 ):
     return _backbone_gap("resnet50", **locals())  # locals() == exactly the arguments above
 
@@ -421,6 +440,7 @@ def inceptionv3_gap(
     name="inceptionv3_gap",
     fused_batch_norm=True,
     pointwise_matmul=True,
+    fused_add_relu=True,
 ):
     return _backbone_gap("inceptionv3", **locals())  # locals() == exactly the arguments above
 
@@ -438,6 +458,7 @@ def mobilenetv2_gap(
     name="mobilenetv2_gap",
     fused_batch_norm=True,
     pointwise_matmul=True,
+    fused_add_relu=True,
 ):
     return _backbone_gap("mobilenetv2", **locals())  # locals() == exactly the arguments above
 
