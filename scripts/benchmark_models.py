@@ -4,9 +4,11 @@ and side by side with the same architectures in PyTorch.
 For each model and each Keras setting (float32, mixed_bfloat16; with --jit also both
 under jit_compile=True; with --unfused also both with keras.layers.BatchNormalization
 instead of the fused batch norm the backbones use by default; with --plain_conv also both
-with keras.layers.Conv2D instead of PointwiseMatmulConv2D), prints images/s of
+with Keras' own Conv2D, Add and ReLU instead of PointwiseMatmulConv2D and AddReLU),
+prints images/s of
   train   one optimizer step (SGD momentum, sparse softmax cross-entropy) on an
-          in-memory batch via `model.train_on_batch` (no input pipeline)
+          in-memory batch (a tf.Tensor made once) via `model.train_on_batch` (no input
+          pipeline)
   infer   `model.predict_on_batch` (inference mode)
 and the ratio of each to the first setting of the same model. For models with batch
 norms after convolutions, each policy is also timed for inference with those batch norms
@@ -23,8 +25,9 @@ PyTorch: `pip install -e .[bench]`.
 
 With --grouped_conv it first times forward+backward of AlexNet's conv4 (batch 32,
 13x13x384 -> 384, 3x3, groups 2) as keras.layers.Conv2D(groups=2) (which Keras runs
-through a per-op XLA kernel on CPU) against keras_has' GroupedConv2D (one conv per group,
-same weights), per policy.
+through a per-op XLA kernel on CPU), as GroupedConv2D's fallback (one conv per group,
+concatenated) and as keras_has' GroupedConv2D (one grouped tf.nn.conv2d on oneDNN), same
+weights, per policy.
 
 All settings of one model are timed round-robin (one step of each per round), so a busy
 machine slows them alike; the figure is the median over rounds.
@@ -46,7 +49,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from keras_has import models  # noqa: E402
-from keras_has.models.caffe_layers import GroupedConv2D  # noqa: E402
+from keras_has.models.caffe_layers import GroupedConv2D, native_grouped_conv_supported  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["alexnet_gap", "googlenet_gap", "tiny_gap"], "Registered model names, or 'all' (the six backbones).")
@@ -65,8 +68,9 @@ flags.DEFINE_boolean("fold", True, "Also time inference with the batch norms fol
 flags.DEFINE_boolean("unfused", False, "Also time the BatchNorm backbones with keras.layers.BatchNormalization.")
 flags.DEFINE_boolean(
     "plain_conv", False,
-    "Also time the application backbones with keras.layers.Conv2D (pointwise_matmul=False) instead of "
-    "PointwiseMatmulConv2D (1x1 kernels with matrix-product gradients).",
+    "Also time the application backbones with Keras' own Conv2D, Add and ReLU (pointwise_matmul=False, "
+    "fused_add_relu=False) instead of PointwiseMatmulConv2D (1x1 kernels with matrix-product gradients) "
+    "and AddReLU (residual sum and ReLU in one kernel in training).",
 )
 flags.DEFINE_boolean("profile", False, "Instead of timing, print the op types that take the time in one "
                      "Keras train step per setting (TensorFlow profiler, summed over executor threads).")
@@ -74,11 +78,20 @@ flags.DEFINE_integer("profile_top", 10, "With --profile, how many op types to li
 flags.DEFINE_boolean("quick", False, "Batch 8, 128x128, 3 rounds, 1 warm-up step: a fast look, not the protocol.")
 
 
+class _SplitGroupedConv2D(GroupedConv2D):
+    """GroupedConv2D forced onto its fallback: one convolution per group, concatenated."""
+
+    def convolution_op(self, inputs, kernel):
+        return super().convolution_op(inputs, kernel) if self.groups == 1 else self._split_convolution(inputs, kernel)
+
+
 def benchmark_grouped_conv(policy, batch, repeats):
-    """Median seconds of one forward+backward of (Conv2D(groups=2), GroupedConv2D)."""
+    """Median seconds of one forward+backward of AlexNet's conv4 as Conv2D(groups=2),
+    GroupedConv2D's split fallback and GroupedConv2D (one grouped tf.nn.conv2d where
+    supported), timed round-robin."""
     x = tf.constant(np.random.default_rng(0).normal(size=(batch, 13, 13, 384)).astype("float32"))
-    results = []
-    for cls in (keras.layers.Conv2D, GroupedConv2D):
+    steps = []
+    for cls in (keras.layers.Conv2D, _SplitGroupedConv2D, GroupedConv2D):
         layer = cls(384, 3, padding="same", groups=2, dtype=policy)
         layer.build(x.shape)
 
@@ -90,8 +103,12 @@ def benchmark_grouped_conv(policy, batch, repeats):
             return tape.gradient(y, [x] + layer.trainable_variables)
 
         step(x)
-        results.append(float(np.median([_time(lambda: step(x)) for _ in range(repeats)])))
-    return tuple(results)
+        steps.append(step)
+    times = [[] for _ in steps]
+    for _ in range(repeats):
+        for step, t in zip(steps, times):
+            t.append(_time(lambda step=step: step(x)))
+    return tuple(float(np.median(t)) for t in times)
 
 
 def _build(name, policy, jit, fused, pointwise, batch, size, num_classes, batch_norm):
@@ -102,6 +119,7 @@ def _build(name, policy, jit, fused, pointwise, batch, size, num_classes, batch_
         kwargs["fused_batch_norm"] = False
     if not pointwise and name in _APPLICATIONS:
         kwargs["pointwise_matmul"] = False
+        kwargs["fused_add_relu"] = False
     model = models.get_model(name, num_classes, input_shape=(size, size, 3), **kwargs)
     model.compile(
         optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
@@ -113,7 +131,7 @@ def _build(name, policy, jit, fused, pointwise, batch, size, num_classes, batch_
 
 # Models whose batch norms can be switched between the fused layer and Keras' own.
 _FUSABLE = ("resnet50_gap", "mobilenetv2_gap", "inceptionv3_gap")
-# Models whose Conv2D layers can be switched between PointwiseMatmulConv2D and Keras' own.
+# Models whose Conv2D / Add layers can be switched to Keras' own (--plain_conv).
 _APPLICATIONS = _FUSABLE + ("vgg16_gap",)
 
 
@@ -151,16 +169,19 @@ def benchmark_model(name, keras_settings, torch_settings, batch, size, num_class
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, size, size, 3)).astype("float32")
     y = rng.integers(0, num_classes, size=batch).astype("int32")
+    # Both frameworks get the batch as their own in-memory tensor, made once (as PyTorch's
+    # worker does; a numpy batch would be copied into a new tensor at every Keras call).
+    x_tensor, y_tensor = tf.constant(x), tf.constant(y)
     steps = {}
     keras_model = None
     for setting in keras_settings:
-        train, infer, keras_model = keras_steps(name, setting, x, y, num_classes, batch_norm)
+        train, infer, keras_model = keras_steps(name, setting, x_tensor, y_tensor, num_classes, batch_norm)
         steps["keras " + keras_setting_name(setting)] = (train, infer)
         if FLAGS.fold and setting[2] and setting[3]:
             folded = models.fold_batch_norms(keras_model)
             if folded is not keras_model:
                 steps["keras " + keras_setting_name(setting) + " folded-bn"] = (
-                    None, lambda folded=folded: folded.predict_on_batch(x))
+                    None, lambda folded=folded: folded.predict_on_batch(x_tensor))
     worker = None
     if torch_settings:
         import torch_bench  # noqa: PLC0415  (only with --torch)
@@ -284,11 +305,13 @@ def main(argv):
             raise app.UsageError(f"--torch: no PyTorch version of {missing}; have {torch_bench.MODEL_NAMES}")
         torch_settings = ["float32", "bfloat16"] + (["compile float32", "compile bfloat16"] if FLAGS.torch_compile else [])
     if FLAGS.grouped_conv:
-        print(f"AlexNet conv4 forward+backward, batch {FLAGS.batch}: Conv2D(groups=2) vs GroupedConv2D")
+        print(f"AlexNet conv4 forward+backward, batch {FLAGS.batch}: Conv2D(groups=2) vs GroupedConv2D's split "
+              f"fallback vs GroupedConv2D (native grouped kernel: {native_grouped_conv_supported()})")
         for policy in FLAGS.policies:
-            keras_s, ours_s = benchmark_grouped_conv(policy, FLAGS.batch, max(3, FLAGS.repeats))
-            print(f"  {policy:<16} Conv2D {keras_s * 1e3:8.1f} ms  GroupedConv2D {ours_s * 1e3:8.1f} ms  "
-                  f"speed-up x{keras_s / ours_s:.1f}", flush=True)
+            keras_s, split_s, ours_s = benchmark_grouped_conv(policy, FLAGS.batch, max(3, FLAGS.repeats))
+            print(f"  {policy:<16} Conv2D {keras_s * 1e3:8.1f} ms  split {split_s * 1e3:8.1f} ms  "
+                  f"GroupedConv2D {ours_s * 1e3:8.1f} ms  vs Conv2D x{keras_s / ours_s:.1f}  "
+                  f"vs split x{split_s / ours_s:.2f}", flush=True)
     keras_settings = [(p, False, True, True) for p in FLAGS.policies]
     if FLAGS.jit:
         keras_settings += [(p, True, True, True) for p in FLAGS.policies]
