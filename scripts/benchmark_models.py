@@ -78,7 +78,7 @@ flags.DEFINE_integer("profile_top", 10, "With --profile, how many op types to li
 flags.DEFINE_boolean("quick", False, "Batch 8, 128x128, 3 rounds, 1 warm-up step: a fast look, not the protocol.")
 
 
-class _SplitGroupedConv2D(GroupedConv2D):
+class SplitGroupedConv2D(GroupedConv2D):
     """GroupedConv2D forced onto its fallback: one convolution per group, concatenated."""
 
     def convolution_op(self, inputs, kernel):
@@ -91,7 +91,7 @@ def benchmark_grouped_conv(policy, batch, repeats):
     supported), timed round-robin."""
     x = tf.constant(np.random.default_rng(0).normal(size=(batch, 13, 13, 384)).astype("float32"))
     steps = []
-    for cls in (keras.layers.Conv2D, _SplitGroupedConv2D, GroupedConv2D):
+    for cls in (keras.layers.Conv2D, SplitGroupedConv2D, GroupedConv2D):
         layer = cls(384, 3, padding="same", groups=2, dtype=policy)
         layer.build(x.shape)
 
