@@ -18,6 +18,8 @@ layer's own output is now after the ReLU).
 import keras
 import tensorflow as tf
 
+from keras_has.models.building import config_class_names
+
 _PACKAGE = "keras_has"
 
 
@@ -77,7 +79,9 @@ def _readers(config):
 
     def walk(node, reader):
         if isinstance(node, dict):
-            history = node.get("config", {}).get("keras_history") if node.get("class_name") == "__keras_tensor__" else None
+            history = None
+            if node.get("class_name") == "__keras_tensor__":
+                history = node.get("config", {}).get("keras_history")
             if history:
                 readers.setdefault(history[0], []).append(reader)
             for value in node.values():
@@ -98,11 +102,7 @@ def fuse_add_relu_pairs(config):
     layers = {layer["name"]: layer for layer in config["layers"]}
     outputs = {str(item[0]) for item in _flat_outputs(config.get("output_layers", []))}
     readers = _readers(config)
-    names = {
-        "module": Add.__module__,
-        "class_name": Add.__name__,
-        "registered_name": keras.saving.get_registered_name(Add),
-    }
+    names = config_class_names(Add)
     fused = 0
     for layer in config["layers"]:
         if (
@@ -134,4 +134,6 @@ def _flat_outputs(output_layers):
     """``output_layers`` of a config as a list of ``[name, node, index]`` entries."""
     if output_layers and isinstance(output_layers[0], str):
         return [output_layers]
-    return [item for item in output_layers if isinstance(item, (list, tuple)) and item and isinstance(item[0], str)]
+    return [
+        item for item in output_layers if isinstance(item, (list, tuple)) and item and isinstance(item[0], str)
+    ]

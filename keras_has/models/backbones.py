@@ -47,6 +47,7 @@ from keras_has.models.building import (
     check_dtype_policy,
     check_input_shape,
     check_num_classes,
+    config_class_names,
     gap_classifier,
 )
 from keras_has.models.caffe_layers import conv2d
@@ -224,11 +225,7 @@ def _load_pretrained(kind, application, weights, input_shape):
 def _swap_layer_class(config, class_name, replacement):
     """Swaps every ``keras.layers.<class_name>`` of an application config for
     ``replacement`` (a subclass with the same arguments, variables and names)."""
-    names = {
-        "module": replacement.__module__,
-        "class_name": replacement.__name__,
-        "registered_name": keras.saving.get_registered_name(replacement),
-    }
+    names = config_class_names(replacement)
     for layer in config["layers"]:
         if layer["class_name"] == class_name and layer.get("module") == "keras.layers":
             layer.update(names)
@@ -337,7 +334,14 @@ def _backbone_gap(
 
     inputs = keras.Input(shape=input_shape, name="images")
     x = build_backbone(
-        kind, input_shape, weights, dtype_policy, seeds.next(), fused_batch_norm, pointwise_matmul, fused_add_relu
+        kind,
+        input_shape,
+        weights,
+        dtype_policy,
+        seeds.next(),
+        fused_batch_norm,
+        pointwise_matmul,
+        fused_add_relu,
     )(inputs)
     for i, filters in enumerate(cam_convs, start=1):
         last = i == len(cam_convs)

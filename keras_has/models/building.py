@@ -79,3 +79,13 @@ class LayerSeeds:
         config = keras.initializers.serialize(keras.initializers.get(name))
         config["config"]["seed"] = self.next()
         return keras.initializers.deserialize(config)
+
+
+def config_class_names(cls):
+    """The ``module`` / ``class_name`` / ``registered_name`` entries that make a layer
+    config entry build ``cls`` (a registered Keras serializable)."""
+    return {
+        "module": cls.__module__,
+        "class_name": cls.__name__,
+        "registered_name": keras.saving.get_registered_name(cls),
+    }
