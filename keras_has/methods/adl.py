@@ -16,6 +16,7 @@ import keras
 
 from keras_has.methods.base import Method
 from keras_has.methods.layers import AttentionDropout
+from keras_has.models.building import walk_tensor_references
 
 # model name -> layers an ADL follows (tiny_gap's depend on its widths and pools).
 DEFAULT_LAYERS = {
@@ -45,18 +46,6 @@ def default_layers(model_name: str, model_kwargs) -> tuple[str, ...] | None:
     return DEFAULT_LAYERS.get(model_name)
 
 
-def _walk(obj, fn):
-    """Calls `fn(d)` on every dict `d` with a `keras_history` inside `obj`."""
-    if isinstance(obj, dict):
-        if "keras_history" in obj:
-            fn(obj)
-        for value in obj.values():
-            _walk(value, fn)
-    elif isinstance(obj, (list, tuple)):
-        for value in obj:
-            _walk(value, fn)
-
-
 def _insert(config: dict, target: str, new_layer: dict, output) -> bool:
     """Inserts `new_layer` after `target` in a functional config (recursing into nested
     functional models); returns whether `target` was found."""
@@ -76,7 +65,7 @@ def _insert(config: dict, target: str, new_layer: dict, output) -> bool:
 
             for other in layers:
                 if other is not layer:
-                    _walk(other.get("inbound_nodes", []), rewire)
+                    walk_tensor_references(other.get("inbound_nodes", []), rewire)
             outputs = config["output_layers"]
             if outputs and isinstance(outputs[0], str):  # a single output: [name, 0, 0]
                 if outputs[0] == target:

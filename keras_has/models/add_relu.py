@@ -18,7 +18,7 @@ layer's own output is now after the ReLU).
 import keras
 import tensorflow as tf
 
-from keras_has.models.building import config_class_names
+from keras_has.models.building import config_class_names, walk_tensor_references
 
 _PACKAGE = "keras_has"
 
@@ -76,22 +76,11 @@ AddReLU = Add
 def _readers(config):
     """{layer name: names of the layers that take its output}."""
     readers = {layer["name"]: [] for layer in config["layers"]}
-
-    def walk(node, reader):
-        if isinstance(node, dict):
-            history = None
-            if node.get("class_name") == "__keras_tensor__":
-                history = node.get("config", {}).get("keras_history")
-            if history:
-                readers.setdefault(history[0], []).append(reader)
-            for value in node.values():
-                walk(value, reader)
-        elif isinstance(node, (list, tuple)):
-            for value in node:
-                walk(value, reader)
-
     for layer in config["layers"]:
-        walk(layer.get("inbound_nodes", []), layer["name"])
+        walk_tensor_references(
+            layer.get("inbound_nodes", []),
+            lambda tensor, reader=layer["name"]: readers.setdefault(tensor["keras_history"][0], []).append(reader),
+        )
     return readers
 
 
@@ -100,7 +89,10 @@ def fuse_add_relu_pairs(config):
     read only by an ``Activation("relu")`` computes the ReLU itself and the activation
     becomes linear. Returns the number of pairs fused."""
     layers = {layer["name"]: layer for layer in config["layers"]}
-    outputs = {str(item[0]) for item in _flat_outputs(config.get("output_layers", []))}
+    output_layers = config.get("output_layers", [])
+    if output_layers and isinstance(output_layers[0], str):  # a single output: [name, 0, 0]
+        output_layers = [output_layers]
+    outputs = {entry[0] for entry in output_layers}
     readers = _readers(config)
     names = config_class_names(Add)
     fused = 0
@@ -129,11 +121,3 @@ def fuse_add_relu_pairs(config):
         fused += 1
     return fused
 
-
-def _flat_outputs(output_layers):
-    """``output_layers`` of a config as a list of ``[name, node, index]`` entries."""
-    if output_layers and isinstance(output_layers[0], str):
-        return [output_layers]
-    return [
-        item for item in output_layers if isinstance(item, (list, tuple)) and item and isinstance(item[0], str)
-    ]

@@ -89,3 +89,16 @@ def config_class_names(cls):
         "class_name": cls.__name__,
         "registered_name": keras.saving.get_registered_name(cls),
     }
+
+
+def walk_tensor_references(obj, fn):
+    """Calls ``fn(d)`` on every dict ``d`` with a ``keras_history`` inside ``obj`` (a
+    functional config's ``inbound_nodes``: the references to other layers' outputs)."""
+    if isinstance(obj, dict):
+        if "keras_history" in obj:
+            fn(obj)
+        for value in obj.values():
+            walk_tensor_references(value, fn)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            walk_tensor_references(value, fn)

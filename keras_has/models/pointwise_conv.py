@@ -40,9 +40,9 @@ def _pointwise_forward_backward(x, kernel, bias, stride):
 
     def grad(dy):
         dy_rows = tf.reshape(dy, [-1, filters])
-        kernel_matrix = tf.reshape(kernel, [channels, filters])
         if stride == 1:
             sampled = x
+            kernel_matrix = tf.reshape(kernel, [channels, filters])
             dx = tf.reshape(tf.linalg.matmul(dy_rows, kernel_matrix, transpose_b=True), tf.shape(x))
         else:
             # A 1x1 max pool with the stride is the strided subsample, on oneDNN's pooling
