@@ -186,11 +186,45 @@ class _CoupledL2:
         return config
 
 
+class _RateOutsideMomentumSGD(keras.optimizers.SGD):
+    """Momentum SGD with the learning rate applied outside the momentum buffer, the
+    update of PyTorch's `torch.optim.SGD` (dampening 0) that wsolevaluation trains with:
+
+        v <- momentum * v + g;  w <- w - lr * v                  (plain)
+        v <- momentum * v + g;  w <- w - lr * (g + momentum * v)  (Nesterov)
+
+    Keras' own SGD keeps the rate inside the buffer (`m <- momentum * m - lr * g;
+    w <- w + m`). At a constant rate the two are the same; when the rate changes they
+    are not: after a 10x step down Keras' buffer still moves the weights at the old rate
+    for about 1 / (1 - momentum) steps, while the gradient that would correct the drift
+    is already 10x weaker, so the training loss rises at every step of the schedule.
+    Here the buffer holds gradients only, so a new rate takes effect at once (for a
+    cosine schedule the difference is small but the same argument holds). A variable
+    whose rate is 0 (the backbone during a head-only warm-up) still accumulates its
+    buffer, as a PyTorch parameter group with `lr=0` does.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        learning_rate = keras.ops.cast(learning_rate, variable.dtype)
+        gradient = keras.ops.cast(gradient, variable.dtype)
+        if self.momentum == 0:
+            self.assign_sub(variable, keras.ops.multiply(gradient, learning_rate))
+            return
+        momentum = keras.ops.cast(self.momentum, variable.dtype)
+        buffer = self.momentums[self._get_variable_index(variable)]
+        self.assign(buffer, keras.ops.add(keras.ops.multiply(buffer, momentum), gradient))
+        step = buffer
+        if self.nesterov:
+            step = keras.ops.add(gradient, keras.ops.multiply(buffer, momentum))
+        self.assign_sub(variable, keras.ops.multiply(step, learning_rate))
+
+
 @keras.saving.register_keras_serializable(package="keras_has")
-class L2SGD(_CoupledL2, keras.optimizers.SGD):
-    """Momentum SGD with `_CoupledL2`'s weight decay and head learning rate (Caffe's
-    update: `g' = g + l2 * w`, then momentum SGD on `g'`). Other arguments are
-    `keras.optimizers.SGD`'s.
+class L2SGD(_CoupledL2, _RateOutsideMomentumSGD):
+    """Momentum SGD with `_CoupledL2`'s weight decay and head learning rate: Caffe's and
+    PyTorch's update, `g' = g + l2 * w`, `v <- momentum * v + g'`, `w <- w - lr * v`
+    (see `_RateOutsideMomentumSGD`; the head multiplier and the warm-up scale multiply
+    `lr` in the last step only). Other arguments are `keras.optimizers.SGD`'s.
     """
 
 
