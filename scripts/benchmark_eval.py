@@ -16,8 +16,8 @@ import cv2
 import numba
 import numpy as np
 
-from keras_has import localization as loc
-from keras_has.metrics import LocalizationEvaluator
+from keras_has.localize import boxes as loc
+from keras_has.localize.metrics import LocalizationEvaluator
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_images", 20, "maps per path")

@@ -56,7 +56,7 @@ def main(argv):
     except ValueError as e:
         print(f"benchmark_finetune.py: invalid configuration: {e}", file=sys.stderr)
         return 2
-    from keras_has.finetune_benchmark import run_benchmark
+    from keras_has.experiments.finetune_benchmark import run_benchmark
 
     try:
         result = run_benchmark(config, output_dir=FLAGS.output_dir, seeds=seeds,

@@ -35,7 +35,7 @@ def main(argv):
 
     from keras_has import config as cfg
     from keras_has import data, methods, models
-    from keras_has.training import run_preprocessing
+    from keras_has.train.trainer import run_preprocessing
 
     base = cfg.TrainConfig(model="tiny_gap", output_dir="unused",
                            data=cfg.DataConfig(source="synthetic", image_size=FLAGS.size,

@@ -36,7 +36,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from keras_has import export, localization_tf, serving  # noqa: E402
+from keras_has.serve import export
+from keras_has.localize import boxes_tf as localization_tf
+from keras_has.serve import signatures as serving
 from keras_has.models import get_model  # noqa: E402
 
 FLAGS = flags.FLAGS

@@ -110,7 +110,7 @@ def main(argv):
     else:
         images = synthetic_images(FLAGS.num_images, FLAGS.size, FLAGS.seed)
     grid = hidden_grid(images, grid_sizes, FLAGS.hide_prob, FLAGS.seed)
-    from keras_has.visualize import save_png
+    from keras_has.localize.visualize import save_png
 
     save_png(FLAGS.output, grid)
     sizes = ", ".join(map(str, grid_sizes))

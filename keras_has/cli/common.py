@@ -6,10 +6,10 @@ import traceback
 
 from absl import app, flags
 
-from keras_has import console  # imports no TensorFlow
+from keras_has.util import console
 
 __all__ = ["command_name", "quiet_unless_verbosity", "run_reporting_errors",
-           "debug_requested", "run_command", "expected_errors", "one_line"]
+           "debug_requested", "check_against_registries", "run_command", "expected_errors", "one_line"]
 
 
 def command_name(argv) -> str:
@@ -37,7 +37,7 @@ def expected_errors() -> tuple:
     """The exception types reported in one line: bad data or settings found while
     running (also inside a TensorFlow graph), a run folder in use, a missing file, an
     output that exists."""
-    from keras_has.run_folder import RunFolderBusy
+    from keras_has.train.run_folder import RunFolderBusy
 
     types = [ValueError, RunFolderBusy, FileNotFoundError, FileExistsError]
     tf = sys.modules.get("tensorflow")
@@ -66,6 +66,30 @@ def run_reporting_errors(command: str, fn, *args, flag_values=flags.FLAGS, **kwa
         return None
 
 
+def check_against_registries(config) -> None:
+    """The checks of `config` that need the product's registries (known model, method,
+    dataset names; see `keras_has.train.checks`); ValueError naming the flag."""
+    from keras_has.config import ComparisonConfig, TrainConfig, TuneConfig
+    from keras_has.config.temporal import TemporalConfig
+
+    if isinstance(config, TrainConfig):
+        from keras_has.train.checks import check_train_config
+
+        check_train_config(config)
+    elif isinstance(config, ComparisonConfig):
+        from keras_has.train.checks import check_method_names
+
+        check_method_names(config.methods)
+    elif isinstance(config, TuneConfig):
+        from keras_has.train.checks import check_method_names
+
+        check_method_names((config.tune_method,), "tune_method")
+    elif isinstance(config, TemporalConfig):
+        from keras_has.temporal.training import check_temporal_config
+
+        check_temporal_config(config)
+
+
 def run_command(argv, config_classes, body, prepare=None,
                 flag_values: flags.FlagValues = flags.FLAGS) -> int:
     """The frame of every subcommand's `main`: no stray arguments, quiet start-up, the
@@ -84,6 +108,8 @@ def run_command(argv, config_classes, body, prepare=None,
     quiet_unless_verbosity(flag_values, verbose)
     try:
         configs = [config_from_flags(cls, flag_values) for cls in config_classes]
+        for config in configs:
+            check_against_registries(config)
         prepared = prepare(*configs) if prepare is not None else None
     except ValueError as e:
         if debug_requested(flag_values):

@@ -32,7 +32,7 @@ def _check(config, comparison):
 
 
 def _compare(command, config, comparison, _):
-    from keras_has.comparison import run_comparison
+    from keras_has.experiments.comparison import run_comparison
 
     result = run_comparison(config, output_dir=config.output_dir, verbose=config.verbose,
                             **dataclasses.asdict(comparison))

@@ -5,13 +5,13 @@
 
 It takes every flag of `keras-has train-temporal` (the flagfile's --segment_lengths and
 --hide_prob define the Hide-and-Seek arm; the baseline is the same run without hiding)
-plus the fields of `keras_has.temporal.config.TemporalComparisonConfig`, and prints the
+plus the fields of `keras_has.config.temporal.TemporalComparisonConfig`, and prints the
 detection mAP table; results.json and timeline.png go under --output_dir.
 """
 from __future__ import annotations
 
 from keras_has.cli import common, config_flags
-from keras_has.temporal.config import TemporalComparisonConfig, TemporalConfig
+from keras_has.config.temporal import TemporalComparisonConfig, TemporalConfig
 
 config_flags.define_config_flags(TemporalConfig)
 config_flags.define_config_flags(TemporalComparisonConfig)

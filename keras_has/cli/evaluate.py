@@ -6,28 +6,29 @@
     keras-has evaluate --model_path=runs/a/checkpoints/epoch_010.weights.h5 --model=tiny_gap \\
         --num_classes=3 --image_size=64 --source=synthetic
 
-Every flag is a field of `keras_has.command_config.EvaluateConfig`. A SavedModel must
+Every flag is a field of `keras_has.config.commands.EvaluateConfig`. A SavedModel must
 carry the `cam_features` signature (exports have it unless made with
 cam_signature=False); its image size and input preprocessing come from its
 assets/preprocessing.json. For a .keras file or a checkpoint of a training run, the
 preprocessing the run recorded in its folder (preprocessing.json) is used, so only the
 evaluated split is read and a fine-tuned pretrained backbone sees the inputs it was
 trained on. Prints the metrics table; with --out_dir writes metrics.json and gallery.png.
-The logic is `keras_has.evaluation.evaluate_model_file`.
+The logic is `keras_has.serve.evaluate.evaluate_model_file`.
 """
 from __future__ import annotations
 
 from keras_has.cli import common, config_flags
-from keras_has.command_config import EvaluateConfig
+from keras_has.config.commands import EvaluateConfig
 
 config_flags.define_config_flags(EvaluateConfig)
 
 
 def evaluate(config: EvaluateConfig):
     """Evaluates as `config` says; returns `(result, preprocessing, written)`."""
-    from keras_has import console, evaluation
+    from keras_has.util import console
+    from keras_has.serve import evaluate as serve_evaluate
 
-    return evaluation.evaluate_model_file(
+    return serve_evaluate.evaluate_model_file(
         config.model_path, config.source, split=config.split, model_name=config.model,
         num_classes=config.num_classes, image_size=config.image_size, mean=config.mean,
         std=config.std, preprocessing_mode=config.preprocessing,

@@ -5,36 +5,34 @@ box and CAM out).
     keras-has export --model_path=model.keras --output_dir=out --image_size=224 \\
         --mean=123.7,116.3,103.5 --std=58.4,57.1,57.4 --class_names=class_names.txt
 
-Every flag is a field of `keras_has.command_config.ExportConfig`. Settings not given come
-from the model's training run folder (`keras_has.run_folder.read_run_settings`): the
+Every flag is a field of `keras_has.config.commands.ExportConfig`. Settings not given come
+from the model's training run folder (`keras_has.train.run_folder.read_run_settings`): the
 image size from its config.json, the input preprocessing from its preprocessing.json
 (recorded by training: dataset statistics, or the backbone's keras.applications
 preprocessing for a fine-tuned pretrained model), the class names from its
 class_names.txt. Only a run that recorded none of them has its statistics measured on
---source. See keras_has.export.
+--source. See keras_has.serve.export.
 """
 from __future__ import annotations
 
 from keras_has.cli import common, config_flags
-from keras_has.command_config import ExportConfig
+from keras_has.config.commands import ExportConfig
 
 config_flags.define_config_flags(ExportConfig)
 
 
 def export(config: ExportConfig):
     """Exports as `config` says; returns the export directory."""
-    import keras
-
-    import keras_has.models  # noqa: F401  (registers the custom layers for loading)
-    from keras_has import run_folder
-    from keras_has.export import export_saved_model
+    from keras_has.serve.loading import load_keras_model
+    from keras_has.train import run_folder
+    from keras_has.serve.export import export_saved_model
 
     settings = run_folder.read_run_settings(
         model_path=config.model_path, train_config=config.train_config,
         image_size=config.image_size, mean=config.mean, std=config.std,
         class_names=run_folder.class_names_arg(config.class_names), source=config.source,
         split=config.split)
-    model = keras.saving.load_model(config.model_path, compile=False)
+    model = load_keras_model(config.model_path)
     return export_saved_model(
         model, config.output_dir, image_size=settings["image_size"],
         preprocessing=settings["preprocessing"], class_names=settings["class_names"],

@@ -10,7 +10,7 @@ read or decoded (not an image, corrupt, truncated) is reported by name on stderr
 skipped; the others are still answered, and the exit status is then 1. The output
 folder is locked for the run: a second predict into it fails at once. With a .keras
 model the settings come from its training run folder (as for `keras-has export`); a
-SavedModel carries its own. The logic is `keras_has.predict`.
+SavedModel carries its own. The logic is `keras_has.serve.predict`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import sys
 from absl import flags
 
 from keras_has.cli import common, config_flags
-from keras_has.command_config import PredictConfig
+from keras_has.config.commands import PredictConfig
 
 config_flags.define_config_flags(PredictConfig)
 
@@ -29,8 +29,8 @@ FLAGS = flags.FLAGS
 
 def predict(config: PredictConfig):
     """Predicts as `config` says; returns `(records, skipped, unmatched)`."""
-    from keras_has import predict as predict_lib
-    from keras_has import run_folder
+    from keras_has.serve import predict as predict_lib
+    from keras_has.train import run_folder
 
     predict_lib.model_kind(config.model_path)  # before any input is listed
     files, unmatched = predict_lib.expand_inputs(list(config.inputs))

@@ -4,15 +4,15 @@
     keras-has train --flagfile=alexnet_has_32 --source=/data/ILSVRC --output_dir=runs/a
 
 Every flag is a field of `keras_has.config.TrainConfig` or
-`keras_has.command_config.TrainOptions` (`keras_has.cli.config_flags`);
+`keras_has.config.commands.TrainOptions` (`keras_has.cli.config_flags`);
 flags after --flagfile override it. The flags become a validated config before anything
-is written; then `keras_has.training.train` runs. Running the same command again
+is written; then `keras_has.train.trainer.train` runs. Running the same command again
 resumes an interrupted run from its last finished epoch.
 """
 from __future__ import annotations
 
 from keras_has.cli import common, config_flags
-from keras_has.command_config import TrainOptions
+from keras_has.config.commands import TrainOptions
 from keras_has.config import TrainConfig
 
 config_flags.define_config_flags(TrainConfig)
@@ -20,7 +20,7 @@ config_flags.define_config_flags(TrainOptions)
 
 
 def _train(command, config, options, _):
-    from keras_has.training import train
+    from keras_has.train.trainer import train
 
     result = train(config, overwrite=options.overwrite)
     print(f"{command}: done; replicas={result.num_replicas} "

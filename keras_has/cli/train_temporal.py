@@ -4,7 +4,7 @@
     keras-has train-temporal --flagfile=thumos14_has --source=/data/thumos14_features \\
         --output_dir=runs/thumos14_has
 
-Every flag is a field of `keras_has.temporal.config.TemporalConfig`. The flags become a
+Every flag is a field of `keras_has.config.temporal.TemporalConfig`. The flags become a
 validated config before anything is written; the data source is then loaded and checked
 (errors name the file and line) before training. Running the same command again resumes
 an interrupted run. After training, the model is evaluated on --eval_split (detection mAP
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 
 from keras_has.cli import common, config_flags
-from keras_has.temporal.config import TemporalConfig
+from keras_has.config.temporal import TemporalConfig
 
 config_flags.define_config_flags(TemporalConfig)
 
@@ -28,7 +28,7 @@ def _load(config):
 
 
 def _train(command, config, source):
-    from keras_has.io_utils import atomic_write_json, jsonable
+    from keras_has.util.files import atomic_write_json, jsonable
     from keras_has.temporal.evaluation import evaluate_temporal
     from keras_has.temporal.training import train_temporal
 

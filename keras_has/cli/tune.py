@@ -24,8 +24,8 @@ config_flags.define_config_flags(TuneConfig)
 
 
 def _tune(command, config, tune, _):
-    from keras_has.console import fit_verbosity
-    from keras_has.tuning import run_tuning
+    from keras_has.util.console import fit_verbosity
+    from keras_has.experiments.tuning import run_tuning
 
     result = run_tuning(
         config, output_dir=config.output_dir, method=tune.tune_method, space=tune.space(),

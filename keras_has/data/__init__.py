@@ -16,7 +16,8 @@ from keras_has.data.pipeline import (
 )
 from keras_has.data.registry import get_source, list_sources
 from keras_has.data.sources import Source, WsolSource, decode_image
-from keras_has.data.stats import IMAGENET_MEAN, IMAGENET_STD, compute_normalization, get_normalization
+from keras_has.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from keras_has.data.stats import compute_normalization, get_normalization
 from keras_has.data.wsol_metadata import MetadataError, WsolSplit, read_split
 
 __all__ = [

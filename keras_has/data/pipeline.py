@@ -3,7 +3,7 @@
 Training (the paper's recipe scaled to `image_size` S): decode, resize the whole image to
 `R x R` with `R = round(S * 256 / 224)`, random `S x S` crop, random horizontal flip,
 preprocess (`(pixel - mean) / std` with the dataset's statistics, or a
-`keras_has.preprocessing.Preprocessing` such as a pretrained backbone's), batch,
+`keras_has.data.preprocessing.Preprocessing` such as a pretrained backbone's), batch,
 `hide_patches` (fill = the dataset's mean pixel in the model's value space: 0 after
 dataset normalisation), prefetch.
 
@@ -184,13 +184,13 @@ def _check_hiding(hiding):
 
 def _resolve_preprocessing(source, mean, std, preprocessing, split, cache_dir):
     """The `Preprocessing` the pipeline applies (dataset statistics unless given)."""
-    from keras_has.preprocessing import Preprocessing, make_preprocessing
+    from keras_has.data.preprocessing import Preprocessing, make_preprocessing
 
     if preprocessing is None:
         mean, std = _resolve_normalization(source, mean, std, split, cache_dir)
         return make_preprocessing("dataset", mean, std)
     if not isinstance(preprocessing, Preprocessing):
-        raise ValueError("`preprocessing` must be a keras_has.preprocessing.Preprocessing or "
+        raise ValueError("`preprocessing` must be a keras_has.data.preprocessing.Preprocessing or "
                          f"None; received {type(preprocessing).__name__}.")
     if mean is not None or std is not None:
         raise ValueError("pass either `preprocessing` or `mean`/`std`, not both.")
@@ -235,7 +235,7 @@ def make_train_dataset(source, image_size, batch_size, hiding=None, seed=None, s
       shuffle: shuffle the example order (each epoch anew).
       resize_size: pre-crop size (default `round(S * 256 / 224)`).
       stats_cache_dir: where statistics are cached when the data folder is read-only.
-      preprocessing: a `keras_has.preprocessing.Preprocessing` applied instead of
+      preprocessing: a `keras_has.data.preprocessing.Preprocessing` applied instead of
         `mean` / `std` (e.g. a pretrained backbone's); None uses the statistics.
     """
     source = get_source(source) if not isinstance(source, Source) else source
@@ -304,7 +304,7 @@ def make_eval_dataset(source, image_size, batch_size, split="test", mean=None, s
       stats_split: split whose statistics normalise (default: "train" if offered, else
         `split`); ignored when `mean` and `std` are given.
       stats_cache_dir: where statistics are cached when the data folder is read-only.
-      preprocessing: a `keras_has.preprocessing.Preprocessing` applied instead of
+      preprocessing: a `keras_has.data.preprocessing.Preprocessing` applied instead of
         `mean` / `std` (the training run's); None uses the statistics.
     """
     source = get_source(source) if not isinstance(source, Source) else source

@@ -15,13 +15,11 @@ import os
 
 import tensorflow as tf
 
-from keras_has.io_utils import atomic_write_json
+from keras_has.util.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
 # torchvision / Keras ImageNet statistics in the [0, 255] scale, for pretrained backbones.
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 _CACHE_VERSION = 1
 

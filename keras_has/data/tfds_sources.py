@@ -17,7 +17,7 @@ import tensorflow as tf
 from keras_has.data import wsol_metadata
 from keras_has.data.sources import (AUTOTUNE, Source, check_complete_image, decode_image,
                                     mask_tight_box)
-from keras_has.data.stats import IMAGENET_MEAN, IMAGENET_STD
+from keras_has.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_SHUFFLE_BUFFER = 256
 

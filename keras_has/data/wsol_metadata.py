@@ -102,7 +102,7 @@ def read_class_names(root: str) -> tuple | None:
     path = os.path.join(root, "class_names.txt")
     if not os.path.isfile(path):
         return None
-    from keras_has.io_utils import read_class_names as read_names_file
+    from keras_has.util.files import read_class_names as read_names_file
 
     try:
         return read_names_file(path)

@@ -8,7 +8,7 @@
 
 A method declares only what it changes (`keras_has.methods.base.Method`); the
 trainer calls `method.build`, `method.pipeline_hiding`, `method.loss` and
-`prepare_training`, and everything that computes CAMs goes through `keras_has.cam`,
+`prepare_training`, and everything that computes CAMs goes through `keras_has.localize.cams`,
 which reads the rule recorded in the model (`keras_has.methods.layers.MethodHead`).
 See docs/design/methods.md.
 """

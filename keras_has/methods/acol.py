@@ -7,7 +7,7 @@ model's logits; `AcolErase` zeroes `F` where A's min-max normalised CAM of the l
 (the top-1 class at inference) is >= `acol_threshold`, and branch B (same shape,
 `acol_b_features`, `classifier_b`) classifies the erased features. Loss: the
 cross-entropy of both branches. CAM: per class, the maximum of the two branches'
-min-max normalised CAMs (`AcolHead` records it for `keras_has.cam`).
+min-max normalised CAMs (`AcolHead` records it for `keras_has.localize.cams`).
 """
 import keras
 

@@ -8,7 +8,7 @@ A `Method` declares only what it changes (every hook defaults to "nothing"):
   (CutMix), returning the images and the extra loss inputs;
 - `build(model, seed)`: layers inserted into the backbone (ADL) or extra heads and
   their losses (ACoL, SPG); the returned model keeps the single float32 logits output,
-  and a `MethodHead` last layer records how its CAM is computed (`keras_has.cam`);
+  and a `MethodHead` last layer records how its CAM is computed (`keras_has.localize.cams`);
 - `loss()`: the compiled classification loss (CutMix mixes two labels);
 - `check(config)`: what the method needs from the rest of the configuration.
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_has import cam as cam_lib
+from keras_has.models import building as cam_lib
 
 __all__ = ["feature_layer_info", "initializer"]
 

@@ -6,7 +6,7 @@
   with extra heads. They return the main logits unchanged, add the method's auxiliary
   losses during training (`add_loss`) and record in their config how the method's CAM
   is computed (`cam_branches`, `cam_fusion`), so that a reloaded model gives its
-  method's CAM through `keras_has.cam` (see docs/design/methods.md).
+  method's CAM through `keras_has.localize.cams` (see docs/design/methods.md).
 
 Labels during training come from `keras_has.methods.context.current()` (set by the
 wrapped train step); without it (inference, evaluation, export) the top-1 class is used.

@@ -15,7 +15,6 @@ global policy (``keras.config.set_dtype_policy``). The classifier is always floa
 import inspect
 
 from keras_has.models import caffe_layers  # noqa: F401  (registers the custom layers for loading)
-import keras_has.methods.layers  # noqa: F401,E402  (registers the WSOL method layers for loading)
 from keras_has.models.alexnet_gap import alexnet_gap
 from keras_has.models.backbones import inceptionv3_gap, mobilenetv2_gap, resnet50_gap, vgg16_gap
 from keras_has.models.folding import fold_batch_norms

@@ -36,7 +36,7 @@ weights do not depend on it) and copied into the model at ``input_shape``.
 
 ImageNet weights expect ``keras.applications`` preprocessing (caffe-style BGR mean
 subtraction for VGG16/ResNet50, [-1, 1] for InceptionV3/MobileNetV2):
-``keras_has.preprocessing`` provides it, and training picks it whenever weights are loaded.
+``keras_has.data.preprocessing`` provides it, and training picks it whenever weights are loaded.
 """
 import os
 

@@ -2,6 +2,12 @@
 and per-layer initialisation seeds."""
 import keras
 
+# The layer names of the CAM contract: the last conv feature map and the Dense classifier
+# over its global average (every model of keras_has.models has both).
+FEATURES_LAYER = "cam_features"
+CLASSIFIER_LAYER = "classifier"
+
+
 def check_dtype_policy(dtype_policy):
     """Returns ``dtype_policy`` (None or a Keras policy name) after checking it exists."""
     if dtype_policy is None:

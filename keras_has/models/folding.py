@@ -20,7 +20,7 @@ run in float32 after it: the outputs then agree to that dtype's precision (bfloa
 about 1e-2 of the activations' scale), not to float32 rounding.
 
 The copy keeps every layer name (``cam_features``, ``classifier``, the method layers), so
-everything that reads the model contract (``keras_has.cam``, evaluation, export) works on
+everything that reads the model contract (``keras_has.localize.cams``, evaluation, export) works on
 it; the folded batch norms become ``FoldedBatchNorm`` pass-through layers of the same
 name. It is for inference only: training it would train convolutions without their
 batch norms.

@@ -27,7 +27,7 @@ _LAZY = {
     "load_feature_folder": "keras_has.temporal.features",
     "convert_thumos14": "keras_has.temporal.features",
     "load_tfds_source": "keras_has.temporal.tfds_builder",
-    "TemporalConfig": "keras_has.temporal.config",
+    "TemporalConfig": "keras_has.config.temporal",
     "train_temporal": "keras_has.temporal.training",
     "evaluate_temporal": "keras_has.temporal.evaluation",
     "run_temporal_comparison": "keras_has.temporal.comparison",

@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from keras_has.io_utils import atomic_write_json, jsonable
-from keras_has.temporal.config import TemporalConfig
+from keras_has.util.files import atomic_write_json, jsonable
+from keras_has.config.temporal import TemporalConfig
 
 __all__ = ["ARMS", "ARM_LABELS", "run_temporal_comparison", "summarize", "format_table",
            "TemporalComparisonResult"]

@@ -33,7 +33,7 @@ import re
 
 import numpy as np
 
-from keras_has.io_utils import atomic_write_bytes
+from keras_has.util.files import atomic_write_bytes
 from keras_has.temporal.data import TemporalSource, Video
 
 __all__ = ["load_feature_folder", "convert_thumos14", "FeatureFolderError"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from keras_has.io_utils import atomic_write_bytes
+from keras_has.util.files import atomic_write_bytes
 
 __all__ = ["timeline_image", "write_timeline"]
 

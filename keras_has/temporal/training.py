@@ -1,7 +1,7 @@
 """Training the temporal GAP model (baseline or Hide-and-Seek in time), with resume.
 
 `train_temporal(config, source=None)` reuses the image trainer's conventions and
-pieces (`keras_has.training`): the strategy (`make_strategy`), the mixed-precision
+pieces (`keras_has.train.trainer`): the strategy (`make_strategy`), the mixed-precision
 policy (`resolve_mixed_precision`, passed to the model builder, never set globally),
 resume after a kill (`AtomicBackupAndRestore`), atomic writes, and this run folder:
 
@@ -27,12 +27,23 @@ import os
 import keras
 import numpy as np
 
-from keras_has.io_utils import atomic_path, atomic_write_json
-from keras_has.temporal.config import TemporalConfig
+from keras_has.util.files import atomic_path, atomic_write_json
+from keras_has.config.temporal import TemporalConfig
 from keras_has.temporal.data import make_dataset, mean_feature
 from keras_has.temporal.model import build_temporal_gap, normalized_target_loss
 
 __all__ = ["train_temporal", "TemporalTrainResult", "load_source", "normalized_target_loss"]
+
+
+def check_temporal_config(config: TemporalConfig) -> TemporalConfig:
+    """Returns `config` after the checks that need the synthetic data's registry
+    (`keras_has.config.temporal` checks the rest); ValueError naming the flag."""
+    from keras_has.temporal.synthetic import CONFIGS
+
+    if config.source == "synthetic" and config.source_config not in CONFIGS:
+        raise ValueError(f"source_config: expected one of {sorted(CONFIGS)}, received "
+                         f"{config.source_config!r}")
+    return config
 
 
 def load_source(config: TemporalConfig):
@@ -92,8 +103,9 @@ def train_temporal(config: TemporalConfig, source=None) -> TemporalTrainResult:
     """
     if not isinstance(config, TemporalConfig):
         raise TypeError(f"config: expected a TemporalConfig, received {type(config).__name__}")
-    from keras_has.training import (AtomicBackupAndRestore, make_strategy, read_csv_log,
-                                    resolve_mixed_precision)
+    check_temporal_config(config)
+    from keras_has.train.strategy import make_strategy, resolve_mixed_precision
+    from keras_has.train.trainer import AtomicBackupAndRestore, read_csv_log
 
     strategy = make_strategy(config.strategy)
     policy = resolve_mixed_precision(config.mixed_precision, config.strategy)

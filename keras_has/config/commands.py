@@ -1,0 +1,259 @@
+"""Settings of the model-file commands (evaluate, export, predict): frozen dataclasses,
+validated once at construction, like `keras_has.config.TrainConfig`. The `keras-has`
+subcommands derive their flags from these fields (`keras_has.cli.config_flags`); library
+functions take the values. Nothing here reads files beyond checking that paths exist."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from keras_has.config.checks import fail as _fail
+from keras_has.config.checks import is_int as _is_int
+from keras_has.config.checks import is_number as _is_number
+
+__all__ = ["TrainOptions", "EvaluateConfig", "ExportConfig", "PredictConfig",
+           "CAM_CURVE_INTERVAL", "BOX_RULES"]
+
+# The step of MaxBoxAcc's CAM threshold sweep everywhere (wsolevaluation's config default;
+# its command line examples use 0.001; the comparison figures were measured with 0.01).
+CAM_CURVE_INTERVAL = 0.01
+BOX_RULES = ("tight", "wsolevaluation")
+
+
+def _fraction(name, value):
+    if not _is_number(value) or not 0.0 <= value <= 1.0:
+        _fail(name, value, "a fraction in [0, 1]")
+
+
+def _positive(name, value, allow_none=False):
+    if value is None and allow_none:
+        return
+    if not _is_int(value) or value < 1:
+        _fail(name, value, "an integer >= 1" + (" or none" if allow_none else ""))
+
+
+def _triple(name, value):
+    if value is None:
+        return None
+    value = tuple(value)
+    if len(value) != 3 or not all(_is_number(v) for v in value):
+        _fail(name, list(value), "3 numbers (one per RGB channel, [0, 255] scale)")
+    return tuple(float(v) for v in value)
+
+
+def _mean_std(config):
+    object.__setattr__(config, "mean", _triple("mean", config.mean))
+    object.__setattr__(config, "std", _triple("std", config.std))
+    if (config.mean is None) != (config.std is None):
+        _fail("mean" if config.mean is None else "std", None,
+              "a value when --mean / --std is given (both or neither)")
+    if config.std is not None and min(config.std) <= 0:
+        _fail("std", list(config.std), "3 positive numbers")
+
+
+def _required(name, value):
+    if not isinstance(value, str) or not value:
+        _fail(name, value, f"a path (--{name})")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """How `keras-has train` treats its run folder (not part of the run's settings, so
+    not in `TrainConfig` and its config.json).
+
+    Args:
+      overwrite: start over in an output_dir that holds a run with other settings (the
+        old folder is moved aside to <output_dir>.old-<time>); without it such a rerun is
+        refused, listing the differences.
+    """
+
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.overwrite, bool):
+            _fail("overwrite", self.overwrite, "a boolean")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """What `keras-has evaluate` measures (`keras_has.serve.evaluate.evaluate_model_file`).
+
+    Args:
+      model_path: a .keras file, a .weights.h5 checkpoint (with model and num_classes) or
+        a SavedModel directory with the cam_features signature.
+      model: model name (keras_has.models.list_models()), for a weights checkpoint.
+      num_classes: number of classes, for a weights checkpoint.
+      source: source name, WSOL metadata folder or TFDS name.
+      split: split to evaluate.
+      image_size: evaluation image size (none: the export's, the .keras model's input, or
+        224 for a checkpoint).
+      mean: 3 per-channel means, pixel scale, with std (none: the export's or the run's
+        recorded preprocessing).
+      std: 3 per-channel stds, pixel scale, with mean.
+      preprocessing: input preprocessing: dataset, caffe, tf or torch (none: the export's
+        or the run's recorded one, else dataset statistics of the source's training split).
+      batch_size: images per batch.
+      cam_threshold: fixed CAM threshold (fraction of the max) of GT-known and Top-1 Loc.
+      cam_curve_interval: step of the CAM threshold sweep of MaxBoxAcc (the same default
+        as the comparison's).
+      box_rule: tight (the tight box of the largest region) or wsolevaluation (its
+        contour rule, bit for bit).
+      num_examples: images in the PNG gallery (0: none).
+      max_batches: evaluate at most this many batches (none: the whole split).
+      out_dir: where metrics.json and gallery.png go (none: nothing written).
+      skip_corrupt: WSOL folders: skip unreadable images of the split (their number and
+        ids are reported with the metrics) instead of failing.
+    """
+
+    model_path: str
+    model: str | None = None
+    num_classes: int | None = None
+    source: str = "synthetic"
+    split: str = "test"
+    image_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    preprocessing: str | None = None
+    batch_size: int = 32
+    cam_threshold: float = 0.2
+    cam_curve_interval: float = CAM_CURVE_INTERVAL
+    box_rule: str = "tight"
+    num_examples: int = 16
+    max_batches: int | None = None
+    out_dir: str | None = None
+    skip_corrupt: bool = False
+
+    def __post_init__(self):
+        _required("model_path", self.model_path)
+        if not os.path.exists(self.model_path):
+            _fail("model_path", self.model_path, "an existing model file or SavedModel folder")
+        _positive("num_classes", self.num_classes, allow_none=True)
+        _positive("image_size", self.image_size, allow_none=True)
+        _mean_std(self)
+        if self.preprocessing not in (None, "dataset", "caffe", "tf", "torch"):
+            _fail("preprocessing", self.preprocessing, "dataset, caffe, tf, torch or none")
+        _positive("batch_size", self.batch_size)
+        _fraction("cam_threshold", self.cam_threshold)
+        if not _is_number(self.cam_curve_interval) or not 0 < self.cam_curve_interval < 1:
+            _fail("cam_curve_interval", self.cam_curve_interval, "a step in (0, 1)")
+        if self.box_rule not in BOX_RULES:
+            _fail("box_rule", self.box_rule, f"one of {list(BOX_RULES)}")
+        if not _is_int(self.num_examples) or self.num_examples < 0:
+            _fail("num_examples", self.num_examples, "an integer >= 0")
+        _positive("max_batches", self.max_batches, allow_none=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """What `keras-has export` writes (`keras_has.serve.export.export_saved_model`). Settings
+    left at none come from the model's training run folder.
+
+    Args:
+      model_path: the trained model, a .keras file.
+      output_dir: the SavedModel directory to create.
+      train_config: a training config.json (none: the one in the model's run folder).
+      image_size: model input side (none: from the training config).
+      mean: per-channel mean in [0, 255], 3 values, with std (none: the run's recorded
+        preprocessing).
+      std: per-channel std in [0, 255], 3 values, with mean.
+      source: data source to measure mean/std on or take class names from when the run
+        recorded none (none: the training config's).
+      split: split the statistics are measured on in that case (none: the config's
+        training split).
+      class_names: comma-separated names or a one-name-per-line file (none: the run's
+        class_names.txt, else the source's).
+      cam_threshold: CAM threshold, a fraction of each CAM's max.
+      top_k: classes returned per image.
+      max_image_pixels: largest height * width decoded from bytes (larger: marked invalid).
+      overwrite: replace an existing output_dir.
+      cam_signature: add the cam_features signature that keras-has evaluate uses to
+        evaluate the export.
+      fold_batch_norm: serve a copy of the model with every batch norm that follows a
+        convolution folded into it (keras_has.models.fold_batch_norms: the same outputs
+        up to float rounding, faster inference).
+    """
+
+    model_path: str
+    output_dir: str
+    train_config: str | None = None
+    image_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    source: str | None = None
+    split: str | None = None
+    class_names: str | None = None
+    cam_threshold: float = 0.2
+    top_k: int = 5
+    max_image_pixels: int = 50_000_000
+    overwrite: bool = False
+    cam_signature: bool = True
+    fold_batch_norm: bool = True
+
+    def __post_init__(self):
+        _required("model_path", self.model_path)
+        _required("output_dir", self.output_dir)
+        if not os.path.isfile(self.model_path) or not self.model_path.endswith(".keras"):
+            _fail("model_path", self.model_path, "an existing .keras file")
+        if os.path.exists(self.output_dir) and not self.overwrite:
+            _fail("output_dir", self.output_dir,
+                  "a new folder (this one already exists; pass --overwrite to replace it)")
+        _positive("image_size", self.image_size, allow_none=True)
+        _mean_std(self)
+        _fraction("cam_threshold", self.cam_threshold)
+        _positive("top_k", self.top_k)
+        _positive("max_image_pixels", self.max_image_pixels)
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictConfig:
+    """What `keras-has predict` answers (`keras_has.serve.predict`). The settings after
+    `overlays` apply to a .keras model only (a SavedModel carries its own); left at none
+    they come from the model's training run folder.
+
+    Args:
+      model_path: an exported SavedModel directory or a .keras model.
+      output_dir: where predictions.jsonl and overlays/ are written.
+      inputs: image files, globs or folders (also accepted as positional arguments).
+      batch_size: images per call of the model.
+      overlays: write PNG overlays (CAM heatmap and box).
+      train_config: .keras only: training config.json (none: the run folder's).
+      image_size: .keras only: model input side (none: from the training config).
+      mean: .keras only: per-channel mean in [0, 255], with std.
+      std: .keras only: per-channel std in [0, 255], with mean.
+      source: .keras only: data source for mean/std/class names when the run recorded
+        none.
+      class_names: .keras only: comma-separated names or a names file.
+      cam_threshold: .keras only: CAM threshold (fraction of the max).
+      top_k: .keras only: classes reported per image.
+      fold_batch_norm: .keras only: answer with the batch norms that follow convolutions
+        folded into them, as its export does (same outputs up to float rounding).
+    """
+
+    model_path: str
+    output_dir: str
+    inputs: tuple[str, ...] = ()
+    batch_size: int = 16
+    overlays: bool = True
+    train_config: str | None = None
+    image_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    source: str | None = None
+    class_names: str | None = None
+    cam_threshold: float = 0.2
+    top_k: int = 5
+    fold_batch_norm: bool = True
+
+    def __post_init__(self):
+        _required("model_path", self.model_path)
+        _required("output_dir", self.output_dir)
+        if not os.path.exists(self.model_path):
+            _fail("model_path", self.model_path, "an existing SavedModel folder or .keras file")
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        if not self.inputs:
+            _fail("inputs", [], "image files, globs or folders")
+        _positive("batch_size", self.batch_size)
+        _positive("image_size", self.image_size, allow_none=True)
+        _mean_std(self)
+        _fraction("cam_threshold", self.cam_threshold)
+        _positive("top_k", self.top_k)

@@ -1,0 +1,513 @@
+"""Boxes from class activation maps, and box IoU.
+
+Conventions (docs/architecture.md):
+
+* Boxes are ``x0, y0, x1, y1`` in pixels of the map they were read from, inclusive
+  corners: a box's width is ``x1 - x0 + 1``.
+* A CAM threshold ``t`` is a fraction of each map's maximum after min-max
+  normalisation. The map is quantised like wsolevaluation does it,
+  ``gray = uint8(floor(cam * 255))``, and the foreground at ``t`` is
+  ``gray > level`` with ``level = int(t * max(gray))`` (``cv2.threshold``'s
+  ``THRESH_BINARY`` semantics). Every threshold therefore maps to one of at most 256
+  integer *levels*, and the whole threshold sweep only has that many distinct
+  foregrounds.
+
+Two box rules:
+
+* ``box_rule="tight"`` (default, the project's rule, also implemented in-graph by the
+  exported SavedModel): regions are the 8-connected components of the foreground; the
+  largest region has the most pixels, ties going to the region whose first pixel in
+  row-major order comes first; its box is the tight inclusive box of its pixels. No
+  foreground gives ``(0, 0, 0, 0)``.
+* ``box_rule="wsolevaluation"``: reproduces clovaai/wsolevaluation's
+  ``compute_bboxes_from_scoremaps``: contours from ``cv2.findContours(RETR_TREE,
+  CHAIN_APPROX_SIMPLE)`` (hole contours included), the largest is the one of maximal
+  ``cv2.contourArea`` (first in OpenCV's order on ties), and its box is
+  ``x, y, x + w, y + h`` from ``cv2.boundingRect`` with ``x1, y1`` clipped to
+  ``W - 1, H - 1``; i.e. one pixel wider and taller than the tight inclusive box unless
+  the region touches the right / bottom border. See docs/design/evaluation.md.
+
+The threshold sweep (:func:`sweep_levels`) reads the regions
+of every level from one pass per map over the pixels sorted by value (a compiled
+union-find), instead of one OpenCV call per threshold.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numba
+import numpy as np
+
+__all__ = ['check_box_rule', 'check_boxes', 'normalize_cams', 'resize_cams', 'quantize_cams', 'threshold_levels', 'iou', 'best_iou', 'boxes_at_level', 'boxes_from_cams', 'LevelSweep', 'sweep_levels']
+
+BOX_RULES = ("tight", "wsolevaluation")
+
+
+# --------------------------------------------------------------------------- inputs
+
+def _as_maps(cams, name="cams"):
+    """Returns ``cams`` as a float array [B, H, W] (a single [H, W] map gets B = 1)."""
+    arr = np.asarray(cams)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
+                                   or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{name}: expected a numeric array, received dtype {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1] < 1 or arr.shape[2] < 1:
+        raise ValueError(f"{name}: expected shape [B, H, W] (or [H, W]) with H, W >= 1, "
+                         f"received shape {tuple(np.shape(cams))}")
+    return arr
+
+
+def _check_unit_range(maps, name="cams"):
+    if not np.isfinite(maps).all():
+        raise ValueError(f"{name}: contains NaN or inf; pass the maps through "
+                         "normalize_cams() first (it turns such maps into zeros)")
+    lo, hi = float(maps.min(initial=0.0)), float(maps.max(initial=0.0))
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"{name}: expected values in [0, 1] (min-max normalised maps), "
+                         f"received min {lo:g}, max {hi:g}; use normalize_cams()")
+
+
+def check_box_rule(box_rule):
+    """Raises ValueError unless `box_rule` is one of `BOX_RULES`."""
+    if box_rule not in BOX_RULES:
+        raise ValueError(f"box_rule: expected one of {BOX_RULES}, received {box_rule!r}")
+
+
+def check_boxes(boxes, name="boxes", allow_padding=False):
+    """Checks an ``[..., 4]`` array of inclusive ``x0, y0, x1, y1`` boxes.
+
+    Args:
+        boxes: array-like ``[..., 4]``.
+        name: argument name used in error messages.
+        allow_padding: if True, rows that are all ``-1`` (padding) are accepted.
+
+    Returns:
+        The boxes as a float64 array.
+
+    Raises:
+        ValueError: wrong last dimension, non-finite values, or ``x1 < x0`` /
+            ``y1 < y0`` / negative coordinates on a non-padding row.
+    """
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.ndim < 1 or arr.shape[-1] != 4:
+        raise ValueError(f"{name}: expected shape [..., 4] (x0, y0, x1, y1), received "
+                         f"shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: contains NaN or inf")
+    rows = arr.reshape(-1, 4)
+    valid = ~np.all(rows == -1, axis=1) if allow_padding else np.ones(len(rows), bool)
+    bad = valid & ((rows[:, 2] < rows[:, 0]) | (rows[:, 3] < rows[:, 1])
+                   | (rows[:, :2] < 0).any(axis=1))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}: box {np.unravel_index(i, arr.shape[:-1]) if arr.ndim > 1 else ()} "
+                         f"= {rows[i].tolist()} violates the x0, y0, x1, y1 inclusive "
+                         "convention (expected 0 <= x0 <= x1 and 0 <= y0 <= y1)")
+    return arr
+
+
+# ----------------------------------------------------------------- maps: normalise
+
+def normalize_cams(cams):
+    """Per-map min-max normalisation to [0, 1].
+
+    Args:
+        cams: array-like ``[B, H, W]`` (or one ``[H, W]`` map).
+
+    Returns:
+        float32 ``[B, H, W]``. A constant map, or one containing NaN or inf, becomes
+        all zeros (as wsolevaluation's ``normalize_scoremap`` does for NaN maps).
+    """
+    maps = _as_maps(cams).astype(np.float32, copy=True)
+    flat = maps.reshape(len(maps), -1)
+    finite = np.isfinite(flat).all(axis=1)
+    lo = np.where(finite, flat.min(axis=1), 0.0)
+    hi = np.where(finite, flat.max(axis=1), 0.0)
+    span = (hi - lo).astype(np.float32)
+    ok = finite & (span > 0)
+    out = np.zeros_like(flat)
+    out[ok] = (flat[ok] - lo[ok, None]) / span[ok, None]
+    np.clip(out, 0.0, 1.0, out=out)
+    return out.reshape(maps.shape)
+
+
+def resize_cams(cams, size):
+    """Bilinear upsampling (or downsampling) of ``[B, h, w]`` maps to ``size = (H, W)``.
+
+    Uses ``cv2.resize(..., INTER_LINEAR)`` (half-pixel centres, the same sampling as
+    ``tf.image.resize(method="bilinear")`` and as wsolevaluation).
+
+    Returns:
+        float32 ``[B, H, W]``.
+    """
+    maps = _as_maps(cams).astype(np.float32)
+    try:
+        height, width = (int(s) for s in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size: expected (height, width), received {size!r}") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"size: expected positive (height, width), received {size!r}")
+    if maps.shape[1:] == (height, width):
+        return maps.copy()
+    out = np.empty((len(maps), height, width), np.float32)
+    for i, m in enumerate(maps):
+        out[i] = cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def quantize_cams(cams):
+    """``uint8(floor(cam * 255))`` of maps already in [0, 1], as wsolevaluation does."""
+    maps = _as_maps(cams)
+    _check_unit_range(maps)
+    return (maps.astype(np.float32) * 255).astype(np.uint8)
+
+
+def threshold_levels(thresholds, max_gray):
+    """Integer levels ``int(t * max_gray)`` for each threshold (foreground is ``gray > level``).
+
+    The product is taken in float64 exactly like ``int(threshold * np.max(image))`` in
+    wsolevaluation, so both agree on every threshold of a ``np.arange`` sweep.
+    """
+    t = np.asarray(thresholds, dtype=np.float64)
+    return np.floor(t * float(max_gray)).astype(np.int64)
+
+
+# ------------------------------------------------------------------------ IoU
+
+def iou(boxes_a, boxes_b):
+    """Pairwise IoU ``[N, M]`` of inclusive ``x0, y0, x1, y1`` boxes.
+
+    Areas count pixels: ``(x1 - x0 + 1) * (y1 - y0 + 1)``; e.g. ``(0, 0, 1, 1)`` and
+    ``(1, 1, 2, 2)`` share one pixel of 4 + 4 - 1 = 7, IoU 1/7.
+
+    Args:
+        boxes_a: ``[N, 4]`` (or one ``[4]`` box).
+        boxes_b: ``[M, 4]`` (or one ``[4]`` box).
+
+    Returns:
+        float64 ``[N, M]``.
+    """
+    a = check_boxes(np.atleast_2d(boxes_a), "boxes_a")
+    b = check_boxes(np.atleast_2d(boxes_b), "boxes_b")
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"iou: expected [N, 4] and [M, 4], received {a.shape} and {b.shape}")
+    return _iou_unchecked(a, b)
+
+
+def _iou_unchecked(a, b):
+    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix1 - ix0 + 1, 0, None) * np.clip(iy1 - iy0 + 1, 0, None)
+    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
+    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def best_iou(boxes, gt_boxes):
+    """For each box, the IoU with its best-matching ground-truth box: ``[N]``."""
+    gt = np.atleast_2d(np.asarray(gt_boxes, np.float64))
+    if gt.size == 0:
+        return np.zeros(len(np.atleast_2d(boxes)))
+    return _iou_unchecked(np.atleast_2d(np.asarray(boxes, np.float64)), gt).max(axis=1)
+
+
+# ------------------------------------------------------- single-level box reading
+
+def _regions_tight(fg):
+    """(counts, boxes, first) of the 8-connected regions of a binary uint8 image."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    if n <= 1:
+        return np.zeros(0, np.int64), np.zeros((0, 4), np.int64), np.zeros(0, np.int64)
+    st = stats[1:].astype(np.int64)
+    boxes = np.stack([st[:, 0], st[:, 1], st[:, 0] + st[:, 2] - 1,
+                      st[:, 1] + st[:, 3] - 1], axis=1)
+    # First pixel of each label in row-major order, independent of OpenCV's label order.
+    values, first_idx = np.unique(labels.ravel(), return_index=True)
+    first = np.zeros(n, np.int64)
+    first[values] = first_idx
+    return st[:, 4], boxes, first[1:]
+
+
+def _largest(counts, first):
+    """Index of the largest region: most pixels, ties to the smallest first pixel."""
+    return int(np.lexsort((first, -counts))[0])
+
+
+def _regions_wsol(fg):
+    """(areas, boxes) of all contours, wsolevaluation's way, in OpenCV's order."""
+    height, width = fg.shape
+    contours = cv2.findContours(fg, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+    if len(contours) == 0:
+        return np.zeros(0), np.zeros((0, 4), np.int64)
+    areas = np.array([cv2.contourArea(c) for c in contours], np.float64)
+    rects = np.array([cv2.boundingRect(c) for c in contours], np.int64)
+    boxes = np.stack([rects[:, 0], rects[:, 1],
+                      np.minimum(rects[:, 0] + rects[:, 2], width - 1),
+                      np.minimum(rects[:, 1] + rects[:, 3], height - 1)], axis=1)
+    return areas, boxes
+
+
+def boxes_at_level(gray, level, multi_contour=False, box_rule="tight"):
+    """Boxes of one quantised map at one integer level (foreground ``gray > level``).
+
+    Returns:
+        ``[4]`` int64 (largest region) or ``[N, 4]`` (all regions). No foreground gives
+        ``(0, 0, 0, 0)`` (one row of zeros with ``multi_contour=True``, as
+        wsolevaluation does).
+    """
+    fg = np.ascontiguousarray((gray > level).astype(np.uint8))
+    if box_rule == "tight":
+        counts, boxes, first = _regions_tight(fg)
+        if len(counts) == 0:
+            return np.zeros((1, 4) if multi_contour else 4, np.int64)
+        return boxes if multi_contour else boxes[_largest(counts, first)]
+    areas, boxes = _regions_wsol(fg)
+    if len(areas) == 0:
+        return np.zeros((1, 4) if multi_contour else 4, np.int64)
+    return boxes if multi_contour else boxes[int(np.argmax(areas))]
+
+
+def boxes_from_cams(cams, threshold, multi_contour=False, box_rule="tight"):
+    """Boxes of CAMs binarised at ``threshold`` times each map's maximum.
+
+    Args:
+        cams: ``[B, H, W]`` maps in [0, 1] (use :func:`normalize_cams`), or one ``[H, W]``.
+        threshold: float in [0, 1]; foreground is ``uint8(floor(cam * 255)) >
+            int(threshold * max)``.
+        multi_contour: False: the box of the largest region per map; True: the boxes
+            of all regions.
+        box_rule: ``"tight"`` (default, see module docstring) or ``"wsolevaluation"``.
+
+    Returns:
+        ``multi_contour=False``: int64 ``[B, 4]``; ``True``: a list of B int64 ``[Ni, 4]``
+        arrays. Inclusive ``x0, y0, x1, y1``; ``(0, 0, 0, 0)`` when nothing is above the
+        threshold.
+    """
+    check_box_rule(box_rule)
+    t = float(threshold)
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"threshold: expected a fraction in [0, 1], received {threshold!r}")
+    gray = quantize_cams(cams)
+    out = [boxes_at_level(g, int(threshold_levels(t, g.max())), multi_contour, box_rule)
+           for g in gray]
+    return out if multi_contour else np.stack(out).astype(np.int64)
+
+
+# ---------------------------------------------------------- the sweep: all levels
+#
+# One pass per map over the pixels sorted by gray value, descending. Activating every
+# pixel of value v (and joining it to its already-active 8-neighbours with a union-find)
+# completes the foreground ``gray > v - 1``, so after value v the union-find's live roots
+# are exactly the regions of level ``v - 1``, each root carrying its region's pixel
+# count, first row-major pixel and tight box. Compiled with numba (a sequential loop over
+# the pixels); the first call of a fresh install compiles it (cached on disk after that).
+
+@numba.njit(cache=True, nogil=True)
+def _find(parent, p):
+    """Root of ``p``, halving the path on the way."""
+    while parent[p] != p:
+        parent[p] = parent[parent[p]]
+        p = parent[p]
+    return p
+
+
+@numba.njit(cache=True, nogil=True)
+def _box_iou(x0, y0, x1, y1, gt):
+    """Max IoU of one inclusive box with the rows of ``gt`` (float64, as
+    :func:`_iou_unchecked` computes it, operation for operation)."""
+    best = 0.0
+    a0, a1, a2, a3 = float(x0), float(y0), float(x1), float(y1)
+    area_a = (a2 - a0 + 1.0) * (a3 - a1 + 1.0)
+    for j in range(gt.shape[0]):
+        iw = min(a2, gt[j, 2]) - max(a0, gt[j, 0]) + 1.0
+        ih = min(a3, gt[j, 3]) - max(a1, gt[j, 1]) + 1.0
+        inter = max(iw, 0.0) * max(ih, 0.0)
+        area_b = (gt[j, 2] - gt[j, 0] + 1.0) * (gt[j, 3] - gt[j, 1] + 1.0)
+        union = area_a + area_b - inter
+        value = inter / union if union > 0 else 0.0
+        if value > best:
+            best = value
+    return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _sweep(gray, gt, emit):
+    """The one-pass sweep over a uint8 ``[H, W]`` map.
+
+    Returns ``(largest [256, 4], has_fg [256], best_iou [256], rows [R, 7])``: per level,
+    the largest region's box (most pixels, ties to the smallest first pixel), whether
+    there is foreground, the max IoU of any region's box with ``gt`` ``[M, 4]``; and,
+    when ``emit``, every region of every level as ``level, count, x0, y0, x1, y1,
+    first`` rows in descending level order (else zero rows).
+    """
+    height, width = gray.shape
+    n = height * width
+    flat = gray.ravel()
+    # Counting sort, descending gray value: pixels of value v are
+    # order[start[v]:start[v] + hist[v]].
+    hist = np.zeros(256, np.int64)
+    for p in range(n):
+        hist[flat[p]] += 1
+    start = np.zeros(256, np.int64)
+    pos = 0
+    max_gray = 0
+    for v in range(255, -1, -1):
+        start[v] = pos
+        pos += hist[v]
+        if hist[v] > 0 and max_gray == 0:
+            max_gray = v
+    order = np.empty(n, np.int32)
+    fill = start.copy()
+    for p in range(n):
+        v = flat[p]
+        order[fill[v]] = p
+        fill[v] += 1
+
+    parent = np.full(n, -1, np.int32)  # -1: not yet active
+    count = np.empty(n, np.int32)      # per root: pixels
+    first = np.empty(n, np.int32)      # per root: smallest row-major index
+    bx0 = np.empty(n, np.int32)
+    by0 = np.empty(n, np.int32)
+    bx1 = np.empty(n, np.int32)
+    by1 = np.empty(n, np.int32)
+    root_iou = np.zeros(n, np.float64)
+    live = np.empty(n, np.int32)       # live roots, with their slot in live_slot
+    live_slot = np.empty(n, np.int32)
+    num_live = 0
+    dirty = np.empty(n, np.int32)      # roots changed since the last level
+    is_dirty = np.zeros(n, np.bool_)
+    num_dirty = 0
+
+    largest = np.zeros((256, 4), np.int64)
+    has_fg = np.zeros(256, np.bool_)
+    best_iou = np.zeros(256, np.float64)
+    rows = np.empty((64 if emit else 0, 7), np.int64)
+    num_rows = 0
+
+    for v in range(max_gray, 0, -1):
+        for k in range(start[v], start[v] + hist[v]):
+            p = order[k]
+            y = p // width
+            x = p - y * width
+            parent[p] = p
+            count[p] = 1
+            first[p] = p
+            bx0[p] = x
+            bx1[p] = x
+            by0[p] = y
+            by1[p] = y
+            live[num_live] = p
+            live_slot[p] = num_live
+            num_live += 1
+            r = p
+            for ny in range(max(y - 1, 0), min(y + 2, height)):
+                for nx in range(max(x - 1, 0), min(x + 2, width)):
+                    q = ny * width + nx
+                    if parent[q] < 0:
+                        continue
+                    rq = _find(parent, q)
+                    if rq == r:
+                        continue
+                    if count[rq] > count[r]:  # union by size: r stays the bigger root
+                        r, rq = rq, r
+                    parent[rq] = r
+                    count[r] += count[rq]
+                    first[r] = min(first[r], first[rq])
+                    bx0[r] = min(bx0[r], bx0[rq])
+                    by0[r] = min(by0[r], by0[rq])
+                    bx1[r] = max(bx1[r], bx1[rq])
+                    by1[r] = max(by1[r], by1[rq])
+                    slot = live_slot[rq]
+                    num_live -= 1
+                    last = live[num_live]
+                    live[slot] = last
+                    live_slot[last] = slot
+            if not is_dirty[r]:
+                is_dirty[r] = True
+                dirty[num_dirty] = r
+                num_dirty += 1
+        # Value v done: the live roots are the regions of level v - 1.
+        level = v - 1
+        for i in range(num_dirty):
+            d = dirty[i]
+            is_dirty[d] = False
+            if parent[d] == d:
+                root_iou[d] = _box_iou(bx0[d], by0[d], bx1[d], by1[d], gt)
+        num_dirty = 0
+        big = live[0]
+        top_iou = 0.0
+        for i in range(num_live):
+            r = live[i]
+            if count[r] > count[big] or (count[r] == count[big] and first[r] < first[big]):
+                big = r
+            top_iou = max(top_iou, root_iou[r])
+            if emit:
+                if num_rows == rows.shape[0]:
+                    grown = np.empty((2 * num_rows, 7), np.int64)
+                    grown[:num_rows] = rows
+                    rows = grown
+                rows[num_rows, 0] = level
+                rows[num_rows, 1] = count[r]
+                rows[num_rows, 2] = bx0[r]
+                rows[num_rows, 3] = by0[r]
+                rows[num_rows, 4] = bx1[r]
+                rows[num_rows, 5] = by1[r]
+                rows[num_rows, 6] = first[r]
+                num_rows += 1
+        has_fg[level] = True
+        largest[level, 0] = bx0[big]
+        largest[level, 1] = by0[big]
+        largest[level, 2] = bx1[big]
+        largest[level, 3] = by1[big]
+        best_iou[level] = top_iou
+    return largest, has_fg, best_iou, rows[:num_rows]
+
+
+def _check_gray(gray):
+    gray = np.asarray(gray)
+    if gray.ndim != 2 or gray.dtype != np.uint8 or gray.size == 0:
+        raise ValueError(f"gray: expected a non-empty uint8 [H, W] map (quantize_cams), "
+                         f"received {gray.dtype} {gray.shape}")
+    return np.ascontiguousarray(gray)
+
+
+@dataclasses.dataclass
+class LevelSweep:
+    """What the metrics need from every level ``L`` (foreground ``gray > L``) of one map.
+
+    Attributes:
+        largest: int64 ``[256, 4]`` tight inclusive box of the largest region (most
+            pixels, ties to the earliest first pixel in row-major order); ``(0, 0, 0,
+            0)`` where the level has no foreground.
+        has_fg: bool ``[256]``, True for levels ``< max_gray``.
+        best_iou: float64 ``[256]``, max over all regions of the level of the box's IoU
+            with its best-matching ground-truth box; 0 without foreground or GT boxes.
+        max_gray: the map's maximum gray value.
+    """
+    largest: np.ndarray
+    has_fg: np.ndarray
+    best_iou: np.ndarray
+    max_gray: int
+
+
+def sweep_levels(gray, gt_boxes=None):
+    """Largest region's box and best IoU of any region, at every level, in one pass.
+
+    Args:
+        gray: uint8 ``[H, W]`` quantised map (:func:`quantize_cams`).
+        gt_boxes: ``[M, 4]`` inclusive ground-truth boxes (``None``: no IoU, zeros).
+
+    Returns:
+        A :class:`LevelSweep`.
+    """
+    gray = _check_gray(gray)
+    gt = np.zeros((0, 4)) if gt_boxes is None else check_boxes(
+        np.asarray(gt_boxes, np.float64).reshape(-1, 4), "gt_boxes")
+    largest, has_fg, best, _ = _sweep(gray, np.ascontiguousarray(gt), False)
+    return LevelSweep(largest, has_fg, best, int(gray.max()))

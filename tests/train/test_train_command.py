@@ -1,0 +1,314 @@
+"""scripts/train.py: flagfiles, bad flags, and real runs in subprocesses.
+
+The runs use a tiny WSOL metadata folder written by the test (16 train / 4 test images
+of 32 x 32 pixels, 2 classes) and the `tiny_gap` model, so each run is a few seconds
+of training on top of TensorFlow's start-up:
+* MirroredStrategy over 2 logical CPU devices (configured before TF initialises, in
+  a wrapper process);
+* MultiWorkerMirroredStrategy with 2 local worker processes and TF_CONFIG on loopback;
+* SIGKILL after an epoch's backup, then the same command again: every epoch exactly
+  once in the CSV log, optimizer step count intact.
+"""
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.helpers import REPO_ROOT, make_wsol_folder, subprocess_env  # noqa: E402
+
+TRAIN = str(REPO_ROOT / "scripts" / "train.py")
+# scripts/train.py's flagfiles (the temporal ones belong to scripts/*_temporal.py and are
+# checked by tests/test_temporal_*.py).
+FLAGFILES = sorted(os.path.basename(p) for p in glob.glob(str(REPO_ROOT / "flags" / "*.cfg"))
+                   if not os.path.basename(p).startswith(("temporal_", "thumos14_")))
+
+
+@pytest.fixture(scope="module")
+def wsol(tmp_path_factory):
+    root = make_wsol_folder(str(tmp_path_factory.mktemp("wsol") / "tiny"))
+    from keras_has import data
+
+    data.get_normalization(root)  # cache the statistics once, before parallel workers
+    return root
+
+
+@pytest.fixture(scope="module")
+def script():
+    """`keras-has train`'s module (defines its flags once, on import)."""
+    from keras_has.cli import train
+
+    return train
+
+
+def parse(script, argv):
+    """The TrainConfig that `keras-has train argv` would run (flagfiles expanded as the
+    command does)."""
+    from absl import flags
+
+    from keras_has.cli.config_flags import config_from_flags
+    from keras_has.cli.flagfiles import expand_flagfiles
+    from keras_has.config import TrainConfig
+
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train.py"] + expand_flagfiles(argv))
+    return config_from_flags(TrainConfig, flags.FLAGS)
+
+
+def tiny_args(wsol, out, epochs=1, steps=2, extra=()):
+    return [f"--source={wsol}", "--model=tiny_gap", "--image_size=32", "--batch_size=4",
+            f"--epochs={epochs}", f"--steps_per_epoch={steps}", f"--output_dir={out}",
+            "--eval_every=0", "--verbose=2", "--grid_sizes=8", "--hide_prob=0.5", *extra]
+
+
+# ------------------------------------------------------------------------ flagfiles
+@pytest.mark.parametrize("name", FLAGFILES)
+def test_every_flagfile_builds_a_valid_config(script, name, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)  # nested --flagfile paths are relative to the repo root
+    data_root = tmp_path / "data"
+    (data_root / "metadata").mkdir(parents=True)
+    argv = [f"--flagfile=flags/{name}", f"--output_dir={tmp_path / 'run'}"]
+    if name != "quickstart.cfg":  # point the placeholder dataset path at a real folder
+        argv.append(f"--source={data_root}")
+    c = parse(script, argv)
+    stem = name[:-4]
+    assert not (tmp_path / "run").exists()
+    if stem == "quickstart":
+        assert (c.model, c.data.source) == ("tiny_gap", "synthetic")
+        # A 16x16 CAM at 64 px, trained at the test scale with Adam and a cosine decay.
+        assert c.model_kwargs == {"widths": (16, 32, 64, 128), "pools": 2}
+        assert (c.data.image_size, c.data.resize_size) == (64, 64)
+        assert (c.optim.optimizer, c.optim.lr_schedule) == ("adam", "cosine")
+        assert c.hiding.enabled
+        return
+    if stem == "pets3_scratch":  # the README's from-scratch pets3 row
+        assert (c.model, c.data.image_size, c.epochs) == ("tiny_gap", 128, 40)
+        assert c.hiding.grid_sizes == (0, 16, 32, 48, 64) and c.optim.optimizer == "sgd"
+        return
+    family, _, variant = stem.partition("_")
+    if family in ("alexnet", "googlenet"):  # Table 1 rows
+        assert c.model == f"{family}_gap"
+        assert c.optim == type(c.optim)()  # the authors' schedule, unchanged
+        assert (c.epochs, c.data.image_size, c.data.global_batch_size) == (55, 224, 256)
+        expected = {"gap": (), "has_16": (16,), "has_32": (32,), "has_44": (44,),
+                    "has_56": (56,), "has_mixed": (0, 16, 32, 44, 56)}[variant]
+        assert c.hiding.grid_sizes == expected
+        assert c.hiding.enabled == (variant != "gap")
+    elif family == "finetune":  # finetune_mobilenetv2_<gap|has>: own WSOL folder
+        net, _, kind = variant.rpartition("_")
+        assert c.model == f"{net}_gap" and c.model_kwargs == {"weights": "imagenet"}
+        assert (c.preprocessing, c.optim.lr_classifier_ratio) == ("auto", 10.0)
+        assert c.data.global_batch_size == 32 and c.optim.weight_decay_until_epoch is None
+        assert c.optim.warmup_epochs > 0
+        assert c.hiding.enabled == (kind == "has")
+        if kind == "has":  # the paper's sizes, relative to a 224 crop
+            assert c.hiding.scaled_grid_sizes(160) == (0, 11, 23, 31, 40)
+    else:  # cub_<net>_<gap|has>
+        assert family == "cub"
+        net, _, kind = variant.rpartition("_")
+        assert c.model == f"{net}_gap"
+        assert (c.epochs, c.data.global_batch_size, c.optim.lr_boundaries) == (50, 32, (15, 30, 45))
+        lr = c.optim.lr_values
+        np.testing.assert_allclose(lr[1:], [lr[0] / 10, lr[0] / 100, lr[0] / 1000], rtol=1e-4)
+        assert c.optim.weight_decay_until_epoch is None
+        assert c.model_kwargs == {"weights": "imagenet"}
+        assert (c.preprocessing, c.optim.lr_classifier_ratio) == ("auto", 10.0)
+        assert c.hiding.enabled == (kind == "has")
+
+
+def test_tfds_ilsvrc_include_overrides_the_folder(script, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    c = parse(script, ["--flagfile=flags/alexnet_has_mixed.cfg",
+                       "--flagfile=flags/common/ilsvrc_tfds.cfg",
+                       f"--data_dir={tmp_path}", f"--output_dir={tmp_path / 'run'}"])
+    assert (c.data.source, c.data.eval_split, c.data.data_dir) == (
+        "imagenet2012", "validation", str(tmp_path))
+    assert c.hiding.grid_sizes == (0, 16, 32, 44, 56)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--model=resnet9000"], "model"),
+    (["--hide_prob=1.5"], "hide_prob"),
+    (["--grid_sizes=16,x"], "grid_sizes"),
+    (["--grid_sizes=16,-8"], "grid_sizes"),
+    (["--source=/no/such/ILSVRC"], "source"),
+    (["--lr_values=0.1,0.01"], "lr_values"),
+    (["--mixed_precision=fp8"], "mixed_precision"),
+    (["--model_arg=weights"], "model_arg"),
+    (["--output_dir="], "output_dir"),
+    (["--preprocessing=imagenet"], "preprocessing"),
+    (["--lr_classifier_ratio=0"], "lr_classifier_ratio"),
+    (["--lr_classifier_ratio=-10"], "lr_classifier_ratio"),
+])
+def test_bad_flags_fail_naming_the_flag(script, tmp_path, argv, flag):
+    from absl import flags
+
+    base = ["--model=tiny_gap", "--source=synthetic", f"--output_dir={tmp_path / 'run'}"]
+    # Values a flag's parser rejects fail while parsing (absl names the flag); values
+    # the config rejects fail building it ("<flag>: expected ..., received ...").
+    with pytest.raises((ValueError, flags.IllegalFlagValueError),
+                       match=f"^({flag}:|flag --{flag}=)"):
+        parse(script, base + argv)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_flag_subprocess_fails_before_training_creating_nothing(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, TRAIN, "--model=tiny_gap", "--source=/no/such/WSOL/folder",
+         f"--output_dir={out}"],
+        capture_output=True, text=True, env=subprocess_env(), timeout=300, cwd=REPO_ROOT)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "invalid configuration: source:" in proc.stderr
+    assert "/no/such/WSOL/folder" in proc.stderr
+    assert not out.exists()
+    assert "epoch" not in proc.stdout  # failed before any training
+
+
+# ---------------------------------------------------------------- real runs
+_TWO_CPUS = (
+    "import sys, runpy, tensorflow as tf\n"
+    "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+    "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+    "sys.argv = [sys.argv[1]] + sys.argv[2:]\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
+
+
+def _result_line(stdout):
+    lines = [l for l in stdout.splitlines() if l.startswith("train.py: done;")]
+    assert lines, stdout[-3000:]
+    return lines[-1]
+
+
+def _csv_epochs(path):
+    from keras_has.train.trainer import read_csv_log
+
+    return read_csv_log(str(path)).get("epoch", [])
+
+
+def test_mirrored_over_two_logical_cpus(wsol, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", _TWO_CPUS, TRAIN, *tiny_args(wsol, out)],
+                          capture_output=True, text=True, env=subprocess_env(), timeout=180,
+                          cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = _result_line(proc.stdout)
+    assert "replicas=2 global_batch=8 epochs_run=[0]" in line
+    assert _csv_epochs(out / "training_log.csv") == [0]
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model"] == "tiny_gap" and saved["hiding"]["grid_sizes"] == [8]
+    assert (out / "model.keras").is_file() and (out / "checkpoints" / "epoch_001.weights.h5").is_file()
+    assert not [p for p in os.listdir(out) if p.startswith(".tmp")]
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_multi_worker_two_local_workers(wsol, tmp_path):
+    out = tmp_path / "run"
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = subprocess_env()
+        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen(
+            [sys.executable, TRAIN, *tiny_args(wsol, out, extra=["--strategy=multi_worker"])],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT))
+    results = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=240)
+            results.append((p.returncode, stdout, stderr))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for rc, stdout, stderr in results:
+        assert rc == 0, stderr[-3000:]
+        assert "replicas=2 global_batch=8 epochs_run=[0]" in _result_line(stdout)
+    # The chief (worker 0) owns output_dir; worker 1 writes only under workers/worker_1.
+    assert _csv_epochs(out / "training_log.csv") == [0]
+    assert (out / "model.keras").is_file()
+    assert (out / "workers" / "worker_1" / "backup" / "training_metadata.json").is_file()
+    assert not (out / "workers" / "worker_0").exists()
+
+
+def test_resume_after_sigkill(wsol, tmp_path):
+    import keras
+
+    import keras_has.train.optimizer  # noqa: F401  (registers L2SGD for loading)
+
+    out = tmp_path / "run"
+    epochs, steps = 4, 20
+    cmd = [sys.executable, TRAIN, *tiny_args(wsol, out, epochs=epochs, steps=steps)]
+    meta = out / "backup" / "training_metadata.json"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=subprocess_env(), cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and proc.poll() is None:
+            if meta.is_file():
+                try:
+                    if json.loads(meta.read_text())["epoch"] >= 1:
+                        break
+                except (ValueError, KeyError):
+                    pass
+            time.sleep(0.02)
+        if proc.poll() is not None:
+            pytest.fail("the first run ended before it could be killed:\n"
+                        + proc.stdout.read()[-3000:])
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = json.loads(meta.read_text())["epoch"]
+    assert 1 <= done < epochs
+    assert not (out / "model.keras").exists()
+
+    second = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=180,
+                            cwd=REPO_ROOT)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"epochs_run={list(range(done, epochs))}" in _result_line(second.stdout)
+    assert _csv_epochs(out / "training_log.csv") == list(range(epochs))
+    model = keras.saving.load_model(str(out / "model.keras"))
+    assert int(model.optimizer.iterations.numpy()) == epochs * steps  # momentum/steps kept
+    assert sorted(os.listdir(out / "checkpoints")) == [
+        f"epoch_{e:03d}.weights.h5" for e in range(1, epochs + 1)]
+
+
+def test_train_split_not_divisible_by_the_batch(tmp_path):
+    """One pass over 10 images at batch 4: two full steps, the last 2 images dropped."""
+    from keras_has import config as cfg
+    from keras_has.train.trainer import train
+
+    root = make_wsol_folder(str(tmp_path / "odd"), n_train=10, n_test=3, size=32)
+    config = cfg.TrainConfig(
+        model="tiny_gap", output_dir=str(tmp_path / "run"),
+        data=cfg.DataConfig(source=root, image_size=32, batch_size=4, eval_split="test"),
+        hiding=cfg.HidingConfig(grid_sizes=(8,), hide_prob=0.5),
+        epochs=1, strategy="one_device", eval_every=0, verbose=0,
+        model_kwargs={"widths": (8, 16)})
+    result = train(config)
+    assert result.epochs_run == [0]
+    assert result.global_batch_size == 4
+    assert os.path.exists(result.model_path)
