@@ -4,7 +4,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tests.helpers import REPO_ROOT, make_wsol_folder  # noqa: E402

@@ -30,7 +30,7 @@ import time
 from keras_has import config as config_lib
 from keras_has.util.files import atomic_path, atomic_write_json
 
-__all__ = ["DEFAULT_SPACES", "TuningResult", "default_space", "plan_trials", "tuning_split",
+__all__ = ["DEFAULT_SPACES", "TuningResult", "default_space", "check_space", "plan_trials", "tuning_split",
            "trial_config", "run_tuning", "flagfile_lines"]
 
 # Candidate values per method (wsolevaluation's default is always among them).
@@ -63,7 +63,9 @@ def default_space(method: str) -> dict:
     return {k: tuple(v) for k, v in DEFAULT_SPACES.get(method, {}).items()}
 
 
-def _check_space(space: dict, method: str) -> dict:
+def check_space(space: dict, method: str) -> dict:
+    """`space` with tuple values; ValueError for a name that is no hyperparameter
+    (MethodConfig field, `hide_prob`, `lr`) or for no candidate values."""
     fields = {f.name for f in dataclasses.fields(config_lib.MethodConfig)} - {"method"}
     allowed = fields | {"hide_prob", "lr"}
     out = {}
@@ -194,7 +196,7 @@ def run_tuning(base: config_lib.TrainConfig, *, output_dir: str, method: str,
     from keras_has.train.trainer import run_preprocessing, source_from_config, train
 
     check_method_names((method,), "tune_method")
-    space = _check_space(default_space(method) if space is None else dict(space), method)
+    space = check_space(default_space(method) if space is None else dict(space), method)
     if lrs:
         space["lr"] = tuple(float(v) for v in lrs)
     if not space:

@@ -199,8 +199,9 @@ _MIN_RUN_BYTES = 32
 
 _WORD_DTYPES = {8: tf.int64, 4: tf.int32, 2: tf.int16, 1: tf.uint8}
 
-# Tests and benchmarks may force a layout `(run_h, run_w, word_bytes)`; None = automatic.
-_LAYOUT_OVERRIDE = None
+# Tests and benchmarks may force a layout `(run_h, run_w, word_bytes)` by setting this
+# module attribute; None (the default) chooses it automatically (`_choose_layout`).
+LAYOUT_OVERRIDE = None
 
 
 def _choose_layout(positive_sizes, shape, dtype, xla):
@@ -215,8 +216,8 @@ def _choose_layout(positive_sizes, shape, dtype, xla):
     word (`run_w = 0`: when W or C is dynamic, or when runs are too short to broadcast
     fast outside XLA).
     """
-    if _LAYOUT_OVERRIDE is not None:
-        return _LAYOUT_OVERRIDE
+    if LAYOUT_OVERRIDE is not None:
+        return LAYOUT_OVERRIDE
     _, height, width, channels = shape
     run_h = _gcd(list(positive_sizes) + [height]) if height is not None else 1
     if xla:

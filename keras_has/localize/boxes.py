@@ -39,7 +39,7 @@ import cv2
 import numba
 import numpy as np
 
-__all__ = ['check_box_rule', 'check_boxes', 'normalize_cams', 'resize_cams', 'quantize_cams', 'threshold_levels', 'iou', 'best_iou', 'boxes_at_level', 'boxes_from_cams', 'LevelSweep', 'sweep_levels']
+__all__ = ['check_box_rule', 'check_boxes', 'normalize_cams', 'resize_cams', 'quantize_cams', 'threshold_levels', 'iou', 'best_iou', 'boxes_at_level', 'boxes_from_cams', 'LevelSweep', 'sweep_levels', 'region_table', 'check_gray_map']
 
 BOX_RULES = ("tight", "wsolevaluation")
 
@@ -336,6 +336,15 @@ def _box_iou(x0, y0, x1, y1, gt):
     return best
 
 
+def region_table(gray) -> np.ndarray:
+    """Every 8-connected region of `gray > level`, for every level below the max, as
+    the one-pass sweep sees them: int rows `[R, 7]` of `level, count, x0, y0, x1, y1,
+    first` (pixel count, inclusive box, first pixel in row-major order), levels
+    ascending. For inspecting and testing the sweep; `sweep_levels` uses the same pass."""
+    gray = check_gray_map(gray)
+    return _sweep(gray, np.zeros((0, 4)), True)[3][::-1]
+
+
 @numba.njit(cache=True, nogil=True)
 def _sweep(gray, gt, emit):
     """The one-pass sweep over a uint8 ``[H, W]`` map.
@@ -469,7 +478,9 @@ def _sweep(gray, gt, emit):
     return largest, has_fg, best_iou, rows[:num_rows]
 
 
-def _check_gray(gray):
+def check_gray_map(gray):
+    """`gray` as a contiguous uint8 `[H, W]` array (`quantize_cams`' output); ValueError
+    otherwise."""
     gray = np.asarray(gray)
     if gray.ndim != 2 or gray.dtype != np.uint8 or gray.size == 0:
         raise ValueError(f"gray: expected a non-empty uint8 [H, W] map (quantize_cams), "
@@ -506,7 +517,7 @@ def sweep_levels(gray, gt_boxes=None):
     Returns:
         A :class:`LevelSweep`.
     """
-    gray = _check_gray(gray)
+    gray = check_gray_map(gray)
     gt = np.zeros((0, 4)) if gt_boxes is None else check_boxes(
         np.asarray(gt_boxes, np.float64).reshape(-1, 4), "gt_boxes")
     largest, has_fg, best, _ = _sweep(gray, np.ascontiguousarray(gt), False)

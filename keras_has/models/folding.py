@@ -30,7 +30,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-__all__ = ["FoldedBatchNorm", "fold_batch_norms", "foldable_pairs"]
+__all__ = ["FoldedBatchNorm", "fold_batch_norms", "foldable_pairs", "all_layers"]
 
 _CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
@@ -69,7 +69,7 @@ def _conv_before(bn):
     return conv if _single_consumer(conv) is bn else None
 
 
-def _layers(model):
+def all_layers(model):
     """Every layer of `model` and of its nested models (input layers aside), depth first,
     in layer order."""
     for layer in model.layers:
@@ -77,13 +77,13 @@ def _layers(model):
             continue
         yield layer
         if isinstance(layer, keras.Model):
-            yield from _layers(layer)
+            yield from all_layers(layer)
 
 
 def _pairs(model):
     """`(convolution, batch norm)` of every pair that folds, in layer order."""
     pairs = []
-    for layer in _layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             conv = _conv_before(layer)
             if conv is not None:
@@ -154,7 +154,7 @@ def fold_batch_norms(model: keras.Model) -> keras.Model:
         return new
 
     folded = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    old_layers, new_layers = list(_layers(model)), list(_layers(folded))
+    old_layers, new_layers = list(all_layers(model)), list(all_layers(folded))
     if [o.name for o in old_layers] != [n.name for n in new_layers]:
         raise RuntimeError("fold_batch_norms: the copy's layers differ from the model's")
     for old, new in zip(old_layers, new_layers):

@@ -31,7 +31,8 @@ import numpy as np
 
 from keras_has.temporal.data import TemporalSource, Video
 
-__all__ = ["SyntheticTemporalConfig", "CONFIGS", "make_synthetic_source", "generate_videos"]
+__all__ = ["SyntheticTemporalConfig", "CONFIGS", "make_synthetic_source", "generate_videos",
+           "class_directions"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +81,9 @@ CONFIGS = {
 }
 
 
-def _directions(config):
+def class_directions(config):
+    """`(moment, body)` directions `[num_classes, feature_dim]` of `config`'s classes:
+    orthonormal rows drawn from `config.world_seed`."""
     rng = np.random.default_rng(config.world_seed)
     q, _ = np.linalg.qr(rng.standard_normal([config.feature_dim, config.feature_dim]))
     k = config.num_classes
@@ -111,7 +114,7 @@ def _place(rng, total, lengths):
 
 def generate_videos(config: SyntheticTemporalConfig, count: int, seed: int, prefix: str):
     """`count` videos of `config`, deterministic from `seed`."""
-    moment_dirs, body_dirs = _directions(config)
+    moment_dirs, body_dirs = class_directions(config)
     k = config.num_classes
     rng = np.random.default_rng(seed)
     videos = []

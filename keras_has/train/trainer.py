@@ -63,6 +63,7 @@ __all__ = [
     "AtomicBackupAndRestore",
     "read_csv_log",
     "run_preprocessing",
+    "truncate_csv_to_backup",
 ]
 
 
@@ -343,7 +344,7 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
     # Order matters at the end of an epoch: the schedule and localization callbacks
     # add their logs, then checkpoints and the CSV row are written, and the backup is
     # written last, so an epoch counts as done only when everything else is on disk.
-    _truncate_csv_to_backup(paths["csv"], paths["backup"])
+    truncate_csv_to_backup(paths["csv"], paths["backup"])
     callbacks = [EpochSchedule(config.optim, config.epochs)]
     loc_cb = _localization_callback(config, eval_ds, paths["tensorboard"], prep)
     if loc_cb is not None:
@@ -415,7 +416,7 @@ def _prebuild_for_multi_worker(model, batch: int, image_size: int) -> None:
         setattr(model, name, wrapped)
 
 
-def _truncate_csv_to_backup(csv_path: str, backup_dir: str) -> None:
+def truncate_csv_to_backup(csv_path: str, backup_dir: str) -> None:
     """Drops CSV rows of epochs that the backup does not count as finished.
 
     A kill after an epoch's CSV row but before its backup makes the resumed run repeat

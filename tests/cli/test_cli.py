@@ -105,11 +105,11 @@ def _python(code):
 
 
 @pytest.mark.parametrize("module, classes", [
-    ("train", ("config:TrainConfig", "command_config:TrainOptions")),
+    ("train", ("config:TrainConfig", "config.commands:TrainOptions")),
     ("compare", ("config:TrainConfig", "config:ComparisonConfig")),
-    ("evaluate", ("command_config:EvaluateConfig",)),
-    ("export", ("command_config:ExportConfig",)),
-    ("predict", ("command_config:PredictConfig",)),
+    ("evaluate", ("config.commands:EvaluateConfig",)),
+    ("export", ("config.commands:ExportConfig",)),
+    ("predict", ("config.commands:PredictConfig",)),
 ])
 def test_every_flag_of_a_command_is_a_config_field(module, classes):
     """A subcommand's flags are exactly its configs' leaf fields, none of its own."""

@@ -41,8 +41,8 @@ def test_defaults_are_the_papers_schedule(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, flag", [
-    (dict(model="resnet9000"), "model"),
-    (dict(data=dict(source="imagenet_typo")), "source"),
+    (dict(model=""), "model"),
+    (dict(data=dict(source="")), "source"),
     (dict(data=dict(source="/definitely/not/here/ILSVRC")), "source"),
     (dict(data=dict(data_dir="/definitely/not/here")), "data_dir"),
     (dict(data=dict(image_size=0)), "image_size"),

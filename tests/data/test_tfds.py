@@ -159,6 +159,15 @@ class StandInSynthetic(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("0.0.1")
 
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls):
+        # As keras_has.data.synthetic does: TFDS's default needs importlib_resources
+        # for a module inside a package (this test module is one).
+        from etils import epath
+
+        return epath.Path(__file__)
+
     def _info(self):
         return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
             "image": tfds.features.Image(shape=(_S, _S, 3)),

@@ -9,7 +9,6 @@ import pytest
 import numpy as np
 
 from keras_has.experiments import comparison
-from keras_has.localize import evaluation
 from keras_has.serve import evaluate as serve_evaluate
 from keras_has import config as cfg
 from tests.helpers import make_wsol_folder

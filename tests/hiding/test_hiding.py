@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_has import hiding
+from keras_has.hiding import ops as hiding_ops
 from keras_has.hiding import hide_patches
 
 # ---------------------------------------------------------------------------------
@@ -168,10 +168,10 @@ def test_every_mask_layout_gives_the_same_output(monkeypatch, layout):
                         ("uint8", (1.0, 2.0, 3.0))):
         _, x = _images((4, 24, 20, 3), dtype)
         expected = hide_patches(x, (4, 8), fill_value=fill, seed=11)
-        monkeypatch.setattr(hiding, "_LAYOUT_OVERRIDE", layout)
+        monkeypatch.setattr(hiding_ops, "LAYOUT_OVERRIDE", layout)
         np.testing.assert_array_equal(hide_patches(x, (4, 8), fill_value=fill, seed=11),
                                       expected)
-        monkeypatch.setattr(hiding, "_LAYOUT_OVERRIDE", None)
+        monkeypatch.setattr(hiding_ops, "LAYOUT_OVERRIDE", None)
         _hidden_map(x, expected, fill)
 
 

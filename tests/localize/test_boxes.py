@@ -27,15 +27,15 @@ class ComponentTable:
 
 def component_table(gray):
     """The one-pass sweep's own list of regions (its emit path)."""
-    gray = loc._check_gray(gray)
-    rows = loc._sweep(gray, np.zeros((0, 4)), True)[3][::-1]
+    gray = loc.check_gray_map(gray)
+    rows = loc.region_table(gray)
     return ComponentTable(rows[:, 0].copy(), rows[:, 1].copy(), rows[:, 2:6].copy(),
                           rows[:, 6].copy(), int(gray.max()))
 
 
 def component_table_reference(gray):
     """Reference: one ``cv2.connectedComponentsWithStats`` per level. Slow, obvious."""
-    gray = loc._check_gray(gray)
+    gray = loc.check_gray_map(gray)
     max_gray = int(gray.max())
     level, count, box, first = [], [], [], []
     for lv in range(max_gray):

@@ -11,7 +11,7 @@ from keras_has.models import folding
 def _randomize_statistics(model, seed=0):
     """Non-trivial gamma, beta and moving statistics in every batch norm of `model`."""
     rng = np.random.default_rng(seed)
-    for layer in folding._layers(model):
+    for layer in folding.all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             c = layer.moving_mean.shape[0]
             layer.moving_mean.assign(rng.normal(0, 0.5, c))
@@ -78,9 +78,9 @@ def test_only_batch_norms_right_after_a_convolution_fold_and_outputs_stay_the_sa
     assert folding.foldable_pairs(model) == [("conv_bias", "bn_bias"), ("dw", "dw_bn"),
                                              ("grouped", "bn_grouped")]
     folded = models.fold_batch_norms(model)
-    assert [layer.name for layer in folding._layers(folded)] == \
-        [layer.name for layer in folding._layers(model)]
-    kept = [layer.name for layer in folding._layers(folded)
+    assert [layer.name for layer in folding.all_layers(folded)] == \
+        [layer.name for layer in folding.all_layers(model)]
+    kept = [layer.name for layer in folding.all_layers(folded)
             if isinstance(layer, keras.layers.BatchNormalization)]
     assert kept == ["bn_shared", "bn_activated", "bn_add", "bn_dense"]
     assert folding.foldable_pairs(folded) == []

@@ -1,6 +1,5 @@
 """Evaluating an exported SavedModel: the `cam_features` signature, SavedModelCamSource."""
 import json
-import os
 
 import keras
 import numpy as np

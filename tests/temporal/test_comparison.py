@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from keras_has.temporal.comparison import format_table, run_temporal_comparison, summarize

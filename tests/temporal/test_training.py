@@ -38,12 +38,12 @@ def test_synthetic_is_deterministic_and_well_formed():
 def test_synthetic_moment_and_body_directions():
     """An instance carries its class's moment direction on a few frames and the body
     direction (with random signs) on the rest; background carries neither."""
-    from keras_has.temporal.synthetic import _directions
+    from keras_has.temporal.synthetic import class_directions
 
     cfg = dataclasses.replace(CONFIGS["default"], noise=0.0,
                               splits=(("train", 20, 0),))
     source = make_synthetic_source(cfg)
-    moment, body = _directions(cfg)
+    moment, body = class_directions(cfg)
     for v in source.splits["train"]:
         c = v.labels[0]
         inside = np.zeros(v.num_frames, bool)
@@ -66,8 +66,10 @@ def test_config_validation_names_flag_and_value(tmp_path):
         TemporalConfig(output_dir=out, segment_lengths=(4, -1))
     with pytest.raises(ValueError, match="source: expected an existing feature folder"):
         TemporalConfig(output_dir=out, source=str(tmp_path / "missing"))
-    with pytest.raises(ValueError, match="source_config"):
-        TemporalConfig(output_dir=out, source_config="huge")
+    from keras_has.temporal.training import check_temporal_config
+
+    with pytest.raises(ValueError, match="^source_config: expected one of"):
+        check_temporal_config(TemporalConfig(output_dir=out, source_config="huge"))
     with pytest.raises(ValueError, match="kernel_size"):
         TemporalConfig(output_dir=out, kernel_size=4)
     cfg = TemporalConfig(output_dir=out, segment_lengths=[0, 4], tiou_thresholds=[0.5])

@@ -132,11 +132,11 @@ def test_truncate_csv_drops_rows_the_backup_did_not_finish(tmp_path):
     backup.mkdir()
     _write_csv(csv_path, [0, 1, 2])
     (backup / "training_metadata.json").write_text(json.dumps({"epoch": 2, "batch": 0}))
-    training._truncate_csv_to_backup(str(csv_path), str(backup))
+    training.truncate_csv_to_backup(str(csv_path), str(backup))
     assert training.read_csv_log(str(csv_path))["epoch"] == [0, 1]
     # No backup at all: the CSV is emptied (the run restarts from epoch 0).
     (backup / "training_metadata.json").unlink()
-    training._truncate_csv_to_backup(str(csv_path), str(backup))
+    training.truncate_csv_to_backup(str(csv_path), str(backup))
     assert csv_path.read_text() == ""
 
 

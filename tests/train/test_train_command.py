@@ -48,17 +48,20 @@ def script():
 
 
 def parse(script, argv):
-    """The TrainConfig that `keras-has train argv` would run (flagfiles expanded as the
-    command does)."""
+    """The TrainConfig that `keras-has train argv` would run (flagfiles expanded and
+    names checked against the registries, as the command does)."""
     from absl import flags
 
+    from keras_has.cli.common import check_against_registries
     from keras_has.cli.config_flags import config_from_flags
     from keras_has.cli.flagfiles import expand_flagfiles
     from keras_has.config import TrainConfig
 
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["train.py"] + expand_flagfiles(argv))
-    return config_from_flags(TrainConfig, flags.FLAGS)
+    config = config_from_flags(TrainConfig, flags.FLAGS)
+    check_against_registries(config)
+    return config
 
 
 def tiny_args(wsol, out, epochs=1, steps=2, extra=()):
