@@ -118,6 +118,14 @@ class _CoupledL2:
                 learning_rate = keras.ops.multiply(
                     learning_rate, keras.ops.cast(self.backbone_lr_scale,
                                                   keras.ops.dtype(learning_rate)))
+                # A backbone at rate 0 (head-only warm-up) is frozen: its gradient does
+                # not reach the momentum buffer either, as for a PyTorch parameter that
+                # is left out of the optimizer, so the warm-up's gradients (taken under a
+                # head that is still random) are not released as one large step when
+                # the backbone starts to train.
+                live = keras.ops.cast(keras.ops.greater(self.backbone_lr_scale, 0.0),
+                                      gradient.dtype)
+                gradient = keras.ops.multiply(gradient, live)
         return super().update_step(gradient, variable, learning_rate)
 
     def get_config(self):
@@ -141,9 +149,9 @@ class _RateOutsideMomentumSGD(keras.optimizers.SGD):
     for about 1 / (1 - momentum) steps, while the gradient that would correct the drift
     is already 10x weaker, so the training loss rises at every step of the schedule.
     Here the buffer holds gradients only, so a new rate takes effect at once (for a
-    cosine schedule the difference is small but the same argument holds). A variable
-    whose rate is 0 (the backbone during a head-only warm-up) still accumulates its
-    buffer, as a PyTorch parameter group with `lr=0` does.
+    cosine schedule the difference is small but the same argument holds). The
+    backbone during a head-only warm-up is frozen by `_CoupledL2` (zero gradient, so its
+    buffer stays empty), as a PyTorch parameter left out of the optimizer.
     """
 
     def update_step(self, gradient, variable, learning_rate):

@@ -102,11 +102,12 @@ def test_rate_change_takes_effect_at_once_pytorch_form():
     schedule = optimizer_lib.EpochSchedule(optim, epochs=3)
     model.compile(optimizer=optimizer, loss="mse")
     schedule.set_model(model)
-    # epoch 0 (warm-up, lr 0.1): v = 1 everywhere; backbone rate 0, head rate 1.0
-    # epoch 1 (lr 0.1): v = 1.9; backbone moves 0.1 * 1.9, head 1.0 * 1.9
-    # epoch 2 (lr 0.01): v = 2.71; backbone 0.01 * 2.71, head 0.1 * 2.71.
-    # (Keras' own SGD would move the backbone by 0.9 * 0.19 + 0.01 = 0.181 here, 6.7x more.)
-    for epoch, (backbone, head) in enumerate([(0.0, 1.0), (0.19, 1.9), (0.0271, 0.271)]):
+    # epoch 0 (warm-up, lr 0.1): the backbone is frozen (its buffer stays 0, no move);
+    #   head v = 1, moves 1.0 (rate 0.1 x 10)
+    # epoch 1 (lr 0.1): backbone v = 1, moves 0.1; head v = 1.9, moves 1.9
+    # epoch 2 (lr 0.01): backbone v = 1.9, moves 0.019; head v = 2.71, moves 0.271.
+    # (Keras' own SGD would move the backbone by 0.9 * 0.1 + 0.01 = 0.1 here, 5.3x more.)
+    for epoch, (backbone, head) in enumerate([(0.0, 1.0), (0.1, 1.9), (0.019, 0.271)]):
         schedule.on_epoch_begin(epoch)
         delta = _one_step(model, optimizer)
         for path in ("conv/kernel", "conv/bias"):
