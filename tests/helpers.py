@@ -52,3 +52,15 @@ HOLD_LOCK = ("import sys, time\n"
              "with RunLock(sys.argv[1]):\n"
              "    print('locked', flush=True)\n"
              "    time.sleep(60)\n")
+
+
+def jpeg_with_thumbnail(image, thumbnail):
+    """JPEG bytes of `image` (uint8 [H, W, 3]) carrying `thumbnail` as a camera does: a
+    complete JPEG, with its own end marker (FF D9), inside an APP1 'Exif' segment."""
+    import cv2
+
+    main = cv2.imencode(".jpg", image)[1].tobytes()
+    thumb = cv2.imencode(".jpg", thumbnail)[1].tobytes()
+    payload = b"Exif\x00\x00" + bytes(8) + thumb
+    app1 = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+    return main[:2] + app1 + main[2:]

@@ -143,6 +143,32 @@ class EvaluateConfig:
         _positive("max_batches", self.max_batches, allow_none=True)
 
 
+def is_export_folder(path) -> bool:
+    """True when `path` is a folder that an earlier export wrote: a SavedModel
+    (`saved_model.pb`) with keras-has's `assets/preprocessing.json`."""
+    return (os.path.isdir(path) and os.path.isfile(os.path.join(path, "saved_model.pb"))
+            and os.path.isfile(os.path.join(path, "assets", "preprocessing.json")))
+
+
+def check_export_target(path, overwrite: bool, flag: str = "export_dir") -> None:
+    """Refuses an export destination that would lose something: with `overwrite` only an
+    earlier export (`is_export_folder`) or an empty folder may be replaced; a regular
+    file or a folder of other content never is. ValueError naming `flag` and `path`."""
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        return
+    if os.path.islink(path) or not os.path.isdir(path):
+        _fail(flag, path, "a new folder or an earlier export (this path is a file, which "
+                          "--overwrite never replaces; choose another folder)")
+    if not overwrite:
+        _fail(flag, path, "a new folder (this one already exists; pass --overwrite to "
+                          "replace it)")
+    if os.listdir(path) and not is_export_folder(path):
+        _fail(flag, path, "a new folder or an earlier export of keras-has (this folder holds "
+                          "other files and no saved_model.pb with assets/preprocessing.json; "
+                          "--overwrite replaces only an export: choose another folder)")
+
+
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
     """What `keras-has export` writes (`keras_has.serve.export.export_saved_model`). Settings
@@ -194,9 +220,7 @@ class ExportConfig:
         _required("output_dir", self.output_dir)
         if not os.path.isfile(self.model_path) or not self.model_path.endswith(".keras"):
             _fail("model_path", self.model_path, "an existing .keras file")
-        if os.path.exists(self.output_dir) and not self.overwrite:
-            _fail("output_dir", self.output_dir,
-                  "a new folder (this one already exists; pass --overwrite to replace it)")
+        check_export_target(self.output_dir, self.overwrite, flag="output_dir")
         _positive("image_size", self.image_size, allow_none=True)
         _mean_std(self)
         _fraction("cam_threshold", self.cam_threshold)

@@ -104,41 +104,50 @@ def decode_image(data: tf.Tensor) -> tf.Tensor:
     return image
 
 
+def _last_position(data: tf.Tensor, marker: bytes) -> tf.Tensor:
+    """Byte offset of the last occurrence of `marker` in uint8 `data`, or -1."""
+    data = tf.concat([tf.cast(data, tf.int32), tf.fill([len(marker)], -1)], axis=0)
+    size = tf.size(data) - len(marker) + 1
+    hits = tf.ones([size], tf.bool)
+    for i, byte in enumerate(marker):
+        hits = tf.logical_and(hits, tf.equal(data[i:i + size], byte))
+    positions = tf.cast(tf.where(hits)[:, 0], tf.int32)
+    return tf.reduce_max(tf.concat([[-1], positions], axis=0))
+
+
 def check_complete_image(data: tf.Tensor, image_id: tf.Tensor, where: str) -> tf.Tensor:
     """`data` once it is known to be complete; else an InvalidArgumentError naming it.
 
     The in-graph twin of the WSOL folders' file check (`wsol_metadata.check_image`): a
-    JPEG without an EOI marker (FF D9) or a PNG without an IEND chunk in its last
-    `wsol_metadata.END_WINDOW` bytes was cut short, which the decoder would report
-    without saying which image it was. Other formats pass unchecked.
+    JPEG whose last EOI marker (FF D9) does not come after its last SOS marker (FF DA,
+    the start of the image data; neither can occur inside the entropy-coded data), or a
+    PNG without an IEND chunk in its last `wsol_metadata.END_WINDOW` bytes, was cut
+    short, which the decoder would report without saying which image it was. The end of
+    an EXIF thumbnail (an EOI before the main image's scan) does not count. Other
+    formats pass unchecked.
 
     Args:
       data: string scalar, the encoded image.
       image_id: string scalar naming the image in errors (its file name or id).
       where: the source's name, for the error.
     """
-    length = tf.strings.length(data)
-    window = wsol_metadata.END_WINDOW
-    tail = tf.io.decode_raw(tf.strings.substr(data, tf.maximum(length - window, 0), window),
-                            tf.uint8)
-    # Zeros in front (no marker holds a 0) keep every slice below non-empty.
-    tail = tf.concat([tf.zeros([4], tf.int32), tf.cast(tail, tf.int32)], axis=0)
+    def jpeg_complete():
+        raw = tf.io.decode_raw(data, tf.uint8)
+        return _last_position(raw, b"\xff\xd9") > _last_position(raw, b"\xff\xda")
 
-    def found(marker):
-        hits = tf.ones_like(tail[len(marker) - 1:], tf.bool)  # one per marker position
-        for i, byte in enumerate(marker):
-            hits = tf.logical_and(hits, tf.equal(tail[i:tf.size(tail) - len(marker) + 1 + i],
-                                                 byte))
-        return tf.reduce_any(hits)
+    def png_complete():
+        length = tf.strings.length(data)
+        window = wsol_metadata.END_WINDOW
+        tail = tf.strings.substr(data, tf.maximum(length - window, 0), window)
+        return _last_position(tf.io.decode_raw(tail, tf.uint8), b"IEND") >= 0
 
     is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), wsol_metadata.JPEG_MAGIC)
     is_png = tf.equal(tf.strings.substr(data, 0, 8), wsol_metadata.PNG_MAGIC)
-    complete = tf.cond(is_jpeg, lambda: found(b"\xff\xd9"),
-                       lambda: tf.cond(is_png, lambda: found(b"IEND"),
-                                       lambda: tf.constant(True)))
+    complete = tf.cond(is_jpeg, jpeg_complete,
+                       lambda: tf.cond(is_png, png_complete, lambda: tf.constant(True)))
     check = tf.debugging.Assert(complete, [
-        f"{where}: image", image_id, "is truncated: no end marker (JPEG EOI / PNG IEND) "
-        "near the end of its data"])
+        f"{where}: image", image_id, "is truncated: no end marker after its image data "
+        "(JPEG EOI after the scan / PNG IEND)"])
     with tf.control_dependencies([check]):
         return tf.identity(data)
 

@@ -131,6 +131,41 @@ def parse_int(value: str, path: str, line: int, what: str) -> int:
             f"{path}:{line}: expected an integer {what}, received {value!r}.") from None
 
 
+_SOF_MARKERS = (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+
+
+def _jpeg_segments(f):
+    """Yields `(marker, offset)` for each marker segment of an open JPEG file up to and
+    including the first SOS (start of scan, 0xDA), leaving `f` at the segment's payload
+    (after its length field). Application segments (EXIF and its thumbnail, whose own
+    markers include an EOI) are skipped by their length, never searched. Stops at EOF."""
+    f.seek(2)
+    while True:
+        byte = f.read(1)
+        while byte and byte != b"\xff":
+            byte = f.read(1)
+        while byte == b"\xff":
+            byte = f.read(1)
+        if not byte:
+            return
+        marker = byte[0]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            continue
+        offset = f.tell() - 2
+        if marker == 0xD9:
+            yield marker, offset
+            return
+        seg = f.read(2)
+        if len(seg) < 2:
+            return
+        length = struct.unpack(">H", seg)[0]
+        payload = f.tell()
+        yield marker, offset
+        if marker == 0xDA:
+            return
+        f.seek(payload + length - 2)
+
+
 def image_header_size(path: str) -> tuple | None:
     """(width, height) read from a JPEG or PNG header, or None if not recognised/truncated."""
     with open(path, "rb") as f:
@@ -142,50 +177,43 @@ def image_header_size(path: str) -> tuple | None:
             return int(w), int(h)
         if not head.startswith(JPEG_MAGIC):
             return None
-        f.seek(2)
-        while True:
-            byte = f.read(1)
-            while byte and byte != b"\xff":
-                byte = f.read(1)
-            while byte == b"\xff":
-                byte = f.read(1)
-            if not byte:
-                return None
-            marker = byte[0]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-                continue
-            seg = f.read(2)
-            if len(seg) < 2:
-                return None
-            length = struct.unpack(">H", seg)[0]
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB,
-                          0xCD, 0xCE, 0xCF):
+        for marker, _ in _jpeg_segments(f):
+            if marker in _SOF_MARKERS:
                 data = f.read(5)
                 if len(data) < 5:
                     return None
                 h, w = struct.unpack(">HH", data[1:5])
                 return int(w), int(h)
-            if marker in (0xD9, 0xDA):
-                return None
-            f.seek(length - 2, os.SEEK_CUR)
+        return None
 
 
 END_WINDOW = 65536  # trailing bytes searched for the end marker (some files carry extras)
 
 
 def _has_end_marker(path: str, png: bool) -> bool:
-    """False when a JPEG has no EOI marker (FF D9) or a PNG no IEND chunk in its last
-    64 KiB: the file was cut short (a valid header alone does not show that). Other
-    formats are not checked."""
+    """False when the file was cut short (a valid header alone does not show that): a
+    PNG without an IEND chunk in its last 64 KiB, or a JPEG without an EOI marker
+    (FF D9) after the start of its image data (the first SOS segment) in its last
+    64 KiB. An EOI before the scan, such as the end of an EXIF thumbnail inside the
+    APP1 segment of a camera photo, does not count. Other formats are not checked."""
     with open(path, "rb") as f:
         head = f.read(3)
         if not (png or head.startswith(JPEG_MAGIC)):
             return True
+        scan = 0
+        if not png:
+            scan = next((offset for marker, offset in _jpeg_segments(f) if marker == 0xDA),
+                        None)
+            if scan is None:
+                return False
         f.seek(0, os.SEEK_END)
         size = f.tell()
-        f.seek(max(0, size - END_WINDOW))
+        start = max(0, size - END_WINDOW)
+        f.seek(start)
         tail = f.read()
-    return (b"IEND" in tail) if png else (b"\xff\xd9" in tail)
+    if png:
+        return b"IEND" in tail
+    return start + tail.rfind(b"\xff\xd9") > scan if b"\xff\xd9" in tail else False
 
 
 def check_image(path: str, verify: str = "header") -> tuple | None:
@@ -209,8 +237,8 @@ def check_image(path: str, verify: str = "header") -> tuple | None:
     if head.startswith((JPEG_MAGIC, PNG_MAGIC)) and size is None:
         raise ValueError("truncated or corrupt image header")
     if not _has_end_marker(path, png=head.startswith(PNG_MAGIC)):
-        raise ValueError("truncated image: no end marker (JPEG EOI / PNG IEND) near the end "
-                         "of the file")
+        raise ValueError("truncated image: no end marker near the end of the file (a JPEG's "
+                         "EOI after its image data, a PNG's IEND)")
     if verify == "decode":
         import cv2  # local: only needed for full verification
 

@@ -21,6 +21,7 @@ import pathlib
 import shutil
 from typing import Any
 
+from keras_has.config.commands import check_export_target
 from keras_has.util.files import staging_dir
 from keras_has.serve.signatures import (CAM_FEATURES, CLASS_NAMES_ASSET, DEFAULT_MAX_IMAGE_PIXELS,
                                PREPROCESSING_ASSET, SERVING_DEFAULT, SERVING_IMAGES,
@@ -79,7 +80,9 @@ def export_saved_model(
         cam_threshold: fraction of each CAM's max, in [0, 1].
         top_k: classes returned per image (capped at K).
         config: training config (dict or dataclass) saved as JSON; optional.
-        overwrite: replace an existing `export_dir`; otherwise that is an error.
+        overwrite: replace an existing `export_dir` that is an earlier export (or an
+            empty folder); a regular file or a folder of other content is never replaced
+            (FileExistsError), nor anything without `overwrite`.
         max_image_pixels: `serving_default` marks larger images invalid before
             decoding them.
         cam_signature: add the `cam_features` evaluation signature
@@ -92,10 +95,10 @@ def export_saved_model(
         The export directory as a `pathlib.Path`.
     """
     export_dir = pathlib.Path(export_dir)
-    if export_dir.exists() and not overwrite:
-        raise FileExistsError(
-            f"export_dir: {export_dir} already exists; pass overwrite=True to replace it"
-        )
+    try:
+        check_export_target(export_dir, overwrite)
+    except ValueError as err:
+        raise FileExistsError(str(err).replace("--overwrite", "overwrite=True")) from None
     serving_config = make_serving_config(
         model,
         image_size=image_size,

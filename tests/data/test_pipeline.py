@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from keras_has import data as D
+from tests.helpers import jpeg_with_thumbnail
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -499,3 +500,21 @@ def test_truncated_jpeg_with_a_valid_header_is_named_before_training(folder):
         D.read_split(folder, "train")
     meta = D.read_split(folder, "train", skip_corrupt=True)
     assert "rgb.jpg" not in meta.image_ids and meta.num_skipped == 1
+
+
+def test_a_cut_camera_photo_is_found_although_its_thumbnail_ends_in_an_eoi(tmp_path):
+    """Camera JPEGs carry an EXIF thumbnail whose own end marker (FF D9) sits in the
+    APP1 segment; a file cut short after it must still count as truncated."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    thumb = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    data = jpeg_with_thumbnail(image, thumb)
+    path = tmp_path / "camera.jpg"
+    path.write_bytes(data)
+    assert D.wsol_metadata.check_image(str(path)) == (128, 96)
+    cut = data[:int(len(data) * 0.8)]
+    assert b"\xff\xd9" in cut  # the thumbnail's end marker survives the cut
+    path.write_bytes(cut)
+    with pytest.raises(ValueError, match="truncated image: no end marker"):
+        D.wsol_metadata.check_image(str(path))
+

@@ -8,6 +8,7 @@ import tensorflow_datasets as tfds
 
 from keras_has import data as D
 from keras_has.data import tfds_sources
+from tests.helpers import jpeg_with_thumbnail
 
 NO_NORM = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
@@ -271,7 +272,11 @@ def test_a_truncated_image_is_named_before_it_is_decoded():
         [(20, 24, 3)] * 3
     assert check_complete_image(tf.constant(gif_like), tf.constant("d.gif"), "x").numpy() == \
         gif_like
-    for name, data in (("cut.jpg", jpeg[:len(jpeg) // 2]), ("cut.png", png[:-12])):
+    camera = jpeg_with_thumbnail(cv2.resize(image, (96, 80)), image)
+    assert load([(camera, "camera.jpg")]) == [(80, 96, 3)]
+    cut_camera = camera[:int(len(camera) * 0.8)]  # the thumbnail's end marker survives
+    for name, data in (("cut.jpg", jpeg[:len(jpeg) // 2]), ("cut.png", png[:-12]),
+                       ("cut_camera.jpg", cut_camera)):
         with pytest.raises(tf.errors.InvalidArgumentError,
                            match=f"caltech_birds2011: image.*{name}.*is truncated"):
             load([(jpeg, "fine.jpg"), (data, name)])

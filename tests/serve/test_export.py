@@ -379,11 +379,31 @@ def test_assets(export_dir):
     assert not leftovers  # no temporary directories left
 
 
+def test_overwrite_never_replaces_a_file_or_a_foreign_folder(model, tmp_path):
+    kwargs = dict(image_size=IMAGE_SIZE, mean=MEAN, std=STD, overwrite=True)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    with pytest.raises(FileExistsError, match="is a file, which overwrite=True never replaces.*notes.txt"):
+        export.export_saved_model(model, notes, **kwargs)
+    assert notes.read_text() == "my notes"
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "a.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(FileExistsError, match="no saved_model.pb.*photos"):
+        export.export_saved_model(model, foreign, **kwargs)
+    assert [p.name for p in foreign.iterdir()] == ["a.jpg"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    export.export_saved_model(model, empty, **kwargs)  # an empty folder may be used
+    assert (empty / "saved_model.pb").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "notes.txt", "photos"]
+
+
 def test_existing_dir_overwrite_and_failed_export(model, tmp_path, monkeypatch):
     target = tmp_path / "out"
-    target.mkdir()
-    (target / "old.txt").write_text("old")
     kwargs = dict(image_size=IMAGE_SIZE, mean=MEAN, std=STD)
+    export.export_saved_model(model, target, class_names=("x", "y", "z"), **kwargs)
+    (target / "old.txt").write_text("old")  # an earlier export, with a file added
     with pytest.raises(FileExistsError, match="overwrite=True"):
         export.export_saved_model(model, target, **kwargs)
     assert (target / "old.txt").exists()
