@@ -312,7 +312,7 @@ def make_eval_dataset(source, image_size, batch_size, split="test", mean=None, s
     batch_size = _check_int("batch_size", batch_size, 1)
     if max_boxes is not None:
         max_boxes = _check_int("max_boxes", max_boxes, 1)
-    source.check_split(split)
+    source.check_localized(split)
     if stats_split is None:
         stats_split = "train" if "train" in source.splits else split
     prep = _resolve_preprocessing(source, mean, std, preprocessing, stats_split,

@@ -82,6 +82,10 @@ class Source:
             raise ValueError(f"source {self.name!r} has no split {split!r}; available "
                              f"splits: {list(self.splits)}.")
 
+    def check_localized(self, split: str) -> None:
+        """Raises when an image of `split` has no box (evaluation needs one per image)."""
+        self.check_split(split)
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, num_classes={self.num_classes}, "
                 f"splits={list(self.splits)})")
@@ -223,6 +227,9 @@ class WsolSource(Source):
                 self.root, split, num_classes=self.num_classes, verify=self._verify,
                 skip_corrupt=self._skip_corrupt, clip_boxes=self._clip_boxes)
         return self._cache[split]
+
+    def check_localized(self, split: str) -> None:
+        self.split_metadata(split).check_localized()
 
     def has_masks(self, split: str) -> bool:
         return self.split_metadata(split).has_masks

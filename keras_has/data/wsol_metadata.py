@@ -26,6 +26,8 @@ import struct
 
 import numpy as np
 
+from keras_has.util.files import read_text_lines
+
 logger = logging.getLogger(__name__)
 
 JPEG_MAGIC = b"\xff\xd8"
@@ -56,6 +58,9 @@ class WsolSplit:
       num_clipped: boxes that reached outside their image and were clipped.
       num_skipped: corrupt or missing images skipped (only with `skip_corrupt=True`).
       skipped_ids: their image ids, in file order.
+      unlocalized: `(image_id, line of image_ids.txt)` of the images with no box (or
+        mask) line in localization.txt, in file order; a split that is evaluated must
+        have none (`check_localized`).
     """
 
     root: str
@@ -70,6 +75,21 @@ class WsolSplit:
     num_clipped: int = 0
     num_skipped: int = 0
     skipped_ids: tuple = ()
+    unlocalized: tuple = ()
+
+    def check_localized(self) -> None:
+        """Raises MetadataError naming the first image without a box or mask line (an
+        evaluated split needs at least one per image)."""
+        if not self.unlocalized:
+            return
+        image_id, line = self.unlocalized[0]
+        meta = os.path.join(self.root, "metadata", self.split)
+        more = (f" ({len(self.unlocalized) - 1} more image(s) likewise)"
+                if len(self.unlocalized) > 1 else "")
+        raise MetadataError(
+            f"{os.path.join(meta, 'localization.txt')}: image {image_id!r} (line {line} of "
+            f"{os.path.join(meta, 'image_ids.txt')}) has no box line{more}; expected at "
+            "least one box '<relpath>,x0,y0,x1,y1' per image of a split that is evaluated.")
 
     @property
     def has_masks(self) -> bool:
@@ -116,11 +136,14 @@ def read_lines(path: str, required: bool = True):
         if required:
             raise MetadataError(f"{path}: required metadata file not found.")
         return
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            line = line.strip()
-            if line:
-                yield n, [field.strip() for field in line.split(",")]
+    try:
+        lines = read_text_lines(path)
+    except UnicodeError as error:
+        raise MetadataError(str(error)) from None
+    for n, line in enumerate(lines, start=1):
+        line = line.strip()
+        if line:
+            yield n, [field.strip() for field in line.split(",")]
 
 
 def parse_int(value: str, path: str, line: int, what: str) -> int:
@@ -454,6 +477,7 @@ def read_split(root: str, split: str, num_classes: int | None = None, verify: st
         num_clipped=num_clipped,
         num_skipped=len(bad),
         skipped_ids=tuple(bad),
+        unlocalized=tuple((i, id_line[i]) for i in ids if not (boxes[i] or masks[i])),
     )
 
 

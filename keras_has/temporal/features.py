@@ -33,8 +33,8 @@ import re
 
 import numpy as np
 
-from keras_has.util.files import atomic_write_bytes
 from keras_has.temporal.data import TemporalSource, Video
+from keras_has.util.files import atomic_write_bytes, read_text_lines
 
 __all__ = ["load_feature_folder", "convert_thumos14", "FeatureFolderError"]
 
@@ -47,11 +47,14 @@ def _lines(path):
     """`(line_number, fields)` of the meaningful lines of a text file."""
     if not os.path.isfile(path):
         raise FeatureFolderError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            text = line.strip()
-            if text and not text.startswith("#"):
-                yield number, text.split()
+    try:
+        lines = read_text_lines(path)
+    except UnicodeError as error:
+        raise FeatureFolderError(str(error)) from None
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if text and not text.startswith("#"):
+            yield number, text.split()
 
 
 def _number(text, path, number, what):
@@ -81,6 +84,11 @@ def _read_classes(root):
 def _feature_shape(path, video_id, where):
     if not os.path.isfile(path):
         raise FeatureFolderError(f"{where}: video {video_id!r} has no features file {path}")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        raise FeatureFolderError(f"{path}: expected a NumPy .npy file (np.save), received a "
+                                 f"file that starts with {magic!r}")
     try:
         array = np.load(path, mmap_mode="r")
     except Exception as e:  # corrupt or not a .npy file
@@ -94,6 +102,18 @@ def _feature_shape(path, video_id, where):
     if not np.issubdtype(array.dtype, np.number):
         raise FeatureFolderError(f"{path}: expected numeric features, received {array.dtype}")
     return tuple(array.shape)
+
+
+def _check_finite(features, path, chunk=4096):
+    """Raises FeatureFolderError naming the file and the first frame holding a NaN or an
+    infinity (read in chunks of frames, so a memory-mapped file is never loaded whole)."""
+    for start in range(0, features.shape[0], chunk):
+        finite = np.isfinite(np.asarray(features[start:start + chunk], np.float32)).all(axis=1)
+        if not finite.all():
+            frame = start + int(np.argmin(finite))
+            raise FeatureFolderError(
+                f"{path}: expected finite features, received NaN or Inf in frame {frame} "
+                f"(row {frame} of the [T, D] array); fix or drop that video")
 
 
 def load_feature_folder(root, tolerance=None, load=True) -> TemporalSource:
@@ -183,6 +203,7 @@ def load_feature_folder(root, tolerance=None, load=True) -> TemporalSource:
         features = np.load(v["path"], mmap_mode=None if load else "r")
         if load:
             features = np.asarray(features, np.float32)
+        _check_finite(features, v["path"])
         splits.setdefault(v["subset"], []).append(Video(
             video_id=video_id, features=features, labels=tuple(v["labels"]),
             segments=tuple(sorted(v["segments"], key=lambda s: (s[1], s[0]))),

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "jsonable",
+__all__ = ["read_text_lines", "atomic_path", "atomic_write_bytes", "atomic_write_json", "jsonable",
            "staging_dir", "remove_stale_temporaries"]
 
 
@@ -131,6 +131,29 @@ def jsonable(value):
     return value
 
 
+def read_text_lines(path) -> list[str]:
+    """The lines of a UTF-8 text file (a leading byte-order mark is dropped), without
+    their line ends.
+
+    Raises:
+        UnicodeError (a ValueError) naming the file, line and column of the first byte
+        that is not UTF-8, and saying what to do.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
+        raise UnicodeError(
+            f"{path}:{line}: expected UTF-8 text, received the byte "
+            f"0x{raw[error.start]:02x} at column {column}; save the file as UTF-8") from None
+
+
 def read_class_names(path) -> tuple[str, ...]:
     """Class names from a text file, one per line (blank lines at the end ignored).
 
@@ -143,8 +166,7 @@ def read_class_names(path) -> tuple[str, ...]:
     """
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        lines = read_text_lines(path)
     except OSError as error:
         raise ValueError(f"class_names: cannot read {path}: {error.strerror}") from None
     while lines and not lines[-1].strip():

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from keras_has import data as D
-from tests.helpers import jpeg_with_thumbnail
+from tests.helpers import jpeg_with_thumbnail, make_wsol_folder
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -517,4 +517,34 @@ def test_a_cut_camera_photo_is_found_although_its_thumbnail_ends_in_an_eoi(tmp_p
     path.write_bytes(cut)
     with pytest.raises(ValueError, match="truncated image: no end marker"):
         D.wsol_metadata.check_image(str(path))
+
+
+def test_an_evaluated_image_without_a_box_line_is_named(tmp_path):
+    root = tmp_path / "wsol"
+    make_wsol_folder(root, n_train=4, n_test=3)
+    loc = root / "metadata" / "test" / "localization.txt"
+    lines = loc.read_text().splitlines()
+    loc.write_text("\n".join(lines[:1] + lines[2:]) + "\n")  # the 2nd image loses its box
+    unboxed = (root / "metadata" / "test" / "image_ids.txt").read_text().splitlines()[1]
+    source = D.get_source(str(root))
+    assert len(source.split_metadata("test")) == 3  # reading the split is fine
+    with pytest.raises(D.MetadataError, match=rf"localization.txt: image '{unboxed}' \(line 2 "
+                                              r"of .*image_ids.txt\) has no box line"):
+        D.make_eval_dataset(source, 32, 2, split="test")
+
+
+@pytest.mark.parametrize("name", ["image_ids.txt", "class_labels.txt", "localization.txt"])
+def test_metadata_is_utf8_with_or_without_a_bom_and_a_bad_byte_is_named(tmp_path, name):
+    root = tmp_path / "wsol"
+    make_wsol_folder(root, n_train=4, n_test=2)
+    path = root / "metadata" / "train" / name
+    data = path.read_bytes()
+    path.write_bytes(b"\xef\xbb\xbf" + data)  # a byte-order mark, as Notepad writes
+    assert len(D.read_split(str(root), "train")) == 4
+    lines = data.splitlines(keepends=True)
+    lines[2] = lines[2][:4] + b"\xff" + lines[2][4:]
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(D.MetadataError, match=rf"train/{name}:3: expected UTF-8 text, "
+                                              r"received the byte 0xff at column 5"):
+        D.read_split(str(root), "train")
 

@@ -78,6 +78,11 @@ def test_load_valid_folder(tmp_path):
     (dict(annotations="v1 Run 1.0 2.0\n"), r"annotations\.txt:1: class 'Run' is not among"),
     (dict(annotations="v1 Jump 1.0 nan\n"), r"annotations\.txt:1: t_end must be finite"),
     (dict(classes="Jump\nJump\n"), r"class_names\.txt:2: class 'Jump' is listed twice"),
+    (dict(features={"v1": np.zeros([8, 2]), "v2": np.zeros([10, 2]),
+                    "v3": np.array([[0, 0], [0, np.nan], [1, 1]])}),
+     r"v3\.npy: expected finite features, received NaN or Inf in frame 1"),
+    (dict(features={"v1": np.zeros([8, 2]), "v2": np.full([10, 2], np.inf),
+                    "v3": np.zeros([3, 2])}), r"v2\.npy: .*NaN or Inf in frame 0"),
 ])
 def test_bad_input_names_file_and_line(tmp_path, change, match):
     root = _folder(tmp_path, **change)
@@ -133,3 +138,32 @@ def test_convert_thumos14_bad_line(tmp_path):
         convert_thumos14(str(ann), str(tmp_path / "out"), feature_rate=2.0)
     with pytest.raises(FeatureFolderError, match="no <Class>_val.txt"):
         convert_thumos14(str(tmp_path), str(tmp_path / "out"), feature_rate=2.0)
+
+
+def test_random_bytes_npy_is_named_without_the_pickle_hint(tmp_path):
+    root = _folder(tmp_path)
+    with open(os.path.join(root, "features", "v2.npy"), "wb") as f:
+        f.write(bytes(range(7, 200)))
+    with pytest.raises(FeatureFolderError, match=r"v2\.npy: expected a NumPy \.npy file") as info:
+        load_feature_folder(root)
+    assert "pickle" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["videos.txt", "annotations.txt", "class_names.txt"])
+def test_text_files_are_utf8_with_or_without_a_bom(tmp_path, name):
+    root = _folder(tmp_path)
+    path = os.path.join(root, name)
+    text = open(path, encoding="utf-8").read()
+    with open(path, "wb") as f:  # a byte-order mark, as some editors write
+        f.write(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert load_feature_folder(root).class_names == ("Jump", "Run")
+    lines = text.encode("utf-8").splitlines(keepends=True)
+    bad = [line for line in lines if line.strip() and not line.startswith(b"#")][0]
+    number = lines.index(bad) + 1
+    lines[number - 1] = bad[:2] + b"\xff" + bad[2:]
+    with open(path, "wb") as f:
+        f.write(b"".join(lines))
+    with pytest.raises(FeatureFolderError, match=rf"{name}:{number}: expected UTF-8 text, "
+                                                 r"received the byte 0xff at column 3"):
+        load_feature_folder(root)
+
