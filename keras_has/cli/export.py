@@ -23,16 +23,16 @@ config_flags.define_config_flags(ExportConfig)
 
 def export(config: ExportConfig):
     """Exports as `config` says; returns the export directory."""
-    from keras_has.serve.loading import load_keras_model
+    from keras_has.serve.loading import load_keras_model, model_image_size
     from keras_has.train import run_folder
     from keras_has.serve.export import export_saved_model
 
+    model = load_keras_model(config.model_path)
     settings = run_folder.read_run_settings(
         model_path=config.model_path, train_config=config.train_config,
         image_size=config.image_size, mean=config.mean, std=config.std,
         class_names=run_folder.class_names_arg(config.class_names), source=config.source,
-        split=config.split)
-    model = load_keras_model(config.model_path)
+        split=config.split, model_image_size=model_image_size(model))
     return export_saved_model(
         model, config.output_dir, image_size=settings["image_size"],
         preprocessing=settings["preprocessing"], class_names=settings["class_names"],

@@ -96,12 +96,14 @@ def load_predictor(model_path, settings=None, cam_threshold=0.2, top_k=5,
         call = lambda blobs: signature(images_bytes=tf.constant(blobs, tf.string))  # noqa: E731
     else:
         from keras_has import models
-        from keras_has.serve.loading import load_keras_model
+        from keras_has.serve.loading import load_keras_model, model_image_size
         from keras_has.train import run_folder
         from keras_has.serve import signatures as serving
 
-        resolved = run_folder.read_run_settings(**{"model_path": model_path, **(settings or {})})
         model = load_keras_model(model_path)
+        resolved = run_folder.read_run_settings(**{
+            "model_path": model_path, "model_image_size": model_image_size(model),
+            **(settings or {})})
         if fold_batch_norm:
             model = models.fold_batch_norms(model)
         config = serving.make_serving_config(

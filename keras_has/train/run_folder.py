@@ -287,7 +287,8 @@ def class_names_arg(value: str | None):
 
 
 def read_run_settings(*, model_path=None, train_config=None, image_size=None, mean=None,
-                      std=None, class_names=None, source=None, split=None) -> dict:
+                      std=None, class_names=None, source=None, split=None,
+                      model_image_size=None) -> dict:
     """What serving a trained model needs, from its run folder; explicit values win.
 
     In order: `image_size` from the run's `config.json` (`data.image_size`); the input
@@ -306,6 +307,8 @@ def read_run_settings(*, model_path=None, train_config=None, image_size=None, me
         source: data source name or WSOL folder to measure statistics on or take class
             names from when the run has no record of them (default: the config's).
         split: split statistics are measured on (default: the config's training split).
+        model_image_size: the input size the loaded model fixes, used when neither
+            `image_size` nor the training config gives one.
 
     Returns:
         dict with `image_size`, `preprocessing` (a `Preprocessing`), `mean`, `std`
@@ -337,9 +340,11 @@ def read_run_settings(*, model_path=None, train_config=None, image_size=None, me
         raise ValueError(
             f"train_config: expected a 'data' section (a dict), received {data_config!r}")
     if image_size is None:
-        image_size = data_config.get("image_size")
+        image_size = data_config.get("image_size") or model_image_size
         if image_size is None:
-            raise ValueError("image_size: not given and no training config with data.image_size")
+            raise ValueError("image_size: not given, no training config with data.image_size "
+                             "beside the model, and the model's input does not fix a square "
+                             "size; pass --image_size")
     if isinstance(class_names, (str, os.PathLike)):
         class_names = read_names_file(class_names)
     if class_names is None and run_dir is not None:
@@ -374,7 +379,8 @@ def read_run_settings(*, model_path=None, train_config=None, image_size=None, me
         where = f" in {run_dir}" if run_dir is not None else ""
         raise ValueError(
             f"mean/std: not given, no preprocessing recorded{where} ({PREPROCESSING_FILE}), "
-            "and no data source to measure them on (pass mean and std, or a source)")
+            "and no data source to measure them on (pass --mean and --std, e.g. "
+            "--mean=0,0,0 --std=1,1,1 for a model that scales its own input, or --source)")
     return {
         "image_size": image_size,
         "preprocessing": preprocessing,

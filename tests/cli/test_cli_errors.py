@@ -125,7 +125,21 @@ def test_commands_print_one_line_for_expected_errors_and_write_nothing(run, tmp_
     image = tmp_path / "one.png"
     cv2.imwrite(str(image), np.full((8, 8, 3), 90, np.uint8))
     script = lambda name: os.path.join(REPO, "scripts", f"{name}.py")  # noqa: E731
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a user's notes")
+    text_model = tmp_path / "text.keras"
+    text_model.write_text("not a model")
+    cut_model = tmp_path / "cut.keras"
+    cut_model.write_bytes((folder / "model.keras").read_bytes()[:600])
     commands = {
+        "export_overwrite_file": [script("export"), f"--model_path={folder / 'model.keras'}",
+                                  f"--output_dir={notes}", "--overwrite"],
+        "export_text_model": [script("export"), f"--model_path={text_model}",
+                              f"--output_dir={tmp_path / 'export_text'}"],
+        "evaluate_cut_model": [script("evaluate"), f"--model_path={cut_model}",
+                               f"--source={wsol}", f"--out_dir={tmp_path / 'eval_cut'}"],
+        "predict_text_model": [script("predict"), f"--model_path={text_model}",
+                               f"--output_dir={tmp_path / 'pred_text'}", str(image)],
         "evaluate_not_a_model": [script("evaluate"), f"--model_path={wsol}",
                                  f"--out_dir={tmp_path / 'eval_out2'}", "--verbosity=1"],
         "evaluate_ok": [script("evaluate"), f"--model_path={folder / 'model.keras'}",
@@ -140,7 +154,13 @@ def test_commands_print_one_line_for_expected_errors_and_write_nothing(run, tmp_
     done = run_commands(commands, cwd=tmp_path)
     # Values the flags' config rejects say "invalid configuration"; errors found while
     # running (a folder that is not a model) do not.
+    not_archive = r"model_path: expected a Keras model archive \(\.keras, written by model\.save\)"
     expected = {
+        "export_overwrite_file": r"export\.py: (invalid configuration: )?output_dir: expected a "
+                                 r"new folder or an earlier export \(this path is a file",
+        "export_text_model": rf"export\.py: {not_archive}, received .*text\.keras.*not a zip",
+        "evaluate_cut_model": rf"evaluate\.py: {not_archive}, received .*cut\.keras",
+        "predict_text_model": rf"predict\.py: {not_archive}, received .*text\.keras",
         "evaluate_not_a_model": rf"evaluate\.py: saved_model: {wsol} is not a SavedModel",
         "export_bad_mean": r"export\.py: (invalid configuration: )?(preprocessing )?mean: "
                            r"expected 3",
@@ -156,8 +176,9 @@ def test_commands_print_one_line_for_expected_errors_and_write_nothing(run, tmp_
             assert "Traceback (most recent call last)" in stderr
         else:
             assert len(lines) == 1, (name, lines)
-    for left in ("eval_out2", "export_out", "pred_out"):
+    for left in ("eval_out2", "export_out", "pred_out", "export_text", "eval_cut", "pred_text"):
         assert not (tmp_path / left).exists(), left
+    assert notes.read_text() == "a user's notes"
     # The good evaluation reads the test split only, with the run's preprocessing.
     code, stdout, stderr = done["evaluate_ok"]
     assert code == 0, stderr[-3000:]
