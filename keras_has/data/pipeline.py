@@ -214,6 +214,16 @@ def _seed_stream(seed):
 
 # ------------------------------------------------------------------ datasets
 
+def _data_sharded_options() -> tf.data.Options:
+    """Options that make a multi-worker strategy shard by element (`DATA`), not by
+    file: a TFDS dataset with fewer files than workers (the built-in one is a single
+    file) cannot be split by file. Every worker reads the same seeded order and keeps
+    every N-th batch, so the shards are disjoint and cover the data."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
+
 def make_train_dataset(source, image_size, batch_size, hiding=None, seed=None, split="train",
                        mean=None, std=None, *, drop_remainder=False, shuffle=True,
                        resize_size=None, stats_cache_dir=None, preprocessing=None):
@@ -276,7 +286,7 @@ def make_train_dataset(source, image_size, batch_size, hiding=None, seed=None, s
         ds = ds.map(hide, num_parallel_calls=AUTOTUNE)
     else:
         ds = ds.map(lambda images, labels, seeds: (images, labels))
-    options = tf.data.Options()
+    options = _data_sharded_options()
     options.deterministic = seed is not None
     return ds.with_options(options).prefetch(AUTOTUNE)
 
@@ -356,4 +366,4 @@ def make_eval_dataset(source, image_size, batch_size, split="test", mean=None, s
         padding_values.update(mask=0.0, ignore=False)
     ds = ds.padded_batch(batch_size, padded_shapes=padded_shapes,
                          padding_values=padding_values, drop_remainder=drop_remainder)
-    return ds.prefetch(AUTOTUNE)
+    return ds.with_options(_data_sharded_options()).prefetch(AUTOTUNE)

@@ -222,8 +222,24 @@ def _free_ports(n):
             s.close()
 
 
-def test_multi_worker_two_local_workers(wsol, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_synthetic(tmp_path_factory):
+    """The built-in dataset's `tiny` config prepared once (a single TFDS file per split,
+    fewer files than workers) with its statistics cached."""
+    from keras_has import data
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    source = data.get_source("synthetic", data_dir=data_dir, config="tiny")
+    data.get_normalization(source)
+    return ["--source=synthetic", "--source_config=tiny", f"--data_dir={data_dir}"]
+
+
+@pytest.mark.parametrize("kind", ["wsol_folder", "tfds_one_file"])
+def test_multi_worker_two_local_workers(wsol, tiny_synthetic, kind, tmp_path):
     out = tmp_path / "run"
+    args = tiny_args(wsol, out, extra=["--strategy=multi_worker"])
+    if kind == "tfds_one_file":  # FILE sharding would fail: 1 file, 2 workers
+        args = [a for a in args if not a.startswith("--source=")] + tiny_synthetic
     ports = _free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     procs = []
@@ -231,7 +247,7 @@ def test_multi_worker_two_local_workers(wsol, tmp_path):
         env = subprocess_env()
         env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         procs.append(subprocess.Popen(
-            [sys.executable, TRAIN, *tiny_args(wsol, out, extra=["--strategy=multi_worker"])],
+            [sys.executable, TRAIN, *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT))
     results = []
     try:
