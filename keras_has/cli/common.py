@@ -33,13 +33,17 @@ def quiet_unless_verbosity(flag_values: flags.FlagValues = flags.FLAGS,
         console.disable_dataset_progress_bars()
 
 
+INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT), as shells report it
+
+
 def expected_errors() -> tuple:
     """The exception types reported in one line: bad data or settings found while
     running (also inside a TensorFlow graph), a run folder in use, a missing file, an
     output that exists."""
     from keras_has.train.run_folder import RunFolderBusy
 
-    types = [ValueError, RunFolderBusy, FileNotFoundError, FileExistsError]
+    types = [ValueError, RunFolderBusy, FileNotFoundError, FileExistsError, PermissionError,
+             NotADirectoryError]
     tf = sys.modules.get("tensorflow")
     if tf is not None:
         types.append(tf.errors.InvalidArgumentError)
@@ -48,6 +52,11 @@ def expected_errors() -> tuple:
 
 def one_line(error: BaseException) -> str:
     """The informative line of an error's message (TensorFlow's span several)."""
+    if isinstance(error, (PermissionError, NotADirectoryError)) and error.filename:
+        reason = ("permission denied" if isinstance(error, PermissionError)
+                  else "a file stands where a folder is needed")
+        return (f"cannot write {error.filename}: {reason}; choose an output folder you can "
+                "write to")
     noise = ("Graph execution error", "Detected at node", "[[", "<stack traces")
     lines = [line.strip() for line in str(error).splitlines()]
     lines = [line for line in lines if line and not line.startswith(noise)]
@@ -59,6 +68,14 @@ def run_reporting_errors(command: str, fn, *args, flag_values=flags.FLAGS, **kwa
     (`expected_errors`); the traceback too under --verbosity=1 or more."""
     try:
         return fn(*args, **kwargs)
+    except KeyboardInterrupt as e:  # Ctrl-C: what was finished is kept
+        if debug_requested(flag_values):
+            traceback.print_exc()
+        epoch = getattr(e, "epoch", None)
+        where = f" at epoch {epoch}" if epoch is not None else ""
+        print(f"{command}: interrupted{where}; rerun the same command to resume",
+              file=sys.stderr)
+        return INTERRUPTED
     except expected_errors() as e:
         if debug_requested(flag_values):
             traceback.print_exc()
