@@ -31,14 +31,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+
+from keras_has.util.files import atomic_path
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-__all__ = ["RunFolderBusy", "RunLock", "RESUMABLE_KEYS", "config_differences",
+__all__ = ["RunFolderBusy", "RunLock", "restore_intact_backup", "BACKUP_WEIGHTS", "BACKUP_METADATA", "RESUMABLE_KEYS", "config_differences",
            "check_resume", "run_paths", "find_run_folder", "read_config",
            "write_preprocessing", "read_preprocessing", "read_normalization",
            "read_run_preprocessing",
@@ -163,6 +166,68 @@ CONFIG_FILE = "config.json"
 PREPROCESSING_FILE = "preprocessing.json"
 NORMALIZATION_FILE = "normalization.json"
 CLASS_NAMES_FILE = "class_names.txt"
+
+
+BACKUP_WEIGHTS = "latest.weights.h5"  # names of Keras' BackupAndRestore; ".bkp": the epoch before
+BACKUP_METADATA = "training_metadata.json"
+
+
+def _backup_problem(weights: str, metadata: str) -> str | None:
+    """What is wrong with one backup pair (weights file, metadata JSON), or None."""
+    try:
+        with open(metadata, encoding="utf-8") as f:
+            epoch = json.load(f)["epoch"]
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise ValueError(f"epoch {epoch!r} is not an int >= 0")
+    except FileNotFoundError:
+        return f"{metadata} is missing"
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"{metadata} is not a backup record ({error})"
+    try:
+        import h5py
+
+        with h5py.File(weights, "r") as f:  # read every array: a cut file fails here
+            f.visititems(lambda name, item: item[()] if isinstance(item, h5py.Dataset) else None)
+    except FileNotFoundError:
+        return f"{weights} is missing"
+    except Exception as error:  # h5py raises OSError, KeyError, RuntimeError, ...
+        return f"{weights} cannot be read ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+    return None
+
+
+def restore_intact_backup(backup_dir) -> str | None:
+    """Makes `backup_dir` resumable before training starts: when the newest backup pair
+    (`latest.weights.h5`, `training_metadata.json`) is damaged, the previous epoch's
+    pair (`*.bkp`, kept by the backup callback) replaces it.
+
+    Returns:
+      None when there is no backup or it is intact; else a line saying what was damaged
+      and from which epoch training resumes.
+
+    Raises:
+      ValueError naming the damaged file when no intact backup is left, and what to do.
+    """
+    backup_dir = os.fspath(backup_dir)
+    weights = os.path.join(backup_dir, BACKUP_WEIGHTS)
+    metadata = os.path.join(backup_dir, BACKUP_METADATA)
+    if not (os.path.exists(weights) or os.path.exists(metadata)):
+        return None
+    problem = _backup_problem(weights, metadata)
+    if problem is None:
+        return None
+    previous = (weights + ".bkp", metadata + ".bkp")
+    if _backup_problem(*previous) is not None:
+        raise ValueError(
+            f"resume: {problem}, and no intact earlier backup is kept; delete {backup_dir} "
+            "to restart training from epoch 1 (finished checkpoints/ stay), or pass "
+            "--overwrite to start the run over")
+    for source, target in zip(previous, (weights, metadata)):
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+    with open(metadata, encoding="utf-8") as f:
+        epoch = json.load(f)["epoch"]
+    return (f"resume: {problem}; resuming from the backup of the epoch before (after "
+            f"{epoch} finished epoch(s))")
 
 
 def run_paths(folder) -> dict:

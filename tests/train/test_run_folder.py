@@ -174,3 +174,42 @@ def test_skipped_images_are_reported_by_training_and_evaluation(tmp_path):
     assert ev.metrics["num_skipped_images"] == 1
     assert ev.metrics["skipped_images"] == ["test/0/2.png"]
     assert ev.metrics["num_images"] == 3
+
+
+def _backup(folder, epoch, values, suffix=""):
+    """A backup pair as the backup callback writes it (an h5 weights file, its JSON)."""
+    import h5py
+    import numpy as np
+
+    folder.mkdir(exist_ok=True)
+    with h5py.File(folder / f"latest.weights.h5{suffix}", "w") as f:
+        f.create_dataset("layers/dense/vars/0", data=np.full((64, 64), values, "float32"))
+    (folder / f"training_metadata.json{suffix}").write_text(json.dumps({"epoch": epoch,
+                                                                        "batch": -1}))
+
+
+def test_a_damaged_backup_falls_back_to_the_epoch_before(tmp_path):
+    backup = tmp_path / "backup"
+    assert run_folder.restore_intact_backup(backup) is None  # nothing to resume
+    _backup(backup, 1, 1.0, ".bkp")
+    _backup(backup, 2, 2.0)
+    assert run_folder.restore_intact_backup(backup) is None  # intact: untouched
+    weights = backup / "latest.weights.h5"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:len(data) // 2])  # cut short (a kill, a full disk)
+    message = run_folder.restore_intact_backup(backup)
+    assert "latest.weights.h5 cannot be read" in message and "after 1 finished" in message
+    assert weights.read_bytes() == (backup / "latest.weights.h5.bkp").read_bytes()
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 1
+    assert run_folder.restore_intact_backup(backup) is None  # now intact
+
+
+def test_garbage_backup_metadata_is_named(tmp_path):
+    backup = tmp_path / "backup"
+    _backup(backup, 2, 2.0)
+    (backup / "training_metadata.json").write_text("garbage")
+    with pytest.raises(ValueError, match=r"resume: .*training_metadata\.json is not a backup "
+                                         r"record .*no intact earlier backup.*delete"):
+        run_folder.restore_intact_backup(backup)
+    _backup(backup, 1, 1.0, ".bkp")
+    assert "training_metadata.json is not a backup record" in run_folder.restore_intact_backup(backup)
