@@ -269,7 +269,10 @@ def make_train_dataset(source, image_size, batch_size, hiding=None, seed=None, s
                                                       stats_cache_dir)
                 hiding["fill_value"] = prep.value_of(data_mean)
 
-    ds = source.load(split, shuffle=shuffle, seed=seed)
+    # A large photo is decoded at a reduced scale that keeps >= 2 source pixels per pixel
+    # of the R x R resize (`decode_image`); images up to 4R on the shorter side are
+    # decoded whole, so every usual dataset is read exactly as before.
+    ds = source.load(split, shuffle=shuffle, seed=seed, decode_min_side=2 * resize_size)
     ds = tf.data.Dataset.zip((ds, _seed_stream(seed)))
 
     def augment(example, pair):

@@ -59,7 +59,8 @@ class Source:
         splits (a WSOL folder keeps them in a split of its own, e.g. `test_head`)."""
         return None
 
-    def load(self, split: str, shuffle: bool = False, seed: int | None = None) -> tf.data.Dataset:
+    def load(self, split: str, shuffle: bool = False, seed: int | None = None,
+             decode_min_side: int | None = None) -> tf.data.Dataset:
         """Raw examples of `split` in the common format (module docstring).
 
         Args:
@@ -67,6 +68,9 @@ class Source:
           shuffle: shuffle the example order (cheaply, before decoding), reshuffled on
             each iteration.
           seed: makes the shuffle order deterministic.
+          decode_min_side: lets a source of large photos decode a JPEG at a reduced
+            scale whose shorter side stays >= this (`decode_image`), boxes scaled alike;
+            None: full size. Sources of small images may ignore it.
         """
         raise NotImplementedError
 
@@ -96,16 +100,39 @@ def _safe(text: str) -> str:
     return keep[-60:] + "_" + hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
-def decode_image(data: tf.Tensor) -> tf.Tensor:
+def decode_image(data: tf.Tensor, min_side: int | None = None) -> tf.Tensor:
     """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 `[H, W, 3]` RGB.
 
     tf.io.decode_image converts grayscale to RGB, drops the alpha channel of RGBA PNGs
     and converts (Adobe, inverted) CMYK JPEGs to RGB, and it recognises the format from
     the content (so a PNG named `.jpg` works).
+
+    Args:
+      data: string scalar, the encoded image.
+      min_side: None decodes at full size. Else a large JPEG is decoded at 1/2, 1/4 or
+        1/8 scale by the decoder's DCT scaling (`tf.io.decode_jpeg(ratio=)`: far less
+        time and memory than decoding a 60-megapixel photo whole), the smallest scale
+        whose shorter side is still >= `min_side`; smaller JPEGs and other formats are
+        decoded whole.
     """
-    image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
+    def whole():
+        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        image.set_shape([None, None, 3])
+        return image
+
+    if min_side is None:
+        return whole()
+
+    def reduced():
+        shape = tf.image.extract_jpeg_shape(data)
+        short = tf.minimum(shape[0], shape[1])
+        index = tf.add_n([tf.cast(short >= r * int(min_side), tf.int32) for r in (2, 4, 8)])
+        branches = [lambda r=r: tf.ensure_shape(tf.io.decode_jpeg(data, channels=3, ratio=r),
+                                                [None, None, 3]) for r in (1, 2, 4, 8)]
+        return tf.switch_case(index, branches)
+
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), wsol_metadata.JPEG_MAGIC)
+    return tf.cond(is_jpeg, reduced, whole)
 
 
 def _last_position(data: tf.Tensor, marker: bytes) -> tf.Tensor:
@@ -255,7 +282,8 @@ class WsolSource(Source):
         fingerprint = digest.hexdigest()
         return os.path.join(self.root, "metadata", split), _safe(self.root) + "_" + split, fingerprint
 
-    def load(self, split: str, shuffle: bool = False, seed: int | None = None) -> tf.data.Dataset:
+    def load(self, split: str, shuffle: bool = False, seed: int | None = None,
+             decode_min_side: int | None = None) -> tf.data.Dataset:
         meta = self.split_metadata(split)
         n = len(meta)
         columns = {
@@ -276,8 +304,16 @@ class WsolSource(Source):
 
         def read(row):
             i = row["index"]
-            image = decode_image(tf.io.read_file(paths[i]))
-            example = {"image": image, "label": labels[i], "boxes": boxes[i],
+            data = tf.io.read_file(paths[i])
+            image = decode_image(data, decode_min_side)
+            item_boxes = boxes[i]
+            if decode_min_side is not None:  # boxes follow a reduced-scale decode
+                full = tf.cond(
+                    tf.equal(tf.strings.substr(data, 0, 2), wsol_metadata.JPEG_MAGIC),
+                    lambda: tf.image.extract_jpeg_shape(data)[:2], lambda: tf.shape(image)[:2])
+                scale = tf.cast(tf.shape(image)[:2], tf.float32) / tf.cast(full, tf.float32)
+                item_boxes = item_boxes * tf.stack([scale[1], scale[0], scale[1], scale[0]])
+            example = {"image": image, "label": labels[i], "boxes": item_boxes,
                        "image_id": ids[i]}
             if meta.has_masks:
                 h, w = tf.shape(image)[0], tf.shape(image)[1]

@@ -58,6 +58,12 @@ def cache_path(source, split: str, cache_dir=None) -> str | None:
     return None
 
 
+# The statistics pass decodes a JPEG whose shorter side is >= 2x this at a reduced scale
+# (`keras_has.data.sources.decode_image`): a pixel mean and std barely move, the memory of
+# a 60-megapixel photo does.
+STATS_DECODE_MIN_SIDE = 1024
+
+
 def get_normalization(source, split: str = "train", cache_dir=None, recompute: bool = False) -> tuple:
     """Per-channel `(mean, std)` of a split in [0, 255] scale, cached next to the data.
 
@@ -88,7 +94,8 @@ def get_normalization(source, split: str = "train", cache_dir=None, recompute: b
             logger.info("normalisation cache %s is stale; recomputing.", path)
         except (OSError, ValueError, KeyError) as e:
             logger.warning("ignoring unreadable normalisation cache %s (%s).", path, e)
-    mean, std = compute_normalization(source.load(split, shuffle=False))
+    mean, std = compute_normalization(source.load(split, shuffle=False,
+                                                  decode_min_side=STATS_DECODE_MIN_SIDE))
     if path is None:
         logger.warning("normalisation statistics of %r split %r not cached (data folder not "
                        "writable; pass cache_dir).", source.name, split)

@@ -111,7 +111,8 @@ class TfdsSource(Source):
             ds = ds.shuffle(self._shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         return ds
 
-    def load(self, split: str, shuffle: bool = False, seed: int | None = None) -> tf.data.Dataset:
+    def load(self, split: str, shuffle: bool = False, seed: int | None = None,
+             decode_min_side: int | None = None) -> tf.data.Dataset:
         self.check_split(split)
         return self._as_dataset(split, shuffle, seed).map(
             self._convert, num_parallel_calls=AUTOTUNE)
@@ -230,7 +231,8 @@ class ImageNetSource(TfdsSource):
                 self._tables[split] = (table, ragged)
         return self._tables[split]
 
-    def load(self, split: str, shuffle: bool = False, seed: int | None = None) -> tf.data.Dataset:
+    def load(self, split: str, shuffle: bool = False, seed: int | None = None,
+             decode_min_side: int | None = None) -> tf.data.Dataset:
         self.check_split(split)
         lookup = self._box_table(split)
 

@@ -548,3 +548,50 @@ def test_metadata_is_utf8_with_or_without_a_bom_and_a_bad_byte_is_named(tmp_path
                                               r"received the byte 0xff at column 5"):
         D.read_split(str(root), "train")
 
+
+
+def test_large_jpegs_decode_at_a_reduced_scale_that_keeps_the_min_side():
+    from keras_has.data.sources import decode_image
+
+    rng = np.random.default_rng(0)
+    small = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (512, 384))
+    jpeg = tf.constant(cv2.imencode(".jpg", small)[1].tobytes())
+    png = tf.constant(cv2.imencode(".png", small)[1].tobytes())
+    # shorter side 384: 1/8 keeps 48 >= 40; 1/2 keeps 192 >= 100 but 1/4 (96) would not
+    assert decode_image(jpeg, min_side=40).shape == (48, 64, 3)
+    assert decode_image(jpeg, min_side=100).shape == (192, 256, 3)
+    assert decode_image(jpeg, min_side=200).shape == (384, 512, 3)
+    assert decode_image(png, min_side=40).shape == (384, 512, 3)  # only JPEGs are scaled
+    whole = decode_image(jpeg).numpy().astype(np.float32)
+    eighth = decode_image(jpeg, min_side=40).numpy().astype(np.float32)
+    area = cv2.resize(whole, (64, 48), interpolation=cv2.INTER_AREA)
+    assert np.abs(eighth - area).mean() < 4.0  # the same picture, as an area downscale
+
+
+def test_the_train_pipeline_reads_big_photos_reduced_and_small_ones_whole(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "wsol"
+    make_wsol_folder(root, n_train=2, n_test=2, size=32)
+    ids = (root / "metadata" / "train" / "image_ids.txt").read_text().split()
+    source = D.get_source(str(root))
+    before = [x.numpy() for x, _ in D.make_train_dataset(source, 16, 1, seed=0, shuffle=False,
+                                                           mean=(0, 0, 0), std=(1, 1, 1))]
+    big = cv2.resize(rng.integers(0, 256, (6, 9, 3), dtype=np.uint8), (1800, 1200))
+    cv2.imwrite(str(root / "images" / ids[0]), big)  # PNG name, PNG bytes: decoded whole
+    meta = root / "metadata" / "train"
+    for name in ("image_sizes.txt",):
+        (meta / name).write_text((meta / name).read_text().replace(
+            f"{ids[0]},32,32", f"{ids[0]},1800,1200"))
+    jpg = ids[0][:-4] + ".jpg"
+    (root / "images" / ids[0]).unlink()
+    cv2.imwrite(str(root / "images" / jpg), big)
+    for name in ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt"):
+        (meta / name).write_text((meta / name).read_text().replace(ids[0], jpg))
+    source = D.get_source(str(root))
+    read = next(iter(source.load("train", decode_min_side=2 * 18)))
+    assert tuple(read["image"].shape) == (150, 225, 3)  # 1/8: 150 >= 36
+    np.testing.assert_allclose(read["boxes"].numpy(), source.split_metadata("train").boxes(0) / 8)
+    after = [x.numpy() for x, _ in D.make_train_dataset(source, 16, 1, seed=0, shuffle=False,
+                                                          mean=(0, 0, 0), std=(1, 1, 1))]
+    assert after[0].shape == (1, 16, 16, 3)
+    np.testing.assert_array_equal(after[1], before[1])  # a small image: read as before
