@@ -9,10 +9,10 @@ boxes kept apart from the test split.
 It takes every flag of `keras-has train` plus the fields of
 `keras_has.config.TuneConfig`. Each trial trains the method with one point of the
 search space and is scored by MaxBoxAccV2 on --tune_split (the built-in dataset's
-`validation` split, a WSOL folder's `val` split; never the test split). Writes
-trials.csv, best.cfg (a flagfile of the chosen values) and plan.json under
---output_dir; the same command again skips finished trials and resumes the
-interrupted one.
+`validation` split, a WSOL folder's `val` split; never the test split). Prints a table of
+the trials and writes trials.csv, best.cfg (a flagfile of the chosen values), plan.json
+and results.json under --output_dir; the same command again skips finished trials and
+resumes the interrupted one.
 """
 from __future__ import annotations
 
@@ -32,10 +32,13 @@ def _tune(command, config, tune, _):
         lrs=tune.tune_lrs, trials=tune.tune_trials or None, seed=tune.tune_seed,
         split=tune.tune_split, cam_threshold=tune.cam_threshold,
         verbose=fit_verbosity(config.verbose))
-    print(f"{command}: best trial {result.best['trial']} {result.best['params']} "
+    print()
+    print(result.table)
+    print(f"\n{command}: best trial {result.best['trial']} {result.best['params']} "
           f"MaxBoxAccV2 {float(result.best['max_box_acc_v2']):.2f}")
     print(f"{command}: trials {result.csv_path}")
     print(f"{command}: flagfile {result.flagfile_path}")
+    print(f"{command}: results {result.results_path}")
     return 0
 
 

@@ -1,5 +1,6 @@
-"""Configuration of the experiment runners (comparison of methods, hyperparameter
-search); the training settings of each run are a `TrainConfig`."""
+"""Configuration of the experiments (`keras_has.experiments.runner` configurations:
+comparison of methods, the fine-tuning benchmark, hyperparameter search); the training
+settings of each run are a `TrainConfig`."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,13 +9,53 @@ from keras_has.config.checks import fail as _fail
 from keras_has.config.checks import is_int as _is_int
 from keras_has.config.checks import is_number as _is_number
 
-__all__ = ["ComparisonConfig", "TuneConfig"]
+__all__ = ["ComparisonConfig", "BenchmarkConfig", "TuneConfig", "ARM_ALIASES",
+           "BENCHMARK_ARMS", "resolve_arms"]
+
+# Old names of arms, still accepted: the GAP baseline was the benchmark's arm "gap".
+ARM_ALIASES = {"gap": "cam"}
+BENCHMARK_ARMS = ("cam", "has")  # the fine-tuning benchmark's arms, in table order
+
+
+def resolve_arms(names, allowed, flag: str = "arms") -> tuple[str, ...]:
+    """`names` as a tuple of canonical arm names (`ARM_ALIASES` mapped: `gap` -> `cam`).
+
+    Raises ValueError naming `flag` for none, a name outside `allowed` (or its
+    aliases) or a name given twice (an alias and its name count as the same).
+    """
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
+        _fail(flag, names, f"a list of names among {list(allowed)}")
+    given = [str(n).strip() for n in names if str(n).strip()]
+    resolved = tuple(ARM_ALIASES.get(n, n) for n in given)
+    aliases = [f"{a} for {c}" for a, c in ARM_ALIASES.items() if c in allowed]
+    known = f"{list(allowed)}" + (f" ({', '.join(aliases)})" if aliases else "")
+    if not resolved or any(n not in allowed for n in resolved):
+        _fail(flag, given, f"one or more names among {known}")
+    if len(set(resolved)) != len(resolved):
+        _fail(flag, given, f"distinct names among {known}")
+    return resolved
+
+
+def _check_seeds(seeds) -> tuple[int, ...]:
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        _fail("seeds", seeds, "a list of integers >= 0")
+    seeds = tuple(seeds)
+    if not seeds or any(not _is_int(v) or v < 0 for v in seeds):
+        _fail("seeds", list(seeds), "one or more integers >= 0")
+    if len(set(seeds)) != len(seeds):
+        _fail("seeds", list(seeds), "no repeated seeds")
+    return seeds
+
+
+def _check_cam_threshold(value) -> None:
+    if not _is_number(value) or not 0.0 <= value <= 1.0:
+        _fail("cam_threshold", value, "a fraction of the CAM's max in [0, 1]")
 
 
 @dataclasses.dataclass(frozen=True)
 class ComparisonConfig:
-    """How `keras_has.experiments.comparison.run_comparison` runs its arms (the training settings are
-    a `TrainConfig`).
+    """How `keras_has.experiments.comparison.run_comparison` runs its arms (the training
+    settings are a `TrainConfig`).
 
     Args:
       seeds: one training run per arm and seed (distinct integers >= 0).
@@ -50,17 +91,8 @@ class ComparisonConfig:
         if len(set(names)) != len(names):
             _fail("methods", list(names), "distinct methods")
         object.__setattr__(self, "methods", names)
-        seeds = self.seeds
-        if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
-            _fail("seeds", seeds, "a list of integers >= 0")
-        seeds = tuple(seeds)
-        if not seeds or any(not _is_int(v) or v < 0 for v in seeds):
-            _fail("seeds", list(seeds), "one or more integers >= 0")
-        if len(set(seeds)) != len(seeds):
-            _fail("seeds", list(seeds), "no repeated seeds")
-        object.__setattr__(self, "seeds", seeds)
-        if not _is_number(self.cam_threshold) or not 0.0 <= self.cam_threshold <= 1.0:
-            _fail("cam_threshold", self.cam_threshold, "a fraction of the CAM's max in [0, 1]")
+        object.__setattr__(self, "seeds", _check_seeds(self.seeds))
+        _check_cam_threshold(self.cam_threshold)
         for name in ("part_split", "mask_split"):
             value = getattr(self, name)
             if value == "":
@@ -71,6 +103,51 @@ class ComparisonConfig:
             _fail("gallery_size", self.gallery_size, "an integer >= 0")
         if not isinstance(self.export, bool):
             _fail("export", self.export, "a boolean")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkConfig:
+    """How `keras_has.experiments.finetune_benchmark.run_benchmark` runs its arms
+    (`scripts/benchmark_finetune.py`; the training settings are a `TrainConfig`).
+
+    Args:
+      seeds: one fine-tuning run per arm and seed (distinct integers >= 0).
+      body_split: split with the whole-object (body) boxes of the test images.
+      head_split: split with the part (head) boxes of the same images (empty: none).
+      mask_split: split with the masks of the same images, for PxAP (empty: none).
+      cam_threshold: CAM threshold (fraction of max) of GT-known / Top-1 Loc.
+      gallery_size: test images in gallery.png (0: none).
+      linear_probe: fit the linear probe on the frozen pretrained features.
+      arms: arms to run, in table order: cam (the GAP baseline; gap is accepted for it)
+        and has (e.g. only has, to try hiding settings against an earlier baseline).
+    """
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    body_split: str = "test"
+    head_split: str | None = "test_head"
+    mask_split: str | None = "test_mask"
+    cam_threshold: float = 0.2
+    gallery_size: int = 8
+    linear_probe: bool = True
+    arms: tuple[str, ...] = BENCHMARK_ARMS
+
+    def __post_init__(self):
+        object.__setattr__(self, "seeds", _check_seeds(self.seeds))
+        if not isinstance(self.body_split, str) or not self.body_split:
+            _fail("body_split", self.body_split, "the split with the object boxes")
+        for name in ("head_split", "mask_split"):
+            value = getattr(self, name)
+            if value == "":
+                object.__setattr__(self, name, None)
+            elif value is not None and not isinstance(value, str):
+                _fail(name, value, "a split name or empty")
+        _check_cam_threshold(self.cam_threshold)
+        if not _is_int(self.gallery_size) or self.gallery_size < 0:
+            _fail("gallery_size", self.gallery_size, "an integer >= 0")
+        if not isinstance(self.linear_probe, bool):
+            _fail("linear_probe", self.linear_probe, "a boolean")
+        object.__setattr__(self, "arms", resolve_arms(self.arms, BENCHMARK_ARMS))
+
 
 @dataclasses.dataclass(frozen=True)
 class TuneConfig:
@@ -105,8 +182,7 @@ class TuneConfig:
             _fail("tune_trials", self.tune_trials, "an integer >= 0 (0: the whole grid)")
         if self.tune_split == "":
             object.__setattr__(self, "tune_split", None)
-        if not _is_number(self.cam_threshold) or not 0.0 <= self.cam_threshold <= 1.0:
-            _fail("cam_threshold", self.cam_threshold, "a fraction of the CAM's max in [0, 1]")
+        _check_cam_threshold(self.cam_threshold)
         object.__setattr__(self, "tune_space", tuple(self.tune_space))
         self.space()  # checks the entries
 

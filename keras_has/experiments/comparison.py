@@ -1,15 +1,18 @@
 """WSOL methods side by side (default: GAP baseline vs Hide-and-Seek), reported as the
 paper does.
 
-`run_comparison` is the library side of `scripts/compare.py` (the project's main job).
-For every seed it trains one run per method (`keras_has.methods`; default `cam`, the
-GAP baseline, and `has`, Hide-and-Seek with the hiding of the given config) that differ
-only in the method, with `keras_has.train.trainer.train` (so an interrupted comparison
-resumes run by run), evaluates each on the evaluation split with
-`keras_has.localize.evaluation.run_localization`, and writes under `output_dir`:
+`run_comparison` is the library side of `scripts/compare.py` (the project's main job),
+a configuration of the experiment loop `keras_has.experiments.runner`: its arms are
+methods (`keras_has.methods`; default `cam`, the GAP baseline, and `has`, Hide-and-Seek
+with the hiding of the given config) whose runs differ only in the method; finished runs
+are reused and an interrupted one resumes. Every run is evaluated on the evaluation
+split (and the part boxes and masks below), and it writes under `output_dir`:
 
 - `<method>_seed<k>/`: the training runs (checkpoints, logs, `model.keras`,
   `train_time.json` with the measured training seconds per epoch);
+- the table (Markdown, `report.format_table`): the paper's Table 1 columns, PxAP and
+  GT-known Loc against part boxes when measured, the training time per epoch relative
+  to the first method's;
 - `results.json`: every run's metrics plus the mean and standard deviation over seeds;
 - `gallery.png`: the same test images (the first `gallery_size` of the evaluation
   split) under every method (left to right, in the order given), each tile the
@@ -29,36 +32,28 @@ a split of their own (pets3's `test_mask`), PxAP is measured on it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
-import time
-
-import numpy as np
 
 from keras_has import config as config_lib
-from keras_has.util.files import atomic_write_json, jsonable
+from keras_has.experiments import report, runner
+from keras_has.experiments.runner import ARM_TITLES, arm_title
 
-__all__ = ["ARMS", "ComparisonResult", "run_comparison", "format_table", "summarize",
-           "check_arms_settings", "check_methods", "arm_title"]
+__all__ = ["ARMS", "ARM_TITLES", "COLUMNS", "ComparisonResult", "run_comparison",
+           "check_arms_settings", "check_methods", "arm_title", "comparison_config"]
 
-ARMS = ("cam", "has")  # the default methods (the GAP baseline was the arm "gap")
-ARM_TITLES = {"cam": "GAP (baseline)", "has": "Hide-and-Seek"}
-
-
-def arm_title(method: str) -> str:
-    """Table and figure title of a method."""
-    from keras_has import methods
-
-    return ARM_TITLES.get(method) or methods.title_of(method)
-# Columns of the paper's Table 1 (and the stricter MaxBoxAccV2 of Choe et al.).
-TABLE_COLUMNS = (
-    ("top1_cls", "Top-1 Clas"),
-    ("gt_known_loc", "GT-known Loc"),
-    ("top1_loc", "Top-1 Loc"),
-    ("max_box_acc_v2", "MaxBoxAccV2"),
+ARMS = ("cam", "has")  # the default methods
+# The paper's Table 1 (and the stricter MaxBoxAccV2 of Choe et al.), then what is measured
+# where the data allows: PxAP (masks), GT-known Loc against the part boxes.
+COLUMNS = (
+    report.Column("Top-1 Clas", ("object", "top1_cls")),
+    report.Column("GT-known Loc", ("object", "gt_known_loc")),
+    report.Column("Top-1 Loc", ("object", "top1_loc")),
+    report.Column("MaxBoxAccV2", ("object", "max_box_acc_v2")),
+    report.Column("PxAP", ("object", "pxap"), optional=True),
+    report.Column("GT-known Loc vs part", ("part", "gt_known_loc"), optional=True),
 )
-PART_COLUMNS = (("gt_known_loc", "GT-known Loc vs part"),)
-OPTIONAL_COLUMNS = (("pxap", "PxAP"),)  # when the evaluation data has masks
 
 
 @dataclasses.dataclass
@@ -66,9 +61,10 @@ class ComparisonResult:
     """What `run_comparison` returns.
 
     Attributes:
-      runs: `{arm: {seed: {"object": metrics, "part": metrics or None}}}`.
-      summary: `{arm: {"object": {key: (mean, std)}, "part": ...}}` over seeds.
-      table: the printed table (str).
+      runs: `{arm: {seed: {"object": metrics, "part": metrics or None,
+        "train_seconds_per_epoch": seconds or None}}}`.
+      summary: `{arm: {"object": {key: (mean, std)}, "part": ..., ...}}` over seeds.
+      table: the printed table (str, Markdown).
       results_path, gallery_path, iou_path, export_dir: what was written (None if not
         written).
     """
@@ -82,14 +78,15 @@ class ComparisonResult:
     export_dir: str | None
 
 
-def _arm_config(base: config_lib.TrainConfig, arm: str, seed: int, output_dir: str):
-    """`base` for method `arm`: hiding only for `has`, the method's own hyperparameters
-    from `base.wsol`."""
-    hiding = base.hiding if arm == "has" else config_lib.HidingConfig(grid_sizes=(),
-                                                                       hide_prob=0.0)
+def comparison_config(base: config_lib.TrainConfig, method: str, seed: int,
+                      run_dir: str) -> config_lib.TrainConfig:
+    """The run of `method` for `seed` in `run_dir`: `base` with the method (its own
+    hyperparameters from `base.wsol`) and hiding only for `has`."""
+    hiding = base.hiding if method == "has" else config_lib.HidingConfig(grid_sizes=(),
+                                                                          hide_prob=0.0)
     return dataclasses.replace(base, hiding=hiding, seed=seed,
-                               wsol=dataclasses.replace(base.wsol, method=arm),
-                               output_dir=os.path.join(output_dir, f"{arm}_seed{seed}"))
+                               wsol=dataclasses.replace(base.wsol, method=method),
+                               output_dir=run_dir)
 
 
 def check_methods(methods_list) -> tuple[str, ...]:
@@ -105,18 +102,15 @@ def check_methods(methods_list) -> tuple[str, ...]:
     return names
 
 
-def _part_target(base: config_lib.TrainConfig, part_split: str | None):
+def _part_target(base: config_lib.TrainConfig, source, part_split: str | None):
     """(source, split) holding part boxes for the evaluation images, or None.
 
     `part_split` "auto": the synthetic source's part boxes, or the WSOL split
     `<eval_split>_head` when the folder has it; "" or None: none; else a split name of
     the training source.
     """
-    from keras_has.train.trainer import source_from_config
-
     if not part_split or base.data.eval_split is None:
         return None
-    source = source_from_config(base)
     part_source = source.part_box_source()
     if part_source is not None:
         return part_source, base.data.eval_split
@@ -124,18 +118,16 @@ def _part_target(base: config_lib.TrainConfig, part_split: str | None):
     return None if split is None else (source, split)
 
 
-def _mask_target(base: config_lib.TrainConfig, mask_split: str | None) -> str | None:
+def _mask_target(base: config_lib.TrainConfig, source, mask_split: str | None) -> str | None:
     """The split with masks of the evaluation images for PxAP, or None.
 
     `mask_split` "auto": the WSOL split `<eval_split>_mask` when the folder has it (pets3:
     `test_mask`); "" or None: none (PxAP only when the evaluation split has masks
     itself); else a split name of the training source.
     """
-    from keras_has.train.trainer import source_from_config
-
     if not mask_split or base.data.eval_split is None:
         return None
-    return _companion_split(source_from_config(base), base, mask_split, "_mask", "mask_split")
+    return _companion_split(source, base, mask_split, "_mask", "mask_split")
 
 
 def _companion_split(source, base, name: str, suffix: str, flag: str) -> str | None:
@@ -158,113 +150,22 @@ def check_arms_settings(base: config_lib.TrainConfig, seeds, cam_threshold: floa
     Raises ValueError naming `seeds` (none or repeated), `hiding` (nothing hidden) or
     `cam_threshold` (outside [0, 1]); `what` names the caller in the message.
     """
-    seeds = tuple(int(s) for s in seeds)
-    if not seeds:
-        raise ValueError("seeds: expected at least one seed, received none")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds: expected distinct seeds, received {list(seeds)}")
-    if "has" in methods and not base.hiding.enabled:
-        raise ValueError(f"hiding: the {what} needs Hide-and-Seek settings "
-                         f"(grid_sizes with a non-zero size and hide_prob > 0), received "
-                         f"grid_sizes={list(base.hiding.grid_sizes)} "
-                         f"hide_prob={base.hiding.hide_prob}")
+    seeds = runner.check_seeds(seeds)
+    runner.check_hiding(base, methods, what)
     if not 0.0 <= cam_threshold <= 1.0:
         raise ValueError(f"cam_threshold: expected a value in [0, 1], received {cam_threshold}")
     return seeds
 
 
-def summarize(runs: dict) -> dict:
-    """Mean and population std over seeds of every numeric metric, per arm and target."""
-    out = {}
-    for arm, by_seed in runs.items():
-        out[arm] = {}
-        for target in ("object", "part"):
-            per_seed = [r[target] for r in by_seed.values() if r.get(target)]
-            if not per_seed:
-                out[arm][target] = None
-                continue
-            keys = [k for k, v in per_seed[0].items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool)]
-            out[arm][target] = {
-                k: (float(np.mean([m[k] for m in per_seed])),
-                    float(np.std([m[k] for m in per_seed]))) for k in keys}
-    return out
-
-
-def _cell(stat, with_std: bool = True) -> str:
-    if stat is None:
-        return "-"
-    mean, std = stat
-    if not math.isfinite(mean):
-        return "nan"
-    return f"{mean:6.2f} ± {std:4.2f}" if with_std else f"{mean:6.2f}"
-
-
-def format_table(summary: dict, num_seeds: int, methods=None, times: dict | None = None) -> str:
-    """The paper's Table 1 layout (percentages; mean ± std over seeds, or the single
-    seed's value without a spread), one row per method in `methods` order (default:
-    the summary's order); PxAP when measured; with `times` (`{method: seconds per
-    epoch}`), the training time per epoch relative to the first method's."""
-    methods = list(summary) if methods is None else [m for m in methods if m in summary]
-    columns = [(("object", k), title) for k, title in TABLE_COLUMNS]
-    columns += [(("object", k), title) for k, title in OPTIONAL_COLUMNS
-                if any((summary[m].get("object") or {}).get(k) for m in methods)]
-    if any(summary[arm].get("part") for arm in methods):
-        columns += [(("part", k), title) for k, title in PART_COLUMNS]
-    head = ["Method"] + [title for _, title in columns]
-    reference = times.get(methods[0]) if times and methods else None
-    if reference:
-        head.append(f"Train time/epoch vs {arm_title(methods[0]).split(' (')[0]}")
-    rows = []
-    for arm in methods:
-        row = [arm_title(arm)]
-        for (target, key), _ in columns:
-            stats = summary[arm].get(target)
-            row.append(_cell(None if stats is None else stats.get(key), num_seeds > 1))
-        if reference:
-            row.append(f"{times[arm] / reference:.2f}x" if times.get(arm) else "-")
-        rows.append(row)
-    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-    line = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
-    sep = "-+-".join("-" * w for w in widths)
-    spread = (f"mean ± std over {num_seeds} seeds" if num_seeds > 1
-              else "1 seed: no spread measured, run --seeds=0,1,2 for one")
-    note = f"(percent; {spread}; Loc at IoU >= 0.5)"
-    return "\n".join([line(head), sep] + [line(r) for r in rows] + [note])
-
-
-def _figures(examples: dict, ious: dict, preprocessing, output_dir: str, methods=ARMS,
-             images_per_row: int | None = None) -> tuple[str, str | None]:
-    """`gallery.png` (the same test images under every method, labelled, with part
-    boxes when known) and the per-image IoU figures of the first method against each
-    other one (`iou.png` for two methods, `iou_<method>.png` for more); returns the
-    gallery's path and the first IoU figure's."""
-    from keras_has.localize import visualize
-
-    base = examples[methods[0]]
-    for arm in methods[1:]:
-        if list(base["image_id"]) != list(examples[arm]["image_id"]):
-            raise RuntimeError("gallery: the methods' example images differ: "
-                               f"{list(base['image_id'])} vs {list(examples[arm]['image_id'])}")
-    images = preprocessing.to_pixels(base["image"])
-    n = len(images)
-    arms = [(arm_title(arm).split(" (")[0], examples[arm]["cam"], examples[arm]["pred_box"],
-             ious[arm][:n]) for arm in methods]
-    if images_per_row is None:
-        images_per_row = 2 if len(methods) <= 2 else 1
-    gallery = visualize.comparison_gallery(
-        images, arms, base["boxes"], base["num_boxes"],
-        part_boxes=examples.get("part_boxes"), images_per_row=images_per_row)
-    gallery_path = os.path.join(output_dir, "gallery.png")
-    visualize.save_png(gallery_path, gallery)
-    iou_paths = []
-    for i, arm in enumerate(methods[1:], start=1):
-        name = "iou.png" if len(methods) == 2 else f"iou_{arm}.png"
-        path = os.path.join(output_dir, name)
-        visualize.save_png(path, visualize.iou_figure(
-            [(arms[0][0], ious[methods[0]]), (arms[i][0], ious[arm])]))
-        iou_paths.append(path)
-    return gallery_path, (iou_paths[0] if iou_paths else None)
+def _record(outcome: runner.RunOutcome) -> dict:
+    """A run's entry in `runs`: the object metrics (PxAP from the mask split when
+    there is one), the part metrics, the training seconds per epoch."""
+    metrics = outcome.metrics
+    obj = dict(metrics["object"])
+    if "mask" in metrics:
+        obj["pxap"] = metrics["mask"].get("pxap", math.nan)
+    return {"object": obj, "part": metrics.get("part"),
+            "train_seconds_per_epoch": outcome.timing["seconds_per_epoch"]}
 
 
 def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
@@ -297,153 +198,83 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
     Returns:
       `ComparisonResult`.
     """
-    from keras_has import data
-    from keras_has.localize.evaluation import run_localization
-    from keras_has.train.trainer import run_preprocessing, source_from_config, train
+    from keras_has.experiments.figures import part_boxes_of, write_figures
+    from keras_has.experiments.probe import probe_pretrained
+    from keras_has.train.trainer import run_preprocessing, source_from_config
 
-    from keras_has.util.console import fit_verbosity
-
-    verbose = fit_verbosity(verbose)
     methods = check_methods(methods)
     seeds = check_arms_settings(base, seeds, cam_threshold, "comparison", methods)
-    # Every method's config is checked before the first run trains.
-    for arm in methods:
-        _arm_config(base, arm, seeds[0], output_dir)
-    exported = "has" if "has" in methods else methods[-1]
     if base.data.eval_split is None:
         raise ValueError("eval_split: the comparison evaluates on a split; received none")
     output_dir = os.path.abspath(os.path.expanduser(output_dir))
-    part = _part_target(base, part_split)
-    mask = _mask_target(base, mask_split)
+    exported = "has" if "has" in methods else methods[-1]
+    exports = []  # where the exported model went
 
-    source = source_from_config(base)
-    # The same preprocessing as training (the backbone's for pretrained weights).
-    prep, _, _ = run_preprocessing(base, source)
-    size = base.data.image_size
-    eval_batch = base.data.eval_batch_size or base.data.batch_size
-    eval_ds = data.make_eval_dataset(source, size, eval_batch, split=base.data.eval_split,
-                                     preprocessing=prep)
-    part_ds = None
-    if part is not None:
-        part_ds = data.make_eval_dataset(part[0], size, eval_batch, split=part[1],
-                                         preprocessing=prep)
-    mask_ds = None
-    if mask is not None:
-        mask_ds = data.make_eval_dataset(source, size, eval_batch, split=mask,
-                                         preprocessing=prep)
-    probe = None
-    if linear_probe or (linear_probe is None and base.model_kwargs.get("weights")):
-        probe = _linear_probe(base, source, prep, eval_ds)
-
-    runs = {arm: {} for arm in methods}
-    examples, ious = {}, {}
-    export_dir = None
-    eval_verbose = 1 if verbose == 1 else 0
-    total = len(seeds) * len(methods)
-    for k, (seed, arm) in enumerate((s, a) for s in seeds for a in methods):
-        cfg = _arm_config(base, arm, seed, output_dir)
-        if verbose:
-            print(f"training {arm_title(arm)}, seed {seed}: {k + 1}/{total} "
-                  f"({cfg.epochs} epochs, {cfg.output_dir})", flush=True)
-        started = time.perf_counter()
-        result = train(dataclasses.replace(cfg, verbose=verbose))
-        seconds = _train_time_per_epoch(cfg.output_dir, result.epochs_run,
-                                        time.perf_counter() - started)
-        keep = gallery_size if seed == seeds[0] else 0
-        obj = run_localization(result.model, eval_ds, cam_threshold=cam_threshold,
-                               num_examples=keep, verbose=eval_verbose)
-        part_metrics = None
-        if part_ds is not None:
-            part_result = run_localization(result.model, part_ds, cam_threshold=cam_threshold,
-                                           num_examples=keep, verbose=eval_verbose)
-            part_metrics = part_result.metrics
-            if keep and part_result.examples is not None:
-                examples["part_boxes"] = part_result.examples["boxes"]
-        if mask_ds is not None:
-            obj.metrics["pxap"] = run_localization(
-                result.model, mask_ds, cam_threshold=cam_threshold,
-                verbose=eval_verbose).metrics.get("pxap", math.nan)
-        runs[arm][seed] = {"object": obj.metrics, "part": part_metrics,
-                           "train_seconds_per_epoch": seconds}
-        if verbose:
-            line = (f"  test: Top-1 Clas {obj.metrics['top1_cls']:.2f}, GT-known Loc "
-                    f"{obj.metrics['gt_known_loc']:.2f}, MaxBoxAccV2 "
-                    f"{obj.metrics['max_box_acc_v2']:.2f}")
-            if part_metrics is not None:
-                line += f", GT-known Loc vs part {part_metrics['gt_known_loc']:.2f}"
-            print(line, flush=True)
-        if keep and obj.examples is not None:
-            examples[arm] = obj.examples
-            ious[arm] = obj.ious
-        if export and arm == exported and seed == seeds[0]:
+    def after_run(outcome, _):
+        if export and outcome.arm.name == exported and outcome.seed == seeds[0]:
             from keras_has.serve.export import export_saved_model
 
             export_dir = os.path.join(output_dir, "saved_model")
-            export_saved_model(result.model, export_dir, image_size=size,
+            export_saved_model(outcome.train.model, export_dir, image_size=base.data.image_size,
                                preprocessing=prep, class_names=list(source.class_names),
-                               cam_threshold=cam_threshold, config=cfg.to_dict(),
-                               overwrite=True)
+                               cam_threshold=cam_threshold,
+                               config=outcome.config.to_dict(), overwrite=True)
+            exports.append(export_dir)
 
-    summary = summarize(runs)
-    times = {arm: _mean_time(by_seed) for arm, by_seed in runs.items()}
-    table = format_table(summary, len(seeds), methods, times)
-    if probe is not None:
-        table += (f"\nLinear probe (frozen pretrained features, linear classifier): "
-                  f"Top-1 Clas {probe['top1_cls']:.2f}")
+    arms = tuple(runner.Arm(m, arm_title(m), functools.partial(comparison_config, base, m))
+                 for m in methods)
+    reference = arm_title(methods[0]).split(" (")[0]
+    columns = COLUMNS + (report.Column(f"Train time/epoch vs {reference}",
+                                       ("train_seconds_per_epoch",), relative=True),)
+    experiment = runner.Experiment(
+        arms=arms, seeds=seeds, record=_record, columns=columns,
+        cam_threshold=cam_threshold, gallery_size=gallery_size, after_run=after_run,
+        one_seed_hint="run --seeds=0,1,2 for one")
+    experiment.plan(output_dir)  # every run's config is checked before the data is read
+
+    source = source_from_config(base)
+    part = _part_target(base, source, part_split)
+    mask = _mask_target(base, source, mask_split)
+    # The same preprocessing as training (the backbone's for pretrained weights).
+    prep, _, _ = run_preprocessing(base, source)
+
+    split = base.data.eval_split
+    targets = [runner.eval_target("object", source, split, base, prep, examples=True)]
+    if part is not None:
+        targets.append(runner.eval_target(
+            "part", part[0], part[1], base, prep, examples=True,
+            label=f"{part[1]} (part boxes)" if part[1] == split else part[1],
+            show=(("gt_known_loc", "GT-known Loc vs part"),)))
+    if mask is not None:
+        targets.append(runner.eval_target("mask", source, mask, base, prep,
+                                          show=(("pxap", "PxAP"),)))
+    probe = None
+    if linear_probe or (linear_probe is None and base.model_kwargs.get("weights")):
+        probe = probe_pretrained(base, source, prep, targets[0].dataset)
+        experiment = dataclasses.replace(experiment, extra_rows=(
+            ("Linear probe (frozen pretrained features)",
+             {"Top-1 Clas": f"{probe['top1_cls']:.2f}"}),))
+
+    result = runner.run_experiment(experiment, targets, output_dir=output_dir,
+                                   verbose=verbose)
     gallery_path = iou_path = None
-    if set(methods) <= set(examples):
-        gallery_path, iou_path = _figures(examples, ious, prep, output_dir, methods)
-    results_path = os.path.join(output_dir, "results.json")
-    atomic_write_json(results_path, jsonable({
-        "seeds": list(seeds), "cam_threshold": cam_threshold,
-        "eval_split": base.data.eval_split,
-        "part_boxes": None if part is None else {"split": part[1]},
-        "mask_split": mask,
-        "gallery_image_ids": (list(examples[methods[0]]["image_id"]) if gallery_path else []),
-        "methods": list(methods), "train_seconds_per_epoch": times,
-        "config": base.to_dict(), "runs": runs, "summary": summary, "table": table,
-        "preprocessing": prep.to_json(), "linear_probe": probe,
-    }))
-    return ComparisonResult(runs=runs, summary=summary, table=table,
+    if all("object" in result.examples.get(m, {}) for m in methods):
+        examples = {m: result.examples[m]["object"] for m in methods}
+        gallery_path, iou_path = write_figures(
+            examples, {m: result.ious[m]["object"] for m in methods},
+            {m: arm_title(m).split(" (")[0] for m in methods}, prep, output_dir,
+            part_boxes=part_boxes_of(examples[methods[0]],
+                                     result.examples[methods[0]].get("part")))
+    times = {m: (result.summary[m].get("train_seconds_per_epoch") or (None,))[0]
+             for m in methods}
+    results_path = report.write_results(os.path.join(output_dir, "results.json"),
+                                        result.payload(
+        eval_split=split, part_boxes=None if part is None else {"split": part[1]},
+        mask_split=mask,
+        gallery_image_ids=(list(result.examples[methods[0]]["object"]["image_id"])
+                           if gallery_path else []),
+        methods=list(methods), train_seconds_per_epoch=times, config=base.to_dict(),
+        preprocessing=prep.to_json(), linear_probe=probe))
+    return ComparisonResult(runs=result.runs, summary=result.summary, table=result.table,
                             results_path=results_path, gallery_path=gallery_path,
-                            iou_path=iou_path, export_dir=export_dir)
-
-
-def _train_time_per_epoch(run_dir: str, epochs_run, seconds: float) -> float | None:
-    """Training seconds per epoch of a run: measured now when this call trained epochs
-    (and recorded in `run_dir/train_time.json`), else the recorded value (None when
-    the run finished before times were recorded)."""
-    import json
-
-    path = os.path.join(run_dir, "train_time.json")
-    if epochs_run:
-        value = seconds / len(epochs_run)
-        atomic_write_json(path, {"seconds_per_epoch": value, "epochs_timed": len(epochs_run)})
-        return value
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return float(json.load(f)["seconds_per_epoch"])
-    return None
-
-
-def _mean_time(by_seed: dict) -> float | None:
-    values = [r.get("train_seconds_per_epoch") for r in by_seed.values()]
-    values = [v for v in values if v]
-    return float(np.mean(values)) if values else None
-
-
-def _linear_probe(base, source, preprocessing, eval_ds) -> dict:
-    """`keras_has.experiments.probe.linear_probe` of `base`'s model as built (pretrained, untrained head)."""
-    from keras_has import data, models
-    from keras_has.experiments.probe import linear_probe
-
-    size = base.data.image_size
-    kwargs = dict(base.model_kwargs)
-    kwargs.setdefault("seed", 0)
-    model = models.get_model(base.model, source.num_classes, input_shape=(size, size, 3),
-                             **kwargs)
-    train_ds = data.make_eval_dataset(source, size, base.data.eval_batch_size
-                                      or base.data.batch_size, split=base.data.train_split,
-                                      preprocessing=preprocessing)
-    return linear_probe(model, train_ds, eval_ds, source.num_classes).to_dict()
-
+                            iou_path=iou_path, export_dir=exports[0] if exports else None)

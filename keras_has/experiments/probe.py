@@ -18,7 +18,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["ProbeResult", "extract_features", "fit_logistic_regression", "linear_probe"]
+__all__ = ["ProbeResult", "extract_features", "fit_logistic_regression", "linear_probe",
+           "probe_pretrained"]
 
 
 @dataclasses.dataclass
@@ -172,3 +173,29 @@ def linear_probe(model, train_dataset, eval_dataset, num_classes: int,
         top1_cls=_accuracy(eval_x, eval_y, kernel, bias),
         train_top1_cls=_accuracy(train_x, train_y, kernel, bias),
         l2=best, cv_top1=cv, num_train=len(train_y), num_eval=len(eval_y))
+
+
+def probe_pretrained(config, source, preprocessing, eval_dataset) -> dict:
+    """`linear_probe` of `config`'s model as built (its pretrained weights, an untrained
+    head), trained on `config`'s training split of `source` and scored on
+    `eval_dataset`, both fed with `preprocessing`.
+
+    Returns:
+      `ProbeResult.to_dict()` plus `seconds`, the probe's wall time.
+    """
+    import time
+
+    from keras_has import data, models
+
+    started = time.perf_counter()
+    size = config.data.image_size
+    kwargs = dict(config.model_kwargs)
+    kwargs.setdefault("seed", 0)
+    model = models.get_model(config.model, source.num_classes, input_shape=(size, size, 3),
+                             **kwargs)
+    train_ds = data.make_eval_dataset(source, size, config.data.eval_batch_size
+                                      or config.data.batch_size, split=config.data.train_split,
+                                      preprocessing=preprocessing)
+    result = linear_probe(model, train_ds, eval_dataset, source.num_classes).to_dict()
+    result["seconds"] = time.perf_counter() - started
+    return result

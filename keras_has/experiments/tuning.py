@@ -1,37 +1,40 @@
 """Hyperparameter search of one WSOL method, judged on boxes kept apart from the test split.
 
 Choe et al. (CVPR 2020) showed that WSOL rankings flip when each method's
-hyperparameters are chosen on the test boxes. `run_tuning` trains one run per trial
-(a point of the method's search space and a learning rate), scores each on the
-*tuning split* (the built-in dataset's `validation` split, a WSOL folder's `val`
-split; never the evaluation split) by MaxBoxAccV2, and writes under `output_dir`:
+hyperparameters are chosen on the test boxes. `run_tuning` is a configuration of the
+experiment loop `keras_has.experiments.runner` whose arms are trials (a point of the
+method's search space and a learning rate), one run each at the base config's seed,
+scored on the *tuning split* (the built-in dataset's `validation` split, a WSOL folder's
+`val` split; never the evaluation split) by MaxBoxAccV2. It writes under `output_dir`:
 
 - `plan.json`: the trials (fixed by the space and the seed; a rerun must match it);
 - `trial_NNN/`: each trial's training run (resumable like any run);
 - `trials.csv`: one row per finished trial (parameters, MaxBoxAccV2, GT-known Loc,
   Top-1 Clas, training seconds), rewritten atomically after each trial;
 - `best.cfg`: a flagfile of the chosen values (`--method=...`, the method's flags,
-  `--lr_values=...`), to pass after the flagfile the search started from.
+  `--lr_values=...`), to pass after the flagfile the search started from;
+- `results.json`: every trial's record and the table of all trials.
 
-Killed and run again with the same arguments, it skips the finished trials and
-resumes the interrupted one.
+Killed and run again with the same arguments, it skips the trials in trials.csv
+(neither trained nor evaluated again) and resumes the interrupted one.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import itertools
 import json
 import os
 import random
-import time
 
 from keras_has import config as config_lib
+from keras_has.experiments import report, runner
 from keras_has.util.files import atomic_path, atomic_write_json
 
-__all__ = ["DEFAULT_SPACES", "TuningResult", "default_space", "check_space", "plan_trials", "tuning_split",
-           "trial_config", "run_tuning", "flagfile_lines"]
+__all__ = ["DEFAULT_SPACES", "TuningResult", "default_space", "check_space", "plan_trials",
+           "tuning_split", "trial_config", "run_tuning", "flagfile_lines", "TABLE_COLUMNS"]
 
 # Candidate values per method (wsolevaluation's default is always among them).
 DEFAULT_SPACES = {
@@ -47,12 +50,21 @@ METRIC = "max_box_acc_v2"
 
 @dataclasses.dataclass
 class TuningResult:
-    """What `run_tuning` returns: every finished trial's row, the best one, paths."""
+    """What `run_tuning` returns.
+
+    Attributes:
+      rows: every finished trial's row (the columns of trials.csv), in trial order.
+      best: the best row (highest MaxBoxAccV2, the first trial on ties).
+      csv_path, flagfile_path, results_path: trials.csv, best.cfg, results.json.
+      table: the Markdown table of all trials.
+    """
 
     rows: list
     best: dict
     csv_path: str
     flagfile_path: str
+    results_path: str = ""
+    table: str = ""
 
 
 def default_space(method: str) -> dict:
@@ -148,13 +160,32 @@ def flagfile_lines(config: config_lib.TrainConfig, params: dict) -> list[str]:
 
 _COLUMNS = ("trial", "params", "max_box_acc_v2", "gt_known_loc", "top1_loc", "top1_cls",
             "train_seconds")
+TABLE_COLUMNS = (
+    report.Column("MaxBoxAccV2", ("max_box_acc_v2",)),
+    report.Column("GT-known Loc", ("gt_known_loc",)),
+    report.Column("Top-1 Loc", ("top1_loc",)),
+    report.Column("Top-1 Clas", ("top1_cls",)),
+    report.Column("train s", ("train_seconds",)),
+)
+
+
+def _number(text: str):
+    """A CSV cell as the number it was written from (int or float), else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _read_rows(path: str) -> list[dict]:
+    """trials.csv's rows, numbers parsed (the `params` JSON stays a string)."""
     if not os.path.isfile(path):
         return []
     with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+        return [{k: v if k == "params" else _number(v) for k, v in row.items()}
+                for row in csv.DictReader(f)]
 
 
 def _write_rows(path: str, rows: list[dict], keys: list[str]) -> None:
@@ -166,6 +197,16 @@ def _write_rows(path: str, rows: list[dict], keys: list[str]) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             f.write(buffer.getvalue())
+
+
+def _trial_run(base, method: str, params: dict, split: str, seed: int, run_dir: str):
+    """`trial_config` of a trial in `run_dir` (`seed` is the base config's own)."""
+    return trial_config(base, method, params, split, run_dir)
+
+
+def _trial_title(index: int, params: dict) -> str:
+    values = ", ".join(f"{k}={v!r}" for k, v in sorted(params.items()))
+    return f"trial {index} ({values})"
 
 
 def run_tuning(base: config_lib.TrainConfig, *, output_dir: str, method: str,
@@ -183,17 +224,18 @@ def run_tuning(base: config_lib.TrainConfig, *, output_dir: str, method: str,
         `hide_prob`, or `lr`); None: `DEFAULT_SPACES[method]`.
       lrs: candidate first learning rates (empty: the base schedule only).
       trials: how many grid points to train (None: all), drawn with `seed`.
+      seed: the seed of that draw (the trials train at `base.seed`).
       split: the tuning split (None: `tuning_split(source)`); the evaluation split of
         `base` is refused.
       cam_threshold: CAM threshold of GT-known / Top-1 Loc (MaxBoxAccV2 sweeps it).
+      verbose: 0 silent; 1 progress bars; 2 one line per epoch; with 1 or 2 a line per
+        trial before and after it.
 
     Returns:
       `TuningResult`; the best trial maximises MaxBoxAccV2 (first in plan order on ties).
     """
-    from keras_has import data
-    from keras_has.localize.evaluation import run_localization
     from keras_has.train.checks import check_method_names
-    from keras_has.train.trainer import run_preprocessing, source_from_config, train
+    from keras_has.train.trainer import run_preprocessing, source_from_config
 
     check_method_names((method,), "tune_method")
     space = check_space(default_space(method) if space is None else dict(space), method)
@@ -212,9 +254,42 @@ def run_tuning(base: config_lib.TrainConfig, *, output_dir: str, method: str,
         raise ValueError(f"tune_split: expected one of {list(splits)}, received {split!r}")
     plan = plan_trials(space, trials, seed)
     output_dir = os.path.abspath(os.path.expanduser(output_dir))
+    csv_path = os.path.join(output_dir, "trials.csv")
+    keys = sorted(space)
+    rows = _read_rows(csv_path)
+    done = {int(r["trial"]): r for r in rows}
+
+    names = [f"trial_{i:03d}" for i in range(len(plan))]
+    index_of = {name: i for i, name in enumerate(names)}
+
+    def record(outcome):
+        index = index_of[outcome.arm.name]
+        metrics = outcome.metrics["tuning"]
+        seconds = outcome.timing["train_seconds"]
+        return {"trial": index, "params": json.dumps(plan[index], sort_keys=True),
+                **plan[index],
+                **{k: metrics[k] for k in ("max_box_acc_v2", "gt_known_loc", "top1_loc",
+                                           "top1_cls")},
+                "train_seconds": None if seconds is None else round(seconds, 1)}
+
+    def after_run(_, row):
+        rows.append(row)
+        rows.sort(key=lambda r: int(r["trial"]))
+        _write_rows(csv_path, rows, keys)
+
+    # A trial trains at the base config's seed, the experiment's only seed.
+    arms = tuple(runner.Arm(name, _trial_title(i, params),
+                            functools.partial(_trial_run, base, method, params, split),
+                            folder=name)
+                 for i, (name, params) in enumerate(zip(names, plan)))
+    experiment = runner.Experiment(
+        arms=arms, seeds=(base.seed,), record=record, columns=TABLE_COLUMNS,
+        cam_threshold=cam_threshold,
+        recorded=lambda arm, _seed: done.get(index_of[arm.name]),
+        after_run=after_run, units=f"percent on the {split!r} split, training seconds",
+        detail="")
     # Every trial's config is validated before the first one trains.
-    configs = [trial_config(base, method, p, split, os.path.join(output_dir, f"trial_{i:03d}"))
-               for i, p in enumerate(plan)]
+    experiment.plan(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     plan_path = os.path.join(output_dir, "plan.json")
     planned = {"method": method, "split": split, "trials": plan, "metric": METRIC}
@@ -228,37 +303,16 @@ def run_tuning(base: config_lib.TrainConfig, *, output_dir: str, method: str,
         atomic_write_json(plan_path, planned)
 
     prep, _, _ = run_preprocessing(base, source)
-    eval_ds = data.make_eval_dataset(source, base.data.image_size,
-                                     base.data.eval_batch_size or base.data.batch_size,
-                                     split=split, preprocessing=prep)
-    csv_path = os.path.join(output_dir, "trials.csv")
-    keys = sorted(space)
-    rows = _read_rows(csv_path)
-    done = {int(r["trial"]) for r in rows}
-    for i, (params, cfg) in enumerate(zip(plan, configs)):
-        if i in done:
-            continue
-        if verbose:
-            print(f"trial {i + 1}/{len(plan)}: {method} {params}", flush=True)
-        started = time.perf_counter()
-        result = train(dataclasses.replace(cfg, verbose=verbose))
-        seconds = time.perf_counter() - started
-        metrics = run_localization(result.model, eval_ds, cam_threshold=cam_threshold,
-                                   verbose=0).metrics
-        row = {"trial": i, "params": json.dumps(params, sort_keys=True), **params,
-               **{k: metrics[k] for k in ("max_box_acc_v2", "gt_known_loc", "top1_loc",
-                                          "top1_cls")},
-               "train_seconds": round(seconds, 1)}
-        rows.append(row)
-        rows.sort(key=lambda r: int(r["trial"]))
-        _write_rows(csv_path, rows, keys)
-        if verbose:
-            print(f"  {split}: MaxBoxAccV2 {metrics['max_box_acc_v2']:.2f}, GT-known Loc "
-                  f"{metrics['gt_known_loc']:.2f}, Top-1 Clas {metrics['top1_cls']:.2f}",
-                  flush=True)
+    target = runner.eval_target("tuning", source, split, base, prep,
+                                show=(("max_box_acc_v2", "MaxBoxAccV2"),
+                                      ("gt_known_loc", "GT-known Loc"),
+                                      ("top1_cls", "Top-1 Clas")))
+    result = runner.run_experiment(experiment, [target], output_dir=output_dir,
+                                   verbose=verbose)
     best = max(rows, key=lambda r: (float(r[METRIC]), -int(r["trial"])))
     best_params = json.loads(best["params"])
-    best_cfg = configs[int(best["trial"])]
+    best_cfg = trial_config(base, method, plan[int(best["trial"])], split,
+                            os.path.join(output_dir, names[int(best["trial"])]))
     flagfile_path = os.path.join(output_dir, "best.cfg")
     header = [f"# scripts/tune.py: best of {len(rows)} trials of {method} by MaxBoxAccV2 "
               f"on the {split!r} split ({float(best[METRIC]):.2f}); pass after the search's "
@@ -266,4 +320,9 @@ def run_tuning(base: config_lib.TrainConfig, *, output_dir: str, method: str,
     with atomic_path(flagfile_path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write("\n".join(header + flagfile_lines(best_cfg, best_params)) + "\n")
-    return TuningResult(rows=rows, best=best, csv_path=csv_path, flagfile_path=flagfile_path)
+    results_path = report.write_results(os.path.join(output_dir, "results.json"),
+                                        result.payload(method=method, split=split,
+                                                       metric=METRIC, best=best,
+                                                       config=base.to_dict()))
+    return TuningResult(rows=rows, best=best, csv_path=csv_path, flagfile_path=flagfile_path,
+                        results_path=results_path, table=result.table)

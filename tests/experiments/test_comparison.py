@@ -1,4 +1,8 @@
-"""GAP vs Hide-and-Seek comparison: summary arithmetic, table, and a tiny end-to-end run."""
+"""The comparison of methods (keras_has.experiments.comparison, `compare`): bad settings
+refused before anything is written, a tiny end-to-end run (results, part boxes, PxAP
+from a mask split, gallery, export, the table, resume), more methods, the script's
+console."""
+import dataclasses
 import json
 import math
 import os
@@ -12,30 +16,6 @@ from keras_has.experiments import comparison
 from keras_has.serve import evaluate as serve_evaluate
 from keras_has import config as cfg
 from tests.helpers import make_wsol_folder
-
-
-def test_summarize_mean_and_population_std_per_arm_and_target():
-    runs = {
-        "cam": {0: {"object": {"gt_known_loc": 4.0, "top1_cls": 100.0}, "part": None},
-                1: {"object": {"gt_known_loc": 6.0, "top1_cls": 98.0}, "part": None}},
-        "has": {0: {"object": {"gt_known_loc": 10.0, "top1_cls": 99.0},
-                    "part": {"gt_known_loc": 1.0}},
-                1: {"object": {"gt_known_loc": 13.0, "top1_cls": 99.0},
-                    "part": {"gt_known_loc": 3.0}}},
-    }
-    s = comparison.summarize(runs)
-    assert s["cam"]["object"]["gt_known_loc"] == (5.0, 1.0)
-    assert s["cam"]["object"]["top1_cls"] == (99.0, 1.0)
-    assert s["cam"]["part"] is None
-    assert s["has"]["object"]["gt_known_loc"] == (11.5, 1.5)
-    assert s["has"]["part"]["gt_known_loc"] == (2.0, 1.0)
-    table = comparison.format_table(s, num_seeds=2)
-    rows = table.splitlines()
-    assert rows[0].split(" | ")[0].strip() == "Method"
-    assert "GT-known Loc vs part" in rows[0]
-    assert rows[2].startswith("GAP (baseline)") and " 5.00 ± 1.00" in rows[2]
-    assert rows[3].startswith("Hide-and-Seek") and "11.50 ± 1.50" in rows[3]
-    assert "over 2 seeds" in rows[-1]
 
 
 def _base(root, out, grid_sizes=(8,), hide_prob=0.5):
@@ -84,7 +64,8 @@ def _add_mask_split(root, split="test"):
         f.write("\n".join(lines) + "\n")
 
 
-def test_tiny_comparison_writes_results_gallery_and_export(tmp_path):
+def test_tiny_comparison_writes_results_gallery_and_export_and_resumes(tmp_path, capsys,
+                                                                      table_rows):
     root = make_wsol_folder(str(tmp_path / "d"), n_train=8, n_test=4)
     # A head-box split and a mask split beside the test split, as in pets3 (`test_head`,
     # `test_mask`).
@@ -125,10 +106,54 @@ def test_tiny_comparison_writes_results_gallery_and_export(tmp_path):
     assert (out / "saved_model" / "saved_model.pb").exists()
     mean, std = saved["summary"]["cam"]["object"]["top1_cls"]
     assert std == 0.0 and math.isclose(mean, saved["runs"]["cam"]["0"]["object"]["top1_cls"])
-    assert result.table.splitlines()[2].startswith("GAP (baseline)")
-    assert "±" not in result.table.splitlines()[2]  # one seed: no spread claimed
-    assert "1 seed: no spread measured" in result.table
-    assert "PxAP" in result.table.splitlines()[0]
+    rows, _ = table_rows(result.table)
+    assert rows[0] == ["Method", "Top-1 Clas", "GT-known Loc", "Top-1 Loc", "MaxBoxAccV2",
+                       "PxAP", "GT-known Loc vs part", "Train time/epoch vs GAP"]
+    cam = saved["runs"]["cam"]["0"]
+    # One seed: the values alone, no spread claimed.
+    assert rows[1] == ["GAP (baseline)"] + [f"{cam['object'][k]:.2f}" for k in (
+        "top1_cls", "gt_known_loc", "top1_loc", "max_box_acc_v2", "pxap")] + [
+        f"{cam['part']['gt_known_loc']:.2f}", "1.00x"]
+    assert rows[2][0] == "Hide-and-Seek" and len(rows) == 3
+    assert "1 seed: no spread measured" in result.table.splitlines()[-1]
+    assert saved["table"] == result.table
+
+    # The same command again reuses both finished runs: same numbers, no training.
+    capsys.readouterr()
+    again = comparison.run_comparison(_base(root, tmp_path / "ignored"), output_dir=str(out),
+                                      seeds=(0,), gallery_size=0, export=False, verbose=2)
+    printed = capsys.readouterr().out.splitlines()
+    assert [l for l in printed if l.startswith(("reusing", "training", "  epoch"))] == [
+        f"reusing GAP (baseline), seed 0: 1/2 (finished, {out / 'cam_seed0'})",
+        f"reusing Hide-and-Seek, seed 0: 2/2 (finished, {out / 'has_seed0'})"]
+    for arm in ("cam", "has"):
+        assert again.runs[arm][0]["object"] == result.runs[arm][0]["object"]
+        # The training time is the one recorded when the run trained.
+        assert again.runs[arm][0]["train_seconds_per_epoch"] == \
+            result.runs[arm][0]["train_seconds_per_epoch"]
+
+
+def test_compare_runs_the_given_methods_and_reports_relative_train_time(tmp_path,
+                                                                         table_rows):
+    root = make_wsol_folder(str(tmp_path / "d"), n_train=8, n_test=4)
+    config = dataclasses.replace(_base(root, tmp_path / "ignored", grid_sizes=(8,)),
+                                 steps_per_epoch=1)
+    out = tmp_path / "cmp"
+    result = comparison.run_comparison(config, output_dir=str(out), seeds=(0,),
+                                       gallery_size=2, verbose=0, export=False,
+                                       methods=("cam", "acol", "cutmix"))
+    rows, _ = table_rows(result.table)
+    assert [r[0] for r in rows[1:]] == ["GAP (baseline)", "ACoL", "CutMix"]
+    assert rows[0][-1] == "Train time/epoch vs GAP" and rows[1][-1] == "1.00x"
+    times = {m: json.loads((out / f"{m}_seed0" / "train_time.json").read_text())
+             for m in ("cam", "acol", "cutmix")}
+    ratio = times["acol"]["seconds_per_epoch"] / times["cam"]["seconds_per_epoch"]
+    assert rows[2][-1] == f"{ratio:.2f}x"
+    acol = json.loads((out / "acol_seed0" / "config.json").read_text())
+    assert acol["wsol"]["method"] == "acol" and acol["hiding"]["hide_prob"] == 0.0
+    assert (out / "iou_acol.png").exists() and (out / "gallery.png").exists()
+    with pytest.raises(ValueError, match="methods: expected names among"):
+        comparison.run_comparison(config, output_dir=str(out), methods=("cam", "foo"))
 
 
 def test_compare_script_console_is_quiet_and_one_line_per_epoch(tmp_path):
@@ -159,4 +184,4 @@ def test_compare_script_console_is_quiet_and_one_line_per_epoch(tmp_path):
         f"training Hide-and-Seek, seed 0: 2/2 (2 epochs, {tmp_path / 'out' / 'has_seed0'})"]
     epochs = [l.strip().split()[1] for l in out if l.strip().startswith("epoch ")]
     assert epochs == ["1/2", "2/2", "1/2", "2/2"]
-    assert any(l.startswith("Hide-and-Seek") for l in out) and "±" not in proc.stdout
+    assert any(l.startswith("| Hide-and-Seek") for l in out) and "±" not in proc.stdout

@@ -1,7 +1,5 @@
 """The WSOL method zoo (keras_has.methods): each method's math on hand-made tensors, the
 registry and config checks, and every method through train / evaluate / export."""
-import dataclasses
-import os
 
 import numpy as np
 import pytest
@@ -248,72 +246,3 @@ def test_adl_inserts_layers_in_a_keras_applications_backbone_and_copies_weights(
     with pytest.raises(ValueError, match="adl_layers: model .* has no layer 'nope'"):
         methods.get_method("adl", cfg.MethodConfig(adl_layers=("nope",))).build(
             base, model_name="vgg16_gap")
-
-
-def test_compare_runs_the_given_methods_and_reports_relative_train_time(tmp_path):
-    from keras_has.experiments import comparison
-
-    config = dataclasses.replace(_train_config(tmp_path, "auto", hiding=(8,)),
-                                 strategy="one_device", eval_every=0)
-    out = tmp_path / "cmp"
-    result = comparison.run_comparison(config, output_dir=str(out), seeds=(0,),
-                                       gallery_size=2, verbose=0, export=False,
-                                       methods=("cam", "acol", "cutmix"))
-    rows = result.table.splitlines()
-    assert [r.split(" | ")[0].strip() for r in rows[2:5]] == ["GAP (baseline)", "ACoL", "CutMix"]
-    assert "Train time/epoch vs GAP" in rows[0] and rows[2].rstrip().endswith("1.00x")
-    assert (out / "acol_seed0" / "train_time.json").exists()
-    assert (out / "iou_acol.png").exists() and (out / "gallery.png").exists()
-    with pytest.raises(ValueError, match="methods: expected names among"):
-        comparison.run_comparison(config, output_dir=str(out), methods=("cam", "foo"))
-
-
-# ----------------------------------------------------------------------------- tune
-def test_plan_is_the_grid_or_a_seeded_draw_and_the_tuning_split_is_never_test():
-    from keras_has.experiments import tuning
-
-    space = {"acol_threshold": (0.5, 0.7), "lr": (0.1, 0.01)}
-    assert tuning.plan_trials(space, None) == [
-        {"acol_threshold": 0.5, "lr": 0.1}, {"acol_threshold": 0.5, "lr": 0.01},
-        {"acol_threshold": 0.7, "lr": 0.1}, {"acol_threshold": 0.7, "lr": 0.01}]
-    draw = tuning.plan_trials(space, 2, seed=3)
-    assert len(draw) == 2 and draw == tuning.plan_trials(space, 2, seed=3)
-
-    class Source:
-        splits = ("train", "validation", "test")
-
-    assert tuning.tuning_split(Source()) == "validation"
-    Source.splits = ("train", "test")
-    with pytest.raises(ValueError, match="no split kept apart from test"):
-        tuning.tuning_split(Source())
-    with pytest.raises(ValueError, match="'bogus' is not a hyperparameter"):
-        tuning.check_space({"bogus": (1,)}, "acol")
-
-
-def test_tune_writes_every_trial_and_a_flagfile_and_resumes(tmp_path):
-    from keras_has.experiments import tuning
-
-    root = make_wsol_folder(str(tmp_path / "d"), n_train=8, n_test=4)
-    # A `val` split with boxes, apart from test.
-    import shutil
-
-    shutil.copytree(os.path.join(root, "metadata", "test"), os.path.join(root, "metadata", "val"))
-    base = dataclasses.replace(_train_config(tmp_path, "auto"), strategy="one_device",
-                               eval_every=0, output_dir=str(tmp_path / "ignored"))
-    out = tmp_path / "tune"
-    result = tuning.run_tuning(base, output_dir=str(out), method="acol",
-                               space={"acol_threshold": (0.5, 0.9)}, verbose=0)
-    assert [int(r["trial"]) for r in result.rows] == [0, 1]
-    scores = [float(r["max_box_acc_v2"]) for r in result.rows]
-    best = int(np.argmax(scores))
-    lines = (out / "best.cfg").read_text().splitlines()
-    assert lines[1:] == ["--method=acol", "--grid_sizes=",
-                         f"--acol_threshold={(0.5, 0.9)[best]!r}"]
-    # A rerun trains nothing (the CSV is kept) and refuses another plan.
-    before = (out / "trials.csv").read_text()
-    tuning.run_tuning(base, output_dir=str(out), method="acol",
-                      space={"acol_threshold": (0.5, 0.9)}, verbose=0)
-    assert (out / "trials.csv").read_text() == before
-    with pytest.raises(ValueError, match="another plan"):
-        tuning.run_tuning(base, output_dir=str(out), method="acol",
-                          space={"acol_threshold": (0.6,)}, verbose=0)
