@@ -78,13 +78,22 @@ def default_space(method: str) -> dict:
 def check_space(space: dict, method: str) -> dict:
     """`space` with tuple values; ValueError for a name that is no hyperparameter
     (MethodConfig field, `hide_prob`, `lr`) or for no candidate values."""
+    from keras_has import methods
+
     fields = {f.name for f in dataclasses.fields(config_lib.MethodConfig)} - {"method"}
-    allowed = fields | {"hide_prob", "lr"}
+    known = fields | {"hide_prob", "lr"}
+    used = set(methods.get_method(method).hyperparameters) | {"lr"}
+    if method == "has":
+        used.add("hide_prob")
     out = {}
     for key, values in space.items():
-        if key not in allowed:
+        if key not in known:
             raise ValueError(f"space: {key!r} is not a hyperparameter; expected names among "
-                             f"{sorted(allowed)}")
+                             f"{sorted(known)}")
+        if key not in used:
+            raise ValueError(f"space: {key!r} is not a hyperparameter of method {method!r} (its "
+                             f"trials would all be the same run); expected names among "
+                             f"{sorted(used)}")
         values = tuple(values)
         if not values:
             raise ValueError(f"space: {key!r} has no candidate values")

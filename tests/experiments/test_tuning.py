@@ -30,6 +30,13 @@ def test_plan_is_the_grid_or_a_seeded_draw_and_the_tuning_split_is_never_test():
         tuning.tuning_split(Source())
     with pytest.raises(ValueError, match="'bogus' is not a hyperparameter"):
         tuning.check_space({"bogus": (1,)}, "acol")
+    with pytest.raises(ValueError, match="'acol_threshold' is not a hyperparameter of method "
+                                         "'has'.*\\['hide_prob', 'lr'\\]"):
+        tuning.check_space({"acol_threshold": (0.5, 0.7)}, "has")
+    with pytest.raises(ValueError, match="'hide_prob' is not a hyperparameter of method 'cam'"):
+        tuning.check_space({"hide_prob": (0.25,)}, "cam")
+    assert tuning.check_space({"acol_threshold": [0.5], "lr": [0.1]}, "acol") == {
+        "acol_threshold": (0.5,), "lr": (0.1,)}
 
 
 def _base(tmp_path):
