@@ -2,7 +2,8 @@
 
 Builds each method's model as training does (quickstart settings by default:
 tiny_gap widths 16-128, pools 2, 64 px, batch 32, mixed_bfloat16), with its loss,
-its train-step wrapper (`keras_has.methods.prepare_training`) and its input pipeline
+its training model (`keras_has.methods.TrainingModel`: labels as a graph input, the
+method's batch augmentation and loss) and its input pipeline
 (the built-in dataset's training split; Hide-and-Seek's hiding in `tf.data`), then
 times one `train_on_batch` per method per round, so a busy machine slows all methods
 alike; prints the median seconds per step and the ratio to the first method.
@@ -57,9 +58,9 @@ def main(argv):
                                  dtype_policy=FLAGS.policy)
         model = method.build(model, seed=0, model_name="tiny_gap",
                              model_kwargs={"widths": (16, 32, 64, 128), "pools": 2})
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=method.loss())
-        methods.prepare_training(model, method, 0)
-        steps[name] = (model, iter(ds))
+        training = methods.TrainingModel(model, method, seed=0)
+        training.compile(optimizer=keras.optimizers.Adam(1e-3))
+        steps[name] = (training, iter(ds))
     times = {name: [] for name in steps}
     for round_ in range(FLAGS.warmup + FLAGS.rounds):
         for name, (model, batches) in steps.items():

@@ -7,9 +7,11 @@
     >>> method = methods.from_config(config.wsol)    # a TrainConfig's method
 
 A method declares only what it changes (`keras_has.methods.base.Method`); the
-trainer calls `method.build`, `method.pipeline_hiding`, `method.loss` and
-`prepare_training`, and everything that computes CAMs goes through `keras_has.localize.cams`,
-which reads the rule recorded in the model (`keras_has.methods.layers.MethodHead`).
+trainer calls `method.build` and `method.pipeline_hiding` and fits a
+`TrainingModel(model, method, seed)` (`keras_has.methods.training`: the labels are an
+input of the training graph, the batch augmentation and the loss are the method's).
+Everything that computes CAMs goes through `keras_has.localize.cams`, which reads the
+rule recorded in the model (`keras_has.methods.layers.MethodHead`).
 See docs/design/methods.md.
 """
 from __future__ import annotations
@@ -27,14 +29,16 @@ _REGISTRY = {
     "cutmix": ("cutmix", "CutMix"),
 }
 
-__all__ = ["Method", "get_method", "list_methods", "from_config", "prepare_training",
+__all__ = ["Method", "TrainingModel", "get_method", "list_methods", "from_config",
            "title_of"]
 
 
 def __getattr__(name):
-    if name in ("Method", "prepare_training"):
+    if name == "Method":
         return getattr(importlib.import_module("keras_has.methods.base"), name)
-    if name in ("layers", "ops", "context", "base"):
+    if name == "TrainingModel":
+        return getattr(importlib.import_module("keras_has.methods.training"), name)
+    if name in ("layers", "ops", "base", "training"):
         return importlib.import_module(f"keras_has.methods.{name}")
     raise AttributeError(f"module 'keras_has.methods' has no attribute {name!r}")
 

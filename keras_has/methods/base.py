@@ -1,28 +1,27 @@
-"""The method seam: what a WSOL method may change, and the generic training hook.
+"""The method seam: what a WSOL method may change.
 
 A `Method` declares only what it changes (every hook defaults to "nothing"):
 
 - `pipeline_hiding(hiding, image_size)`: per-image augmentation inside `tf.data`
   (Hide-and-Seek's grid hiding);
 - `augment_batch(images, labels, seed)`: batch-level augmentation in the train step
-  (CutMix), returning the images and the extra loss inputs;
+  (CutMix), returning the images and the loss targets;
 - `build(model, seed)`: layers inserted into the backbone (ADL) or extra heads and
   their losses (ACoL, SPG); the returned model keeps the single float32 logits output,
   and a `MethodHead` last layer records how its CAM is computed (`keras_has.localize.cams`);
-- `loss()`: the compiled classification loss (CutMix mixes two labels);
+- `loss()`: the classification loss on `(targets, logits)` (CutMix mixes two labels);
 - `check(config)`: what the method needs from the rest of the configuration.
 
-The trainer, evaluator, callbacks, export and comparison only call these hooks and
-`prepare_training`; they know no method by name.
+`keras_has.methods.training.TrainingModel` calls the training hooks (labels reach the
+method's layers as a graph input there); the trainer, evaluator, callbacks, export and
+comparison know no method by name.
 """
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
-from keras_has.methods import context
-
-__all__ = ["Method", "prepare_training", "step_seed"]
+__all__ = ["Method", "step_seed", "target_labels"]
 
 
 class Method:
@@ -62,16 +61,19 @@ class Method:
         return None
 
     def augment_batch(self, images, labels, seed):
-        """`(images, extras)` for one per-replica training batch; `extras` are
-        `StepContext` fields (`mix_labels`, `mix_weight`)."""
-        return images, {}
+        """`(images, targets)` for one per-replica training batch: images
+        `[B, H, W, C]`, labels int `[B]`, `seed` a stateless seed int `[2]`; `targets`
+        is what `loss()` compares the logits with (here the labels themselves; CutMix: a
+        dict that holds them under `labels`, see `target_labels`)."""
+        return images, labels
 
     def build(self, model, seed=None, **info):
         """The method's model from a built `keras_has.models` model (shares its layers)."""
         return model
 
     def loss(self):
-        """The compiled loss on `(labels, logits)`."""
+        """The classification loss on `(targets, logits)`: `targets` are
+        `augment_batch`'s in training and the labels at evaluation."""
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def hyperparameter_values(self) -> dict:
@@ -93,22 +95,7 @@ def step_seed(seed: int, step) -> tf.Tensor:
                      step])
 
 
-def prepare_training(model, method: Method, seed: int = 0):
-    """Wraps `model.train_step` (on this instance only; nothing is saved with it) so
-    that every training step runs `method.augment_batch` and traces the model with a
-    `keras_has.methods.context.StepContext` holding the step's labels. Returns `model`.
-
-    Call it after `model.compile`; composing with other wrappers of `train_step` is
-    fine.
-    """
-    base_step = model.train_step
-
-    def train_step(data):
-        x, y = data[0], data[1]
-        step = model.optimizer.iterations if model.optimizer is not None else 0
-        x, extras = method.augment_batch(x, y, step_seed(seed, step))
-        with context.step_context(context.StepContext(labels=y, **extras)):
-            return base_step((x, y, *data[2:]))
-
-    model.train_step = train_step
-    return model
+def target_labels(targets):
+    """The ground-truth labels `[B]` in a step's loss targets: `targets` itself, or its
+    `labels` entry when a method's targets are a dict (CutMix)."""
+    return targets["labels"] if isinstance(targets, dict) else targets

@@ -8,20 +8,30 @@
   is computed (`cam_branches`, `cam_fusion`), so that a reloaded model gives its
   method's CAM through `keras_has.localize.cams` (see docs/design/methods.md).
 
-Labels during training come from `keras_has.methods.context.current()` (set by the
-wrapped train step); without it (inference, evaluation, export) the top-1 class is used.
+The layers that need the ground truth in training (`AcolErase`, `MethodHead`) take it
+as an explicit call argument `labels` (int `[B]`); `keras_has.methods.training` wires a
+labels input to them (`takes_labels`). Without labels (inference, evaluation, export)
+they use the top-1 class and add no loss.
 """
 from __future__ import annotations
+
+import inspect
 
 import keras
 import tensorflow as tf
 
-from keras_has.methods import context, ops
+from keras_has.methods import ops
 
 _PACKAGE = "keras_has_methods"
 
 __all__ = ["AttentionDropout", "AcolErase", "MethodHead", "AcolHead", "SpgHead",
-           "find_method_head"]
+           "find_method_head", "takes_labels"]
+
+
+def takes_labels(layer) -> bool:
+    """Whether `layer.call` has a `labels` argument (the training graph passes the
+    step's ground-truth classes there)."""
+    return "labels" in inspect.signature(layer.call).parameters
 
 
 def _check_fraction(layer: str, name: str, value) -> float:
@@ -70,12 +80,11 @@ class AttentionDropout(keras.layers.Layer):
         return config
 
 
-def _step_or_top1(class_maps: tf.Tensor) -> tf.Tensor:
-    """The classes a method head uses: the step's labels in training, else the top-1
-    class of `GAP(class_maps)` (= the branch's logits)."""
-    step = context.current()
-    if step is not None:
-        return tf.cast(step.labels, tf.int32)
+def _labels_or_top1(class_maps: tf.Tensor, labels) -> tf.Tensor:
+    """The classes a method layer uses: `labels` when given, else the top-1 class of
+    `GAP(class_maps)` (= the branch's logits)."""
+    if labels is not None:
+        return tf.cast(labels, tf.int32)
     logits = tf.reduce_mean(tf.cast(class_maps, tf.float32), axis=[1, 2])
     return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
@@ -91,8 +100,9 @@ class AcolErase(keras.layers.Layer):
     """ACoL's adversarial erasing: features times `acol_erase_mask` of branch A's CAM.
 
     Inputs `[features [B, h, w, C], class_maps [B, h, w, K]]` (branch A's per-pixel
-    logits); the CAM is the map of the step's label in training, of the top-1 class
-    otherwise; the mask carries no gradient. Returns the erased features `[B, h, w, C]`.
+    logits) and, in training, `labels` int `[B]`; the CAM is the map of the label, of
+    the top-1 class when `labels` is None; the mask carries no gradient. Returns the
+    erased features `[B, h, w, C]`.
 
     Args:
       threshold: `acol_threshold` in [0, 1] (wsolevaluation: 0.7).
@@ -102,9 +112,9 @@ class AcolErase(keras.layers.Layer):
         super().__init__(**kwargs)
         self.threshold = _check_fraction("AcolErase", "threshold", threshold)
 
-    def call(self, inputs):
+    def call(self, inputs, labels=None):
         features, class_maps = inputs
-        cams = _pick(tf.stop_gradient(class_maps), _step_or_top1(class_maps))
+        cams = _pick(tf.stop_gradient(class_maps), _labels_or_top1(class_maps, labels))
         mask = tf.stop_gradient(ops.acol_erase_mask(cams, self.threshold))
         return features * tf.cast(mask, features.dtype)[..., None]
 
@@ -119,7 +129,8 @@ class AcolErase(keras.layers.Layer):
 
 class MethodHead(keras.layers.Layer):
     """Base of a method's last layer: returns its first input (the main logits) as
-    float32 and, in training, adds `aux_loss(*inputs, step)` with `add_loss`.
+    float32 and, in training with `labels` (int `[B]`) given, adds
+    `aux_loss(inputs, labels)` with `add_loss`; without labels it adds nothing.
 
     Args:
       method: the method's registry name.
@@ -140,14 +151,13 @@ class MethodHead(keras.layers.Layer):
         self.cam_branches = [list(b) for b in cam_branches]
         self.cam_fusion = cam_fusion
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, labels=None, training=None):
         logits = tf.cast(inputs[0], tf.float32)
-        step = context.current()
-        if training and step is not None:
-            self.add_loss(tf.cast(self.aux_loss(inputs, step), tf.float32))
+        if training and labels is not None:
+            self.add_loss(tf.cast(self.aux_loss(inputs, labels), tf.float32))
         return logits
 
-    def aux_loss(self, inputs, step):  # pragma: no cover - abstract
+    def aux_loss(self, inputs, labels):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def compute_output_shape(self, input_shapes):
@@ -169,10 +179,10 @@ def _cross_entropy(labels, logits):
 class AcolHead(MethodHead):
     """ACoL's last layer. Inputs `[logits_a [B, K], logits_b [B, K]]`; returns logits_a;
     training adds `CE(logits_b, labels)` (wsolevaluation's loss is the sum of both
-    branches' cross-entropies; branch A's is the compiled loss)."""
+    branches' cross-entropies; branch A's is the method's classification loss)."""
 
-    def aux_loss(self, inputs, step):
-        return _cross_entropy(step.labels, inputs[1])
+    def aux_loss(self, inputs, labels):
+        return _cross_entropy(labels, inputs[1])
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -209,12 +219,12 @@ class SpgHead(MethodHead):
         return tf.image.resize(tf.cast(maps, tf.float32), self.image_size,
                                method="bilinear")[..., 0]
 
-    def aux_loss(self, inputs, step):
+    def aux_loss(self, inputs, labels):
         _, class_maps, b1, b2, c = inputs
         height, width = self.image_size
         min_fg = ops.spg_min_fg_pixels(height, width)
         (h1, l1), (h2, l2), (h3, l3) = self.thresholds
-        cam = self._up(_pick(tf.stop_gradient(class_maps), tf.cast(step.labels, tf.int32))[..., None])
+        cam = self._up(_pick(tf.stop_gradient(class_maps), tf.cast(labels, tf.int32))[..., None])
         attention = ops.minmax_normalize(cam)
         b1, b2, c = self._up(b1), self._up(b2), self._up(c)
         b1_prob = tf.stop_gradient(tf.sigmoid(b1))

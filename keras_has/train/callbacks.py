@@ -1,4 +1,5 @@
-"""Keras callbacks: CAM localization scored during ``fit``, and one printed line per epoch."""
+"""Keras callbacks: CAM localization scored during ``fit``, one printed line per epoch,
+and TensorBoard on the saved model."""
 from __future__ import annotations
 
 import math
@@ -12,6 +13,7 @@ import tensorflow as tf
 
 from keras_has.localize import evaluation
 from keras_has.localize import visualize
+from keras_has.methods.training import inference_model_of
 from keras_has.util.files import atomic_write_json
 
 
@@ -43,7 +45,8 @@ def write_image(tag, image, step):
 
 
 class LocalizationCallback(keras.callbacks.Callback):
-    """Runs :func:`keras_has.localize.evaluation.run_localization` every ``every_n_epochs``.
+    """Runs :func:`keras_has.localize.evaluation.run_localization` every ``every_n_epochs``
+    on the fitted model (a ``TrainingModel``'s inference model).
 
     Adds ``{prefix}{name}`` for ``name`` in ``LOG_KEYS`` (and ``pxap`` when the dataset
     has masks) to the epoch logs, so ``ModelCheckpoint(monitor="val_loc_top1_loc")``,
@@ -103,7 +106,7 @@ class LocalizationCallback(keras.callbacks.Callback):
     def evaluate(self, epoch):
         """Evaluates now; returns the metrics dict and writes the logs."""
         result = evaluation.run_localization(
-            self.model, self.eval_dataset, num_examples=self.num_images,
+            inference_model_of(self.model), self.eval_dataset, num_examples=self.num_images,
             verbose=self.verbose, max_batches=self.max_batches, **self.evaluator_kwargs)
         metrics = dict(result.metrics)
         metrics["epoch"] = int(epoch) + 1
@@ -155,6 +158,15 @@ class LocalizationCallback(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class TensorBoard(keras.callbacks.TensorBoard):
+    """Keras' `TensorBoard` callback; fitting a `keras_has.methods.TrainingModel`, it
+    looks at the inference model (the saved one), so the model summary (`train/keras`)
+    is that model's config, as when the inference model itself was fitted."""
+
+    def set_model(self, model):
+        super().set_model(inference_model_of(model))
 
 
 def _format_value(key: str, value: float) -> str:

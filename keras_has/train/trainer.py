@@ -321,14 +321,13 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         if source.num_classes > 5:
             metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
-        model.compile(
-            optimizer=optimizer,
-            loss=method.loss(), metrics=metrics, auto_scale_loss=False)
-        model.optimizer.build(model.trainable_variables)
-        # Batch augmentation and the step's labels for the method's layers.
-        methods.prepare_training(model, method, config.seed)
+        # What is fitted: the model's graph with the labels as an input, the method's
+        # batch augmentation and loss. Files are written from `model` itself.
+        training = methods.TrainingModel(model, method, seed=config.seed)
+        training.compile(optimizer=optimizer, metrics=metrics, auto_scale_loss=False)
+        training.optimizer.build(model.trainable_variables)
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            _prebuild_for_multi_worker(model, per_replica, config.data.image_size)
+            _prebuild_for_multi_worker(training, per_replica, config.data.image_size)
 
     # Only now, with the model and its weights built, is anything written.
     os.makedirs(paths["checkpoints"], exist_ok=True)
@@ -363,7 +362,9 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
             paths["best"], monitor=config.best_metric,
             mode=config.resolved_best_mode(), save_best_only=True))
     callbacks.append(keras.callbacks.CSVLogger(paths["csv"], append=True))
-    callbacks.append(keras.callbacks.TensorBoard(paths["tensorboard"]))
+    from keras_has.train.callbacks import TensorBoard
+
+    callbacks.append(TensorBoard(paths["tensorboard"]))
     epochs_run: list[int] = []
     callbacks.append(keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: epochs_run.append(int(epoch))))
@@ -371,9 +372,9 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
                                             delete_checkpoint=False))
 
     with strategy.scope():
-        model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
-                  validation_data=val_ds, callbacks=callbacks, shuffle=False,
-                  verbose=1 if config.verbose == 1 else 0)
+        training.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
+                     validation_data=val_ds, callbacks=callbacks, shuffle=False,
+                     verbose=1 if config.verbose == 1 else 0)
     _save_model_atomic(model, paths["model"])
     atomic_write_json(paths["config"], config.to_dict())
     skipped = {split: list(ids) for split, ids in source.skipped_images().items()}

@@ -8,7 +8,7 @@ import tensorflow as tf
 from keras_has import methods
 from keras_has.localize import cams as cam
 from keras_has import config as cfg
-from keras_has.methods import context, ops
+from keras_has.methods import ops
 from keras_has.methods.layers import AcolErase, AttentionDropout
 
 from tests.helpers import make_wsol_folder
@@ -73,8 +73,7 @@ def test_acol_erase_layer_uses_the_label_in_training_and_the_top1_class_otherwis
     layer = AcolErase(0.7)
     top1 = layer([features, maps]).numpy()[0, ..., 0]
     np.testing.assert_array_equal(top1, [[0, 1], [1, 1]])
-    with context.step_context(context.StepContext(labels=tf.constant([1]))):
-        labelled = layer([features, maps]).numpy()[0, ..., 0]
+    labelled = layer([features, maps], labels=tf.constant([1])).numpy()[0, ..., 0]
     np.testing.assert_array_equal(labelled, [[1, 1], [1, 0]])
 
 

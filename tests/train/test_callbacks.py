@@ -1,4 +1,5 @@
-"""LocalizationCallback inside a 1-epoch fit, and evaluate_localization on a tiny model."""
+"""LocalizationCallback inside a 1-epoch fit (of a model and of a TrainingModel),
+TensorBoard on a TrainingModel, and evaluate_localization on a tiny model."""
 import glob
 import json
 import os
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_has.train.callbacks import LocalizationCallback
+from keras_has import methods
+from keras_has.train.callbacks import LocalizationCallback, TensorBoard
 from keras_has.localize.evaluation import evaluate_localization, run_localization
 
 
@@ -133,3 +135,29 @@ def test_epoch_line_prints_one_line_with_the_logged_figures_only():
     cb.on_epoch_end(0, {"loss": 1.0})
     printed = out.getvalue().splitlines()
     assert len(printed) == 1 and printed[0].startswith("epoch  1/10  loss 1  ")
+
+
+def test_callbacks_of_a_training_model_look_at_its_inference_model(tmp_path):
+    model = _tiny_model()
+    training = methods.TrainingModel(model, methods.get_method("cam"))
+    training.compile(optimizer="sgd")
+    board = TensorBoard(str(tmp_path / "tb"))
+    board.set_model(training)
+    assert board.model is model
+    board.on_train_begin()
+    board.on_train_end()
+    summaries = {}
+    for path in glob.glob(str(tmp_path / "tb" / "train" / "events*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            summaries.update({v.tag: v for v in event.summary.value})
+    config = tf.make_ndarray(summaries["keras"].tensor).item().decode()
+    assert json.loads(config)["config"]["name"] == model.name  # the model's own config
+
+    # The localization callback evaluates the inference model's CAMs while the
+    # training model is fitted (the training model has no `cam_features` layer).
+    images = np.random.default_rng(1).normal(size=(6, 16, 16, 3)).astype(np.float32)
+    callback = LocalizationCallback(_eval_dataset(), verbose=0)
+    history = training.fit(images, np.arange(6) % 3, batch_size=3, epochs=1, verbose=0,
+                           callbacks=[callback])
+    assert callback.last_metrics["num_images"] == 6
+    assert np.isfinite(history.history["val_loc_top1_cls"][0])
