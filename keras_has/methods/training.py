@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from keras_has.methods.base import Method, step_seed, target_labels
 from keras_has.methods.layers import takes_labels
+from keras_has.models.standard import standard_layers_model
 
 __all__ = ["TrainingModel", "labelled_graph", "per_replica", "inference_model_of"]
 
@@ -182,8 +183,12 @@ class TrainingModel(keras.Model):
 
     # --------------------------------------------------------------------- files
     def save(self, filepath, *args, **kwargs):
-        """Saves the inference model (`keras.Model.save`)."""
-        return self.inference_model.save(filepath, *args, **kwargs)
+        """Saves the inference model for inference (`keras.Model.save`): its speed
+        layers as the standard Keras layers they stand for and no optimizer
+        (`keras_has.models.standard.standard_layers_model`), so a GAP or Hide-and-Seek
+        model on a `keras.applications` backbone loads with plain Keras. The training
+        state (optimizer included) is in the weights files of `save_weights`."""
+        return standard_layers_model(self.inference_model).save(filepath, *args, **kwargs)
 
     def save_weights(self, filepath, *args, **kwargs):
         """Saves the inference model's weights and the optimizer state."""

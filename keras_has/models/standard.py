@@ -82,8 +82,9 @@ def standardize_config(config) -> int:
 
 
 def standard_layers_model(model: keras.Model) -> keras.Model:
-    """`model` rebuilt with standard Keras layers in place of the speed layers, with
-    a copy of its weights (same names, same outputs); `model` itself when it has none.
+    """A new model: `model` rebuilt with standard Keras layers in place of the speed
+    layers, with a copy of its weights (same names, same outputs), uncompiled (what is
+    saved for inference: no optimizer, so no optimizer class is needed to load it).
 
     Args:
       model: a functional Keras model (e.g. a `keras_has.models` GAP model, possibly
@@ -93,8 +94,7 @@ def standard_layers_model(model: keras.Model) -> keras.Model:
       an uncompiled functional model that computes the same function.
     """
     config = copy.deepcopy(model.get_config())
-    if not standardize_config(config):
-        return model
+    standardize_config(config)
     rebuilt = model.__class__.from_config(config)
     rebuilt.set_weights(model.get_weights())
     return rebuilt

@@ -45,6 +45,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 
 import keras
 import tensorflow as tf
@@ -79,6 +80,13 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def _save_model(self):
         os.makedirs(self.backup_dir, exist_ok=True)
+        if self.double_checkpoint:  # the epoch before's pair, for a damaged latest one
+            for path, previous in ((self._weights_path, self._prev_weights_path),
+                                   (self._training_metadata_path,
+                                    self._prev_training_metadata_path)):
+                if os.path.exists(path):
+                    with atomic_path(previous) as tmp:
+                        shutil.copyfile(path, tmp)
         tmp_weights = os.path.join(self.backup_dir, "tmp-latest.weights.h5")
         self.model.save_weights(filepath=tmp_weights, overwrite=True)
         os.replace(tmp_weights, self._weights_path)
@@ -183,6 +191,13 @@ def _check_splits(config: TrainConfig, source) -> None:
         if split is not None and split not in splits:
             raise ValueError(f"{flag}: expected one of the splits {list(splits)} of "
                              f"source {config.data.source!r}, received {split!r}")
+    # Every split the run reads is read and checked now, before any file is written: a
+    # WSOL folder's images (missing, corrupt, cut short: named by file and line, or
+    # skipped with skip_corrupt) and, for the evaluated split, a box per image.
+    if hasattr(source, "split_metadata"):
+        source.split_metadata(config.data.train_split)
+    if config.data.eval_split is not None:
+        source.check_localized(config.data.eval_split)
 
 
 def _build_model(config: TrainConfig, num_classes: int, policy: str | None):
@@ -256,13 +271,17 @@ def train(config: TrainConfig, overwrite: bool = False) -> TrainResult:
     # ------------------------------------------------------------ output layout
     out = os.path.abspath(os.path.expanduser(config.output_dir))
     own = out if is_chief else os.path.join(out, "workers", f"worker_{task_id}")
-    from keras_has.train.run_folder import RunLock, check_resume, run_paths
+    from keras_has.train.run_folder import (RunLock, check_resume, restore_intact_backup,
+                                            run_paths)
 
     paths = run_paths(own)
 
     # One process per run folder; a rerun must have the folder's settings (or start over).
     with RunLock(own):
         check_resume(own, config.to_dict(), overwrite=overwrite)
+        restored = restore_intact_backup(paths["backup"])  # before anything is rewritten
+        if restored and is_chief:
+            print(restored, flush=True)
         return _train_in_folder(config, strategy, policy, source, is_chief, own, paths)
 
 
@@ -371,11 +390,15 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
     callbacks.append(AtomicBackupAndRestore(paths["backup"], double_checkpoint=True,
                                             delete_checkpoint=False))
 
-    with strategy.scope():
-        training.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
-                     validation_data=val_ds, callbacks=callbacks, shuffle=False,
-                     verbose=1 if config.verbose == 1 else 0)
-    _save_model_atomic(model, paths["model"])
+    try:
+        with strategy.scope():
+            training.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
+                         validation_data=val_ds, callbacks=callbacks, shuffle=False,
+                         verbose=1 if config.verbose == 1 else 0)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: say where (finished epochs are kept)
+        interrupt.epoch = len(read_csv_log(paths["csv"]).get("epoch", [])) + 1
+        raise
+    _save_model_atomic(training, paths["model"])  # TrainingModel.save: for inference
     atomic_write_json(paths["config"], config.to_dict())
     skipped = {split: list(ids) for split, ids in source.skipped_images().items()}
     if skipped and is_chief:

@@ -207,7 +207,7 @@ def test_a_training_model_saves_and_loads_the_inference_model(tmp_path):
     assert len(loaded.inputs) == 1 and not isinstance(loaded, TrainingModel)
     for ours, theirs in zip(model.weights, loaded.weights):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
-    assert int(loaded.optimizer.iterations.numpy()) == 1  # the optimizer state went along
+    assert getattr(loaded, "optimizer", None) is None  # for inference; training state: save_weights
     np.testing.assert_allclose(loaded(images).numpy(), model(images).numpy(), rtol=1e-6)
 
     # Weight files are the inference model's: a freshly built model reads them.

@@ -5,6 +5,8 @@ preprocessing). No network and no ../shared needed: "pretrained" weights are ran
 weights saved as a file by the test."""
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -21,6 +23,8 @@ from keras_has.serve import signatures as serving
 from keras_has.train import trainer as training
 from keras_has.config import DataConfig, HidingConfig, OptimConfig, TrainConfig
 from keras_has.data.preprocessing import make_preprocessing
+
+from tests.helpers import subprocess_env
 
 
 def _tiny_backbone_model():
@@ -253,6 +257,14 @@ def test_training_export_and_evaluation_share_the_preprocessing(folder, weights_
     saved.load_weights(weights_file)
     assert result.model.get_layer("mobilenetv2_backbone").get_layer("Conv1").kernel.shape == \
         saved.get_layer("Conv1").kernel.shape
+    # The fine-tuned model.keras (fused batch norms in training) loads in plain Keras.
+    code = ("import sys, keras\n"
+            f"m = keras.saving.load_model({str(run / 'model.keras')!r})\n"
+            "assert not [n for n in sys.modules if n.startswith('keras_has')]\n"
+            "print(sorted({type(l).__module__.split('.')[0] for l in m._flatten_layers()}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=subprocess_env(), timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "['keras']", out.stderr[-3000:]
     # The evaluation side reads the run's preprocessing for the .keras file ...
     model, settings = serve_evaluate.load_for_evaluation(str(run / "model.keras"))
     assert settings["preprocessing"] == make_preprocessing("tf")
