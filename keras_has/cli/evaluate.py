@@ -1,7 +1,7 @@
 """`keras-has evaluate`: CAM localization metrics of a trained model on a split.
 
     keras-has evaluate --model_path=runs/quick/model.keras --source=synthetic \\
-        --out_dir=runs/quick/eval
+        --output_dir=runs/quick/eval
     keras-has evaluate --model_path=exports/has32 --source=/data/CUB --split=test
     keras-has evaluate --model_path=runs/a/checkpoints/epoch_010.weights.h5 --model=tiny_gap \\
         --num_classes=3 --image_size=64 --source=synthetic
@@ -12,15 +12,19 @@ cam_signature=False); its image size and input preprocessing come from its
 assets/preprocessing.json. For a .keras file or a checkpoint of a training run, the
 preprocessing the run recorded in its folder (preprocessing.json) is used, so only the
 evaluated split is read and a fine-tuned pretrained backbone sees the inputs it was
-trained on. Prints the metrics table; with --out_dir writes metrics.json and gallery.png.
+trained on. Prints the metrics table; with --output_dir writes metrics.json and
+gallery.png (--out_dir, the former name, still works).
 The logic is `keras_has.serve.evaluate.evaluate_model_file`.
 """
 from __future__ import annotations
+
+from absl import flags
 
 from keras_has.cli import common, config_flags
 from keras_has.config.commands import EvaluateConfig
 
 config_flags.define_config_flags(EvaluateConfig)
+flags.DEFINE_alias("out_dir", "output_dir")  # the former name (deprecated)
 
 
 def evaluate(config: EvaluateConfig):
@@ -35,7 +39,7 @@ def evaluate(config: EvaluateConfig):
         batch_size=config.batch_size, cam_threshold=config.cam_threshold,
         cam_curve_interval=config.cam_curve_interval, box_rule=config.box_rule,
         num_examples=config.num_examples, max_batches=config.max_batches,
-        out_dir=config.out_dir, verbose=1 if console.fit_verbosity(-1) == 1 else 0,
+        output_dir=config.output_dir, verbose=1 if console.fit_verbosity(-1) == 1 else 0,
         skip_corrupt=config.skip_corrupt)
 
 

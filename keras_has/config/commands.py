@@ -100,7 +100,8 @@ class EvaluateConfig:
         contour rule, bit for bit).
       num_examples: images in the PNG gallery (0: none).
       max_batches: evaluate at most this many batches (none: the whole split).
-      out_dir: where metrics.json and gallery.png go (none: nothing written).
+      output_dir: where metrics.json and gallery.png go (none: nothing written; the
+        former name --out_dir still works).
       skip_corrupt: WSOL folders: skip unreadable images of the split (their number and
         ids are reported with the metrics) instead of failing.
     """
@@ -120,7 +121,7 @@ class EvaluateConfig:
     box_rule: str = "tight"
     num_examples: int = 16
     max_batches: int | None = None
-    out_dir: str | None = None
+    output_dir: str | None = None
     skip_corrupt: bool = False
 
     def __post_init__(self):

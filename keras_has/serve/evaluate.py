@@ -138,8 +138,8 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
                         num_classes=None, image_size=None, mean=None, std=None,
                         preprocessing_mode=None, batch_size=32, cam_threshold=0.2,
                         cam_curve_interval=DEFAULT_CAM_CURVE_INTERVAL, box_rule="tight",
-                        num_examples=16, max_batches=None, out_dir=None, verbose=1,
-                        skip_corrupt=False):
+                        num_examples=16, max_batches=None, output_dir=None, verbose=1,
+                        skip_corrupt=False, out_dir=None):
     """Evaluates a saved model (what :func:`load_for_evaluation` reads) on a split.
 
     The input preprocessing is the one the model was trained with: an export's own, or
@@ -155,7 +155,8 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
         split: the split to evaluate.
         mean, std: 3 floats each (pixel scale), or None.
         preprocessing_mode: ``dataset``, ``caffe``, ``tf``, ``torch`` or None.
-        out_dir: where ``metrics.json`` and ``gallery.png`` go (None: nothing written).
+        output_dir: where ``metrics.json`` and ``gallery.png`` go (None: nothing written);
+            ``out_dir`` is its former name (deprecated).
         skip_corrupt: a WSOL folder's unreadable images are skipped instead of failing;
             their number is ``metrics["num_skipped_images"]`` and their ids
             ``metrics["skipped_images"]``.
@@ -172,6 +173,12 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
     from keras_has import data
     from keras_has.data import preprocessing as prep_lib
 
+    if out_dir is not None:
+        import warnings
+
+        warnings.warn("evaluate_model_file: `out_dir` is now `output_dir`", DeprecationWarning,
+                      stacklevel=2)
+        output_dir = out_dir if output_dir is None else output_dir
     if preprocessing_mode and preprocessing_mode not in prep_lib.MODES[1:]:
         raise ValueError(f"preprocessing: expected one of {list(prep_lib.MODES[1:])}, "
                          f"received {preprocessing_mode!r}")
@@ -207,5 +214,6 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
         skipped = source.skipped_images().get(split, ())
         result.metrics["num_skipped_images"] = len(skipped)
         result.metrics["skipped_images"] = list(skipped)
-    written = [] if out_dir is None else write_evaluation(result, out_dir, preprocessing=prep)
+    written = [] if output_dir is None else write_evaluation(result, output_dir,
+                                                                preprocessing=prep)
     return result, prep, written

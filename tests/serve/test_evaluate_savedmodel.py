@@ -134,7 +134,7 @@ def test_evaluate_script_on_saved_model_writes_metrics(export_dir, tmp_path, mon
     monkeypatch.setattr(data, "make_eval_dataset", fake_eval_dataset)
     out_dir = tmp_path / "eval"
     result, prep, written = serve_evaluate.evaluate_model_file(
-        export_dir, "synthetic", out_dir=out_dir, num_examples=2, cam_curve_interval=0.05,
+        export_dir, "synthetic", output_dir=out_dir, num_examples=2, cam_curve_interval=0.05,
         verbose=0)
     assert seen == {"image_size": SIZE, "mean": MEAN, "std": STD}  # from the export
     metrics = json.loads((out_dir / "metrics.json").read_text())
@@ -154,5 +154,5 @@ def test_evaluate_script_on_saved_model_writes_metrics(export_dir, tmp_path, mon
                             (dict(mean=(1, 2, 3)), "mean/std: expected both")):
         with pytest.raises(ValueError, match=message):
             serve_evaluate.evaluate_model_file(tmp_path / "missing.keras", "synthetic",
-                                           out_dir=tmp_path / "never", **kwargs)
+                                           output_dir=tmp_path / "never", **kwargs)
     assert not (tmp_path / "never").exists()
