@@ -52,9 +52,11 @@ def expected_errors() -> tuple:
 
 def one_line(error: BaseException) -> str:
     """The informative line of an error's message (TensorFlow's span several)."""
-    if isinstance(error, (PermissionError, NotADirectoryError)) and error.filename:
-        reason = ("permission denied" if isinstance(error, PermissionError)
-                  else "a file stands where a folder is needed")
+    reasons = {PermissionError: "permission denied",
+               NotADirectoryError: "a file stands where a folder is needed",
+               FileExistsError: "a file stands where a folder is needed"}
+    reason = next((text for kind, text in reasons.items() if isinstance(error, kind)), None)
+    if reason is not None and getattr(error, "filename", None):  # raised by the OS
         return (f"cannot write {error.filename}: {reason}; choose an output folder you can "
                 "write to")
     noise = ("Graph execution error", "Detected at node", "[[", "<stack traces")

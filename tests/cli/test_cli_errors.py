@@ -132,6 +132,8 @@ def test_commands_print_one_line_for_expected_errors_and_write_nothing(run, tmp_
     cut_model = tmp_path / "cut.keras"
     cut_model.write_bytes((folder / "model.keras").read_bytes()[:600])
     commands = {
+        "export_under_file": [script("export"), f"--model_path={folder / 'model.keras'}",
+                              f"--output_dir={notes / 'export'}"],
         "export_overwrite_file": [script("export"), f"--model_path={folder / 'model.keras'}",
                                   f"--output_dir={notes}", "--overwrite"],
         "export_text_model": [script("export"), f"--model_path={text_model}",
@@ -156,6 +158,8 @@ def test_commands_print_one_line_for_expected_errors_and_write_nothing(run, tmp_
     # running (a folder that is not a model) do not.
     not_archive = r"model_path: expected a Keras model archive \(\.keras, written by model\.save\)"
     expected = {
+        "export_under_file": rf"export\.py: cannot write {re.escape(str(notes))}.*: a file stands "
+                             r"where a folder is needed; choose an output folder you can write to",
         "export_overwrite_file": r"export\.py: (invalid configuration: )?output_dir: expected a "
                                  r"new folder or an earlier export \(this path is a file",
         "export_text_model": rf"export\.py: {not_archive}, received .*text\.keras.*not a zip",
@@ -188,3 +192,15 @@ def test_commands_print_one_line_for_expected_errors_and_write_nothing(run, tmp_
         verbose=0)
     assert metrics == pytest.approx(in_process.metrics)
     assert "top1_cls" in stdout and (tmp_path / "eval_ok" / "gallery.png").is_file()
+
+
+def test_os_errors_while_writing_are_one_line_naming_the_path():
+    from keras_has.cli.common import expected_errors, one_line
+
+    denied = PermissionError(13, "Permission denied", "/data/runs/x/.lock")
+    assert isinstance(denied, expected_errors())
+    assert one_line(denied) == ("cannot write /data/runs/x/.lock: permission denied; choose an "
+                                "output folder you can write to")
+    assert one_line(FileExistsError("export_dir: expected a new folder")) == \
+        "export_dir: expected a new folder"  # the product's own messages pass unchanged
+
