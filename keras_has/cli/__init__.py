@@ -84,8 +84,13 @@ def run(subcommand: str, args: list[str], program: str | None = None) -> int:
         app.run(_main, argv=[program] + list(args))
     except SystemExit as e:  # app.run exits with main's status
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if code == 1 and any(a in _HELP_FLAGS for a in args):
+            return 0  # absl exits 1 after printing --help; a command-line tool exits 0
         return code
     return status
+
+
+_HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 
 
 def main(argv: list[str] | None = None) -> int:
