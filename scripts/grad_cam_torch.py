@@ -15,6 +15,9 @@ import os
 import sys
 import types
 
+# Score-/Ablation-CAM's progress bars; tqdm reads this when it is first imported.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
 METHODS = {
     "gradcam": "GradCAM",
     "gradcam_plus_plus": "GradCAMPlusPlus",
@@ -52,7 +55,6 @@ def _install_torchvision_stand_in():
 def import_grad_cam():
     """``(pytorch_grad_cam module, note)``; the note names the versions and whether the
     torchvision stand-in was used. Raises ImportError when grad-cam is not installed."""
-    os.environ.setdefault("TQDM_DISABLE", "1")  # Score-/Ablation-CAM progress bars
     import torch
 
     note = ""
