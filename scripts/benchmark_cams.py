@@ -72,9 +72,9 @@ def _torch_model(name):
 
 
 def _serve(name, data, cam_batch_size):
-    import torch
+    from grad_cam_torch import import_grad_cam, torch_cams  # first: sets TQDM_DISABLE before torch loads tqdm
 
-    from grad_cam_torch import import_grad_cam, torch_cams
+    import torch
     from torch_models import parameter_counts
 
     grad_cam, note = import_grad_cam()
@@ -111,6 +111,7 @@ class TorchWorker:
             self._data = f.name
         env = dict(os.environ, KERAS_HAS_TORCH_WORKER="1")
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        env.setdefault("TQDM_DISABLE", "1")
         env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.abspath(__file__)),
                                              env.get("PYTHONPATH", "")])
         self._process = subprocess.Popen(
@@ -213,9 +214,9 @@ def main(argv):
             k_rate = cfg.batch / statistics.median(k_times)
             if timed:
                 t_rate = cfg.batch / statistics.median(t_times)
-                print(f"  {method:<18} {k_rate:>13.2f} {t_rate:>13.2f} {k_rate / t_rate:>12.2f}", flush=True)
+                print(f"  {method:<18} {k_rate:>13.3g} {t_rate:>13.3g} {k_rate / t_rate:>12.2f}", flush=True)
             else:
-                print(f"  {method:<18} {k_rate:>13.2f} {'-':>13} {'-':>12}", flush=True)
+                print(f"  {method:<18} {k_rate:>13.3g} {'-':>13} {'-':>12}", flush=True)
         if worker is not None:
             worker.close()
 

@@ -15,7 +15,8 @@ import os
 import sys
 import types
 
-# Score-/Ablation-CAM's progress bars; tqdm reads this when it is first imported.
+# Score-/Ablation-CAM's progress bars; tqdm reads this when it is first imported (torch
+# imports it: import this module before torch).
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 METHODS = {

@@ -459,26 +459,24 @@ _PLANS = weakref.WeakKeyDictionary()
 
 
 def plan_cams(model, method="cam", layer=None, output=None) -> CamPlan:
-    """The model's cached `CamPlan` for these arguments."""
-    plans = _PLANS.setdefault(model, {}) if isinstance(model, keras.Model) else {}
+    """The model's cached `CamPlan` for these arguments (see `CamPlan`)."""
+    check_method(method)
+    if layer is not None and not isinstance(layer, str):
+        raise ValueError(f"layer: expected None, a layer name or a path 'submodel/layer', "
+                         f"received {layer!r}")
+    if output is not None and (isinstance(output, bool) or not isinstance(output, (int, str))):
+        raise ValueError(f"output: expected None, an output index or an output name, received {output!r}")
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model: expected a keras.Model, received {type(model).__name__}")
+    plans = _PLANS.setdefault(model, {})
     key = (method, layer, output)
-    try:
-        hashable = hash(key) is not None
-    except TypeError:
-        hashable = False
-    if hashable and key in plans:
-        return plans[key][0]
-    plan = CamPlan(model, method, layer, output)
-    if hashable:
-        plans[key] = (plan, {})
-    return plan
+    if key not in plans:
+        plans[key] = (CamPlan(model, method, layer, output), {})
+    return plans[key][0]
 
 
 def _function(model, plan, method, layer, output, batch_size):
-    entry = _PLANS.get(model, {}).get((method, layer, output))
-    if entry is None:
-        return plan.function(batch_size)
-    functions = entry[1]
+    functions = _PLANS[model][(method, layer, output)][1]
     key = batch_size if plan.kind in ("scorecam", "ablationcam") else None
     if key not in functions:
         functions[key] = plan.function(batch_size)

@@ -16,15 +16,16 @@ def _images(n, size, seed=0, channels=3):
 
 
 def _small_backbone(size=16, pooling=None, name="backbone"):
-    """A functional backbone with Keras' default layer names (conv2d, ...)."""
+    """A small functional backbone (named layers: Keras' automatic names depend on what
+    the process built before)."""
     inputs = keras.Input((size, size, 3))
-    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(inputs)
-    x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Conv2D(8, 3, padding="same")(x)
-    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_a")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv_b")(x)
+    x = keras.layers.ReLU(name="act")(x)
     if pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D()(x)
+        x = keras.layers.GlobalAveragePooling2D(name="avg")(x)
     return keras.Model(inputs, x, name=name)
 
 
@@ -71,13 +72,13 @@ def test_gap_inside_the_backbone_and_paths():
     inputs = keras.Input((16, 16, 3))
     model = keras.Model(inputs, keras.layers.Dense(3)(backbone(inputs)))
     head = graph.find_head(model)
-    assert head.features.path == "backbone/re_lu"
+    assert head.features.path == "backbone/act"
     assert [type(r.layer).__name__ for r in head.layers] == ["GlobalAveragePooling2D", "Dense"]
     images = _images(2, 16)
     default = cams.compute_cams(model, images, method="gradcam").numpy()
-    for name in ("backbone/re_lu", "re_lu"):  # a path, or a bare name unique in the nested models
+    for name in ("backbone/act", "act"):  # a path, or a bare name unique in the nested models
         np.testing.assert_array_equal(cams.compute_cams(model, images, method="gradcam", layer=name), default)
-    assert cams.compute_cams(model, images, method="gradcam", layer="backbone/conv2d").shape == (2, 16, 16)
+    assert cams.compute_cams(model, images, method="gradcam", layer="backbone/conv_a").shape == (2, 16, 16)
     assert cams.compute_cams(model, images, method="cam").shape == (2, 8, 8)
 
 
@@ -148,9 +149,9 @@ def _one_line(excinfo):
 def test_unknown_layer_lists_candidates(small_model):
     with pytest.raises(ValueError, match="has no layer 'conv5'") as err:
         cams.compute_cams(small_model, _images(1, 16), method="gradcam", layer="conv5")
-    assert "backbone/re_lu" in _one_line(err) and "backbone/conv2d" in str(err.value)
-    with pytest.raises(ValueError, match="has no layer 'other/re_lu'"):
-        cams.compute_cams(small_model, _images(1, 16), method="gradcam", layer="other/re_lu")
+    assert "backbone/act" in _one_line(err) and "backbone/conv_a" in str(err.value)
+    with pytest.raises(ValueError, match="has no layer 'other/act'"):
+        cams.compute_cams(small_model, _images(1, 16), method="gradcam", layer="other/act")
 
 
 def test_layer_without_spatial_dimensions(small_model):
@@ -217,3 +218,17 @@ def test_unknown_method_and_batch_size(small_model):
         cams.compute_cams(small_model, _images(1, 16), method="scorecam", batch_size=0)
     with pytest.raises(ValueError, match="class_ids given twice"):
         cams.compute_cams(small_model, _images(1, 16), [0], class_ids=[0])
+
+
+def test_ambiguous_bare_name_and_bad_output():
+    inputs = keras.Input((16, 16, 3))
+    a = _small_backbone(name="left")(inputs)
+    b = _small_backbone(name="right")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Add(name="sum")([a, b]))
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    with pytest.raises(ValueError, match=r"'act' names 2 layers .*left/act, right/act.*full path"):
+        cams.compute_cams(model, _images(1, 16), method="gradcam", layer="act")
+    assert cams.compute_cams(model, _images(1, 16), method="gradcam", layer="right/act").shape == (1, 8, 8)
+    assert cams.plan_cams(model, "gradcam").layer.path == "sum"
+    with pytest.raises(ValueError, match=r"output: expected an index in \[0, 1\)"):
+        cams.compute_cams(model, _images(1, 16), method="gradcam", output=3)
