@@ -140,11 +140,12 @@ class _Bottleneck(nn.Module):
         return torch.relu(self.main(x) + self.shortcut(x))
 
 
-def resnet50_gap(num_classes):
-    """Keras ResNet50 with the last stage's stride 1, GAP, classifier."""
+def resnet50_gap(num_classes, last_stride=1):
+    """Keras ResNet50 with the last stage's stride 1 (``last_stride=2``: the standard
+    ``keras.applications.ResNet50``), GAP, classifier."""
     layers = [nn.Conv2d(3, 64, 7, 2, 3), _bn(64, 1.001e-5, 0.99), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
     cin = 64
-    for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 1)):
+    for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, last_stride)):
         for i in range(blocks):
             layers.append(_Bottleneck(cin, width, stride if i == 0 else 1, project=i == 0))
             cin = 4 * width
@@ -170,15 +171,16 @@ class _InvertedResidual(nn.Module):
         return x + self.block(x) if self.residual else self.block(x)
 
 
-def mobilenetv2_gap(num_classes):
-    """Keras MobileNetV2 (alpha 1) with block 13's stride 1, GAP, classifier."""
+def mobilenetv2_gap(num_classes, block13_stride=1):
+    """Keras MobileNetV2 (alpha 1) with block 13's stride 1 (``block13_stride=2``: the
+    standard ``keras.applications.MobileNetV2``), GAP, classifier."""
     layers = [nn.Conv2d(3, 32, 3, 2, 1, bias=False), _bn(32, 1e-3, 0.999), nn.ReLU6(inplace=True)]
     cin, block = 32, 0
     for expansion, cout, repeats, stride in (
         (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)
     ):
         for i in range(repeats):
-            s = stride if i == 0 and block != 13 else 1
+            s = (stride if block != 13 else block13_stride) if i == 0 else 1
             layers.append(_InvertedResidual(cin, cout, s, expansion))
             cin, block = cout, block + 1
     layers += [nn.Conv2d(320, 1280, 1, bias=False), _bn(1280, 1e-3, 0.999), nn.ReLU6(inplace=True)]

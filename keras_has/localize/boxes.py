@@ -39,7 +39,7 @@ import cv2
 import numba
 import numpy as np
 
-__all__ = ['check_box_rule', 'check_boxes', 'normalize_cams', 'resize_cams', 'quantize_cams', 'threshold_levels', 'iou', 'best_iou', 'boxes_at_level', 'boxes_from_cams', 'LevelSweep', 'sweep_levels', 'region_table', 'check_gray_map']
+__all__ = ['check_box_rule', 'check_boxes', 'NORMALIZATIONS', 'IVR_PERCENTILE', 'check_normalization', 'normalize_cams', 'resize_cams', 'quantize_cams', 'threshold_levels', 'iou', 'best_iou', 'boxes_at_level', 'boxes_from_cams', 'LevelSweep', 'sweep_levels', 'region_table', 'check_gray_map']
 
 BOX_RULES = ("tight", "wsolevaluation")
 
@@ -111,25 +111,60 @@ def check_boxes(boxes, name="boxes", allow_padding=False):
 
 # ----------------------------------------------------------------- maps: normalise
 
-def normalize_cams(cams):
-    """Per-map min-max normalisation to [0, 1].
+NORMALIZATIONS = ("minmax", "max", "ivr")
+# IVR's percentile: the default of the authors' code (GenDisc/IVR config.py, --percentile).
+IVR_PERCENTILE = 0.45
+
+
+def check_normalization(normalization, percentile=IVR_PERCENTILE):
+    """Raises ValueError unless `normalization` is one of `NORMALIZATIONS` and
+    `percentile` a fraction in [0, 1)."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization: expected one of {NORMALIZATIONS}, received {normalization!r}")
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) \
+            or not 0.0 <= percentile < 1.0:
+        raise ValueError(f"percentile: expected a fraction in [0, 1), received {percentile!r}")
+
+
+def normalize_cams(cams, normalization="minmax", percentile=IVR_PERCENTILE):
+    """Per-map normalisation to [0, 1].
 
     Args:
         cams: array-like ``[B, H, W]`` (or one ``[H, W]`` map).
+        normalization: how each map ``x`` is scaled (Kim et al., "Normalization Matters
+            in Weakly Supervised Object Localization", ICCV 2021):
+
+            * ``"minmax"`` (default): ``(x - min) / (max - min)``;
+            * ``"max"``: ``max(x, 0) / max``;
+            * ``"ivr"`` (inferior value removal): ``max(x - q, 0) / (max - q)`` with ``q``
+              the ``percentile`` order statistic of the map (``sorted(x)[int(n *
+              percentile)]``, ``n`` pixels), i.e. the minimum of min-max replaced by a
+              percentile, values below it clipped to 0.
+        percentile: IVR's fraction in [0, 1); default `IVR_PERCENTILE`, the authors'
+            code's default, a value they tune per dataset.
 
     Returns:
-        float32 ``[B, H, W]``. A constant map, or one containing NaN or inf, becomes
-        all zeros (as wsolevaluation's ``normalize_scoremap`` does for NaN maps).
+        float32 ``[B, H, W]``. A constant map, one containing NaN or inf, and (``max``,
+        ``ivr``) a map with nothing above 0 / above ``q`` become all zeros (as
+        wsolevaluation's ``normalize_scoremap`` does for NaN and constant maps).
     """
+    check_normalization(normalization, percentile)
     maps = _as_maps(cams).astype(np.float32, copy=True)
     flat = maps.reshape(len(maps), -1)
     finite = np.isfinite(flat).all(axis=1)
-    lo = np.where(finite, flat.min(axis=1), 0.0)
-    hi = np.where(finite, flat.max(axis=1), 0.0)
+    safe = np.where(finite[:, None], flat, 0.0).astype(np.float32)
+    hi = safe.max(axis=1)
+    if normalization == "minmax":
+        lo = safe.min(axis=1)
+    elif normalization == "max":
+        lo = np.zeros_like(hi)
+    else:
+        k = int(flat.shape[1] * percentile)
+        lo = np.partition(safe, k, axis=1)[:, k]
     span = (hi - lo).astype(np.float32)
-    ok = finite & (span > 0)
+    ok = finite & (span > 0) & (safe.min(axis=1) < hi)
     out = np.zeros_like(flat)
-    out[ok] = (flat[ok] - lo[ok, None]) / span[ok, None]
+    out[ok] = (safe[ok] - lo[ok, None]) / span[ok, None]
     np.clip(out, 0.0, 1.0, out=out)
     return out.reshape(maps.shape)
 

@@ -18,8 +18,11 @@ import weakref
 import keras
 import tensorflow as tf
 
-__all__ = ['FEATURES_LAYER', 'CLASSIFIER_LAYER', 'check_model', 'make_cam_model', 'cams_from_features', 'CamRule', 'cam_rule', 'compute_cams_and_logits', 'compute_cams']
+__all__ = ['FEATURES_LAYER', 'CLASSIFIER_LAYER', 'METHODS', 'GRADIENT_METHODS', 'DEFAULT_BATCH_SIZE',
+           'check_model', 'check_method', 'check_batch_size', 'make_cam_model', 'cams_from_features',
+           'CamRule', 'cam_rule', 'CamPlan', 'plan_cams', 'compute_cams_and_logits', 'compute_cams']
 
+from keras_has.localize import cam_methods, graph  # noqa: E402
 from keras_has.models.building import CLASSIFIER_LAYER, FEATURES_LAYER  # noqa: E402
 
 
@@ -217,36 +220,372 @@ def _cam_function(model):
     return _CAM_FUNCTIONS[model][1]
 
 
-def compute_cams_and_logits(model, images, class_ids=None):
-    """CAMs and logits from a single batched forward pass (inference mode).
+# --------------------------------------------------------------- any Keras classifier
+
+METHODS = ("cam", "gradcam", "gradcam_plus_plus", "xgradcam", "layercam", "scorecam",
+           "eigencam", "ablationcam")
+GRADIENT_METHODS = {"gradcam": cam_methods.gradcam,
+                    "gradcam_plus_plus": cam_methods.gradcam_plus_plus,
+                    "xgradcam": cam_methods.xgradcam,
+                    "layercam": cam_methods.layercam}
+# Masked (Score-CAM) or ablated (Ablation-CAM) images per forward pass.
+DEFAULT_BATCH_SIZE = 32
+_PASS_THROUGH = (keras.layers.Dropout, keras.layers.SpatialDropout2D, keras.layers.GaussianDropout,
+                 keras.layers.GaussianNoise, keras.layers.AlphaDropout, keras.layers.Flatten,
+                 keras.layers.Identity)
+
+
+def check_method(method):
+    """Raises ValueError unless ``method`` is one of `METHODS`."""
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {', '.join(METHODS)}, received {method!r}")
+
+
+def check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive int, received {batch_size!r}")
+
+
+def _has_cam_contract(model) -> bool:
+    try:
+        check_model(model)
+    except ValueError:
+        return False
+    return True
+
+
+def _gap_dense_classifier(head):
+    """The Dense of a ``GlobalAveragePooling2D -> [Dropout | Flatten | Identity]* -> Dense
+    [-> softmax / sigmoid]`` head, else None."""
+    layers = [ref.layer for ref in head.layers]
+    if head.logits[0] == "input_of" and layers:
+        layers = layers[:-1]
+    if len(layers) < 2 or not isinstance(layers[-1], keras.layers.Dense):
+        return None
+    first = layers[0]
+    if not isinstance(first, keras.layers.GlobalAveragePooling2D) or first.keepdims \
+            or first.data_format != "channels_last":
+        return None
+    if not all(isinstance(layer, _PASS_THROUGH) or (
+            isinstance(layer, keras.layers.Activation)
+            and getattr(layer.activation, "__name__", "") == "linear") for layer in layers[1:-1]):
+        return None
+    return layers[-1]
+
+
+class CamPlan:
+    """How ``method`` is computed on ``model``, resolved and checked once.
 
     Args:
-        model: a model from ``keras_has.models`` (or any model ``make_cam_model`` accepts).
-        images: float ``[B, H, W, 3]`` normalised images.
-        class_ids: int ``[B]`` class per image; None uses each image's top-1 prediction.
+      model: any Keras classifier with one image input (see `compute_cams`).
+      method: one of `METHODS`.
+      layer: None (the feature map feeding the classification head; ``cam_features`` for
+        keras-has models), a layer name or a path ``"submodel/layer"``.
+      output: None (single-output models), or the index / name of the class-score output.
 
-    Returns:
-        ``(cams float32 [B, h, w], logits float32 [B, K])``.
+    Attributes:
+      kind: ``"rule"`` (the keras-has `CamRule`: ``method="cam"`` on a keras-has model
+        at its ``cam_features``), ``"cam"``, ``"gradient"``, ``"scorecam"``,
+        ``"ablationcam"`` or ``"eigencam"``.
+      layer: the `graph.LayerRef` of the feature map (None for ``"rule"``).
+      num_classes: the class-score width K.
+      probe: the `graph.FeatureProbe` (None for ``"rule"``).
+
+    Raises:
+      ValueError: (one line) an unknown method, layer or output; a layer without spatial
+        dimensions; ``cam`` on a head that is not global average pooling + Dense.
     """
-    check_model(model)
+
+    def __init__(self, model, method="cam", layer=None, output=None):
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"model: expected a keras.Model, received {type(model).__name__}")
+        check_method(method)
+        if len(model.inputs) != 1:
+            raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs; CAMs need "
+                             "a classifier with one image input")
+        self.model, self.method = model, method
+        self.kernel = None
+        self.probe = None
+        self.layer = None
+        index = graph.output_index(model, output)
+        contract = _has_cam_contract(model)
+        if method == "cam" and contract and layer in (None, FEATURES_LAYER) and index == 0:
+            self.kind = "rule"
+            self.num_classes = model.get_layer(CLASSIFIER_LAYER).units
+            return
+        head = graph.find_head(model, index)
+        if head.num_classes is None:
+            raise ValueError(f"output: model {model.name!r}'s output {index} has shape "
+                             f"{tuple(model.outputs[index].shape)}; expected class scores [B, K]")
+        self.num_classes = head.num_classes
+        if layer is None and contract:
+            layer = FEATURES_LAYER
+        if layer is None:
+            if head.features is None:
+                raise ValueError(
+                    f"layer: no [B, h, w, C] feature map found before the output of model "
+                    f"{model.name!r} ({head.problem}; head: {head.describe()}); pass layer=, e.g. "
+                    f"one of {graph.feature_layers(model)[-5:]}")
+            self.layer = head.features
+        else:
+            self.layer = graph.resolve_layer(model, layer)
+        if method == "cam":
+            self.kind = "cam"
+            classifier = _gap_dense_classifier(head) if head.features is not None else None
+            if classifier is None:
+                raise ValueError(
+                    f"method: 'cam' needs global average pooling + Dense after the feature map; "
+                    f"model {model.name!r}'s head is {head.describe()}"
+                    f"{' (' + head.problem + ')' if head.problem else ''}; use a gradient method "
+                    "such as method='gradcam'")
+            if head.features.path != self.layer.path:
+                raise ValueError(
+                    f"layer: method 'cam' reads the map that feeds the GAP + Dense head "
+                    f"({head.features.path!r}), not {self.layer.path!r}; use a gradient method "
+                    "such as method='gradcam' for other layers")
+            self.kernel = classifier.kernel
+        elif method in GRADIENT_METHODS:
+            self.kind = "gradient"
+        else:
+            self.kind = method
+        self.probe = graph.FeatureProbe(model, self.layer, head, index)
+
+    @property
+    def layer_path(self):
+        return FEATURES_LAYER if self.layer is None else self.layer.path
+
+    def function(self, batch_size=DEFAULT_BATCH_SIZE):
+        """The batched ``tf.function`` ``(images, class_ids or None) -> (cams, logits)``."""
+        if self.kind == "rule":
+            return _cam_function(self.model)
+        builder = {"cam": _cam_fn, "gradient": _gradient_fn, "eigencam": _eigencam_fn,
+                   "scorecam": _channel_loop_fn, "ablationcam": _channel_loop_fn}[self.kind]
+        return builder(self, batch_size)
+
+
+def _top1(logits, class_ids):
+    if class_ids is None:
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)
+    return class_ids
+
+
+def _pick(logits, class_ids):
+    return tf.gather(logits, class_ids, axis=1, batch_dims=1)
+
+
+def _cam_fn(plan, _):
+    probe, kernel = plan.probe, plan.kernel
+
+    @tf.function(reduce_retracing=True)
+    def fn(images, class_ids):
+        features, logits = probe(images)
+        logits = tf.cast(logits, tf.float32)
+        return cams_from_features(features, kernel, _top1(logits, class_ids)), logits
+
+    return fn
+
+
+def _gradient_fn(plan, _):
+    probe, method_fn = plan.probe, GRADIENT_METHODS[plan.method]
+
+    @tf.function(reduce_retracing=True)
+    def fn(images, class_ids):
+        # Only the feature map is watched: the backward pass runs through the head alone.
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            features, logits = probe(images, tape=tape)
+            logits = tf.cast(logits, tf.float32)
+            class_ids = _top1(logits, class_ids)
+            score = tf.reduce_sum(_pick(logits, class_ids))
+        grads = tape.gradient(score, features)
+        return method_fn(features, grads), logits
+
+    return fn
+
+
+def _eigencam_fn(plan, _):
+    probe = plan.probe
+
+    @tf.function(reduce_retracing=True)
+    def fn(images, class_ids):
+        features, logits = probe(images)
+        return cam_methods.eigencam(features), tf.cast(logits, tf.float32)
+
+    return fn
+
+
+def _channel_loop_fn(plan, batch_size):
+    """Score-CAM / Ablation-CAM: one extra forward pass per (image, channel), ``batch_size``
+    of them at a time in a ``tf.while_loop``."""
+    probe, scorecam = plan.probe, plan.kind == "scorecam"
+
+    @tf.function(reduce_retracing=True)
+    def fn(images, class_ids):
+        features, logits = probe(images)
+        logits = tf.cast(logits, tf.float32)
+        class_ids = _top1(logits, class_ids)
+        num_channels = features.shape[-1]
+        total = tf.shape(features)[0] * num_channels
+        num_chunks = (total + batch_size - 1) // batch_size
+        if scorecam:
+            height, width = images.shape[1], images.shape[2]
+            rows = tf.constant(cam_methods.upsample_matrix(height, features.shape[1]))
+            cols = tf.constant(cam_methods.upsample_matrix(width, features.shape[2]))
+            channel_maps = tf.transpose(tf.cast(features, tf.float32), [0, 3, 1, 2])
+        scores = tf.TensorArray(tf.float32, size=num_chunks, infer_shape=False, element_shape=[None])
+        for i in tf.range(num_chunks):
+            image_ids, channel_ids = cam_methods.channel_pairs(
+                i * batch_size, tf.minimum((i + 1) * batch_size, total), num_channels)
+            x = tf.gather(images, image_ids)
+            if scorecam:
+                masks = cam_methods.normalized_masks(
+                    tf.gather_nd(channel_maps, tf.stack([image_ids, channel_ids], axis=1)), rows, cols)
+                _, out = probe(x * tf.cast(masks[..., None], x.dtype))
+            else:
+                keep = 1.0 - tf.one_hot(channel_ids, num_channels)[:, None, None, :]
+                _, out = probe(x, override=lambda f, keep=keep: f * tf.cast(keep, f.dtype))
+            scores = scores.write(i, _pick(tf.cast(out, tf.float32), tf.gather(class_ids, image_ids)))
+        scores = tf.reshape(scores.concat(), [-1, num_channels])
+        if scorecam:
+            weights = cam_methods.score_weights(scores)
+        else:
+            weights = cam_methods.ablation_weights(_pick(logits, class_ids), scores)
+        return tf.nn.relu(cam_methods.weighted_sum(features, weights)), logits
+
+    return fn
+
+
+# One cached (plan, {batch_size: tf.function}) per model and arguments.
+_PLANS = weakref.WeakKeyDictionary()
+
+
+def plan_cams(model, method="cam", layer=None, output=None) -> CamPlan:
+    """The model's cached `CamPlan` for these arguments (see `CamPlan`)."""
+    check_method(method)
+    if layer is not None and not isinstance(layer, str):
+        raise ValueError(f"layer: expected None, a layer name or a path 'submodel/layer', "
+                         f"received {layer!r}")
+    if output is not None and (isinstance(output, bool) or not isinstance(output, (int, str))):
+        raise ValueError(f"output: expected None, an output index or an output name, received {output!r}")
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model: expected a keras.Model, received {type(model).__name__}")
+    plans = _PLANS.setdefault(model, {})
+    key = (method, layer, output)
+    if key not in plans:
+        plans[key] = (CamPlan(model, method, layer, output), {})
+    return plans[key][0]
+
+
+def _function(model, plan, method, layer, output, batch_size):
+    functions = _PLANS[model][(method, layer, output)][1]
+    key = batch_size if plan.kind in ("scorecam", "ablationcam") else None
+    if key not in functions:
+        functions[key] = plan.function(batch_size)
+    return functions[key]
+
+
+def _is_symbolic(x):
+    return not hasattr(x, "numpy")
+
+
+def _check_images(model, images, plan):
     images = tf.convert_to_tensor(images)
-    if images.shape.rank != 4 or images.shape[-1] != 3:
-        raise ValueError(f"`images` must have shape [B, H, W, 3], received shape {images.shape}")
+    channels = model.inputs[0].shape[-1]
+    if images.shape.rank != 4 or (channels is not None and images.shape[-1] != channels):
+        raise ValueError(f"`images` must have shape [B, H, W, {channels if channels else 'C'}], "
+                         f"received shape {images.shape}")
     if not images.dtype.is_floating:
         raise ValueError(f"`images` must be normalised floats, received dtype {images.dtype.name}")
-    images = tf.cast(images, tf.float32)
-    if class_ids is not None:
-        class_ids = tf.convert_to_tensor(class_ids)
-        if class_ids.shape.rank != 1 or not class_ids.dtype.is_integer:
-            raise ValueError(
-                f"`class_ids` must be an int vector [B], received shape {class_ids.shape} "
-                f"dtype {class_ids.dtype.name}"
-            )
-        class_ids = tf.cast(class_ids, tf.int32)
-    return _cam_function(model)(images, class_ids)
+    expected = tuple(model.inputs[0].shape[1:3])
+    received = tuple(images.shape[1:3])
+    for want, got in zip(expected, received):
+        if want is not None and got is not None and want != got:
+            raise ValueError(f"images: model {model.name!r} takes {expected[0]}x{expected[1]} "
+                             f"images, received {received[0]}x{received[1]}")
+    if plan.kind == "scorecam" and None in received:
+        raise ValueError("images: method 'scorecam' needs images of a known height and width, "
+                         f"received shape {images.shape}")
+    return tf.cast(images, tf.float32)
 
 
-def compute_cams(model, images, class_ids=None):
-    """CAMs ``float32 [B, h, w]`` of ``class_ids`` (None: top-1 predictions); see
-    ``compute_cams_and_logits``."""
-    return compute_cams_and_logits(model, images, class_ids)[0]
+def _check_class_ids(class_ids, images, num_classes):
+    if class_ids is None:
+        return None
+    class_ids = tf.convert_to_tensor(class_ids)
+    if class_ids.shape.rank != 1 or not class_ids.dtype.is_integer:
+        raise ValueError(
+            f"`class_ids` must be an int vector [B], received shape {class_ids.shape} "
+            f"dtype {class_ids.dtype.name}"
+        )
+    batch = images.shape[0]
+    if batch is not None and class_ids.shape[0] is not None and class_ids.shape[0] != batch:
+        raise ValueError(f"`class_ids` has {class_ids.shape[0]} entries for a batch of {batch} images")
+    if not _is_symbolic(class_ids):
+        values = class_ids.numpy()
+        bad = values[(values < 0) | (values >= num_classes)]
+        if bad.size:
+            raise ValueError(f"`class_ids` must be in [0, {num_classes}) (the model's classes), "
+                             f"received {int(bad[0])}")
+    return tf.cast(class_ids, tf.int32)
+
+
+def compute_cams_and_logits(model, images, class_ids=None, method="cam", layer=None,
+                            batch_size=DEFAULT_BATCH_SIZE, output=None):
+    """CAMs and logits of a batch, from one batched graph (inference mode).
+
+    Args:
+        model: any Keras classifier with one image input: a keras-has model (its CAM rule,
+            `CamRule`, for ``method="cam"``), or e.g. a ``keras.applications`` model, a
+            functional model around a nested backbone, a Sequential model.
+        images: float ``[B, H, W, C]`` images as the model takes them (normalised).
+        class_ids: int ``[B]`` class per image; None uses each image's top-1 prediction.
+        method: one of `METHODS` (see `compute_cams`).
+        layer: None (the feature map feeding the head), a layer name or ``"sub/layer"``.
+        batch_size: masked / ablated images per forward pass (``scorecam``, ``ablationcam``).
+        output: the class-score output of a multi-output model (index or name).
+
+    Returns:
+        ``(cams float32 [B, h, w], logits float32 [B, K])``; the logits are the class
+        scores before a final softmax / sigmoid.
+    """
+    check_batch_size(batch_size)
+    plan = plan_cams(model, method, layer, output)
+    images = _check_images(model, images, plan)
+    class_ids = _check_class_ids(class_ids, images, plan.num_classes)
+    return _function(model, plan, method, layer, output, batch_size)(images, class_ids)
+
+
+def compute_cams(model, images, method="cam", layer=None, class_ids=None,
+                 batch_size=DEFAULT_BATCH_SIZE, output=None):
+    """Class activation maps ``float32 [B, h, w]`` at ``layer``'s resolution, before
+    normalisation (`keras_has.localize.boxes.normalize_cams` comes next).
+
+    Args:
+        model: any Keras classifier with one image input (see `compute_cams_and_logits`).
+        images: float ``[B, H, W, C]`` images as the model takes them.
+        method: ``"cam"`` (Zhou et al.: ``sum_c A_c W[c, k]``, the raw map, bias excluded;
+            needs global average pooling + Dense after the layer), ``"gradcam"``,
+            ``"gradcam_plus_plus"``, ``"xgradcam"``, ``"layercam"`` (gradients of the
+            class score before the softmax), ``"scorecam"``, ``"ablationcam"`` (one
+            forward pass per channel, ``batch_size`` at a time) or ``"eigencam"``
+            (class-agnostic); formulas in `keras_has.localize.cam_methods`. All but
+            ``cam`` end with a ReLU, as published.
+        layer: None: the last 4-D feature map before the class scores (through nested
+            Functional / Sequential models; ``cam_features`` on keras-has models), else a
+            layer name or a path ``"submodel/layer"``.
+        class_ids: int ``[B]``; None: each image's top-1 class. (The former signature
+            ``compute_cams(model, images, class_ids)`` still works: a non-string third
+            argument is taken as ``class_ids``.)
+        batch_size: masked / ablated images per forward pass (``scorecam``, ``ablationcam``).
+        output: which output holds the class scores, for a multi-output model.
+
+    Raises:
+        ValueError: (one line, before any work) an unknown method or layer, a layer
+            without spatial dimensions, a multi-output model without ``output``, a class
+            id out of range, images of the wrong size for a fixed-input model.
+    """
+    if not isinstance(method, str):
+        if class_ids is not None:
+            raise ValueError("compute_cams: class_ids given twice (third argument and class_ids=)")
+        method, class_ids = "cam", method
+    return compute_cams_and_logits(model, images, class_ids, method=method, layer=layer,
+                                   batch_size=batch_size, output=output)[0]
