@@ -32,3 +32,13 @@ def test_readme_is_a_product_page_with_the_two_setup_commands():
     test_command = 'pip install -e ".[test]" && python -m pytest -n 2 -q'
     assert test_command in README and test_command in ci
     assert "python scripts/compare.py --flagfile=flags/quickstart.cfg" in README
+
+
+def test_the_own_model_block_runs():
+    block = re.search(r"```python\n(.*?)```", _section("CAMs and boxes for your own Keras model"),
+                      re.S).group(1)
+    scope = {}
+    exec(compile(block, "README.md (own model)", "exec"), scope)
+    assert scope["cams"].shape == (2, 3, 3) and scope["maps"].shape == (2, 96, 96)
+    assert np.asarray(scope["found"]).shape == (2, 4)
+
