@@ -44,12 +44,15 @@ def evaluate(config: EvaluateConfig):
 
 
 def _evaluate(command, config, _):
+    from keras_has.localize.metrics import metric_title
+
     result, _, written = evaluate(config)
-    print(f"\n{'metric':36s} {'value':>10s}")
+    print(f"\n{'metric':44s} {'value':>10s}   key in metrics.json")
     for k, v in result.metrics.items():
         if k == "skipped_images":
             continue  # listed in metrics.json; the count is printed
-        print(f"{k:36s} {v:10.3f}" if isinstance(v, float) else f"{k:36s} {v:>10}")
+        value = f"{v:10.3f}" if isinstance(v, float) else f"{v:>10}"
+        print(f"{metric_title(k):44s} {value}   {k}")
     if written:
         print("wrote " + ", ".join(written))
     return 0

@@ -16,12 +16,35 @@ import numpy as np
 from keras_has.localize import boxes as loc
 from keras_has.config.commands import CAM_CURVE_INTERVAL
 
-__all__ = ['LocalizationEvaluator', 'pxap_from_histograms', 'DEFAULT_CAM_CURVE_INTERVAL']
+__all__ = ["metric_title", 'LocalizationEvaluator', 'pxap_from_histograms', 'DEFAULT_CAM_CURVE_INTERVAL']
 
 # The step of the threshold sweep everywhere (evaluation, training callbacks, the
 # comparison, `keras-has evaluate`), so one model gets one MaxBoxAcc; defined with the
 # commands' settings (`keras_has.config.commands.CAM_CURVE_INTERVAL`).
 DEFAULT_CAM_CURVE_INTERVAL = CAM_CURVE_INTERVAL
+
+
+def metric_title(key: str) -> str:
+    """The name a table shows for a metric key of `LocalizationEvaluator.compute`
+    (the same names `compare` and the fine-tuning benchmark print), e.g.
+    `max_box_acc_v2_threshold_iou30` -> "MaxBoxAccV2 best threshold at IoU 30"."""
+    import re
+
+    base = {"num_images": "Images", "top1_cls": "Top-1 Clas", "top5_cls": "Top-5 Clas",
+            "gt_known_loc": "GT-known Loc", "top1_loc": "Top-1 Loc", "pxap": "PxAP",
+            "max_box_acc": "MaxBoxAcc", "max_box_acc_v2": "MaxBoxAccV2",
+            "top1_loc_max": "Top-1 Loc (best threshold)",
+            "num_skipped_images": "Skipped images"}
+    if key in base:
+        return base[key]
+    match = re.fullmatch(r"(max_box_acc(?:_v2)?|top1_loc_max)(_threshold)?(?:_iou(\d+))?", key)
+    if not match:
+        return key
+    name, threshold, iou = match.groups()
+    title = base[name].replace(" (best threshold)", "")
+    if threshold:
+        title += " best threshold"
+    return title + (f" at IoU {iou}" if iou else "")
 
 
 class LocalizationEvaluator:

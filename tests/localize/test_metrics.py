@@ -162,3 +162,14 @@ def test_constructor_and_compute_errors():
         LocalizationEvaluator(iou_thresholds=(0, 50))
     with pytest.raises(RuntimeError, match="no images"):
         LocalizationEvaluator().compute()
+
+
+def test_metric_titles_are_the_tables_names():
+    from keras_has.localize.metrics import metric_title
+
+    assert metric_title("top1_cls") == "Top-1 Clas"
+    assert metric_title("max_box_acc_v2") == "MaxBoxAccV2"
+    assert metric_title("max_box_acc_v2_threshold_iou30") == "MaxBoxAccV2 best threshold at IoU 30"
+    assert metric_title("max_box_acc_iou50") == "MaxBoxAcc at IoU 50"
+    assert metric_title("top1_loc_max_threshold") == "Top-1 Loc best threshold"
+    assert metric_title("something_new") == "something_new"
