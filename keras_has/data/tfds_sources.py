@@ -281,8 +281,23 @@ class SyntheticSource(TfdsSource):
                          shuffle_buffer=shuffle_buffer, builder_kwargs=builder_kwargs,
                          builder=builder)
         self.name = "synthetic"
-        self._builder.download_and_prepare()  # local generation; a no-op once prepared
+        self._prepare_locally()
         self.splits = tuple(self._builder.info.splits.keys()) or self.default_splits
+
+    def _prepare_locally(self) -> None:
+        """Generates the data on first use (a no-op once prepared), saying so in one line:
+        TFDS' own lines speak of a download of unknown size, and nothing is downloaded."""
+        import contextlib
+        import io
+
+        if self._builder.is_prepared():
+            return
+        info = self._builder.builder_config
+        total = sum(info.split_size(split) for split in ("train", "validation", "test"))
+        print(f"generating the built-in dataset ({total:,} images of {info.image_size} px, "
+              f"once) in {self._builder.data_dir}", flush=True)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            self._builder.download_and_prepare()
 
     def has_masks(self, split: str) -> bool:
         return True

@@ -170,3 +170,14 @@ def test_bad_arguments_raise_clear_errors():
         syn.generate_arrays(0, "val", 2, 64)
     with pytest.raises(ValueError, match="body_consistency must be in"):
         syn.DesignParams(body_consistency=1.5)
+
+
+def test_first_use_says_it_generates_not_downloads(tmp_path, capsys):
+    from keras_has import data
+
+    data.get_source("synthetic", data_dir=str(tmp_path), config="tiny")
+    out = capsys.readouterr()
+    assert "generating the built-in dataset (64 images of 64 px, once)" in out.out
+    assert "Downloading" not in out.out + out.err
+    data.get_source("synthetic", data_dir=str(tmp_path), config="tiny")
+    assert "generating" not in capsys.readouterr().out  # once
