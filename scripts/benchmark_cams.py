@@ -27,9 +27,7 @@ Usage (needs ``pip install -e .[bench]``: torch and grad-cam):
   python scripts/benchmark_cams.py --methods=scorecam,ablationcam --batch=1 --size=96 --rounds=1
 """
 import os
-import pickle
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -39,27 +37,13 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
 
+from torch_bench import receive_message, send_message  # noqa: E402  (scripts/)
+
 MODELS = ("resnet50", "mobilenetv2")
 METHODS = ("cam", "gradcam", "gradcam_plus_plus", "xgradcam", "layercam", "eigencam",
            "scorecam", "ablationcam")
 NUM_CLASSES = 1000
 
-
-def _send(stream, obj):
-    data = pickle.dumps(obj)
-    stream.write(struct.pack("<Q", len(data)) + data)
-    stream.flush()
-
-
-def _receive(stream):
-    header = stream.read(8)
-    if len(header) < 8:
-        raise EOFError("the PyTorch worker closed its pipe")
-    (size,) = struct.unpack("<Q", header)
-    return pickle.loads(stream.read(size))
-
-
-# ------------------------------------------------------------------ PyTorch worker
 
 def _torch_model(name):
     from torch_models import mobilenetv2_gap, resnet50_gap
@@ -86,17 +70,17 @@ def _serve(name, data, cam_batch_size):
     info = (f"{note}; {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
             f"{os.environ.get('OMP_WAIT_POLICY')}", parameter_counts(model))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    _send(stdout, info)
+    send_message(stdout, info)
     while True:
-        method = _receive(stdin)
+        method = receive_message(stdin)
         if method is None:
             return
         try:
             start = time.perf_counter()
             maps = torch_cams(grad_cam, method, model, target, images, class_ids, cam_batch_size)
-            _send(stdout, (time.perf_counter() - start, maps.shape))
+            send_message(stdout, (time.perf_counter() - start, maps.shape))
         except Exception as error:  # noqa: BLE001 - reported to the parent
-            _send(stdout, f"{type(error).__name__}: {error}")
+            send_message(stdout, f"{type(error).__name__}: {error}")
 
 
 class TorchWorker:
@@ -117,18 +101,18 @@ class TorchWorker:
         self._process = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--worker", name, self._data, str(cam_batch_size)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        self.info, self.counts = _receive(self._process.stdout)
+        self.info, self.counts = receive_message(self._process.stdout)
 
     def time(self, method):
-        _send(self._process.stdin, method)
-        reply = _receive(self._process.stdout)
+        send_message(self._process.stdin, method)
+        reply = receive_message(self._process.stdout)
         if isinstance(reply, str):
             raise RuntimeError(f"PyTorch worker failed on {method}: {reply}")
         return reply[0]
 
     def close(self):
         if self._process.poll() is None:
-            _send(self._process.stdin, None)
+            send_message(self._process.stdin, None)
             self._process.wait(timeout=120)
         os.unlink(self._data)
 

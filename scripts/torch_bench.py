@@ -35,13 +35,13 @@ MODEL_NAMES = ("alexnet_gap", "googlenet_gap", "vgg16_gap", "resnet50_gap", "mob
 SETTINGS = ("float32", "bfloat16", "compile float32", "compile bfloat16")
 
 
-def _send(stream, obj):
+def send_message(stream, obj):
     data = pickle.dumps(obj)
     stream.write(struct.pack("<Q", len(data)) + data)
     stream.flush()
 
 
-def _receive(stream):
+def receive_message(stream):
     header = stream.read(8)
     if len(header) < 8:
         raise EOFError("the PyTorch worker closed its pipe")
@@ -76,11 +76,11 @@ class Worker:
             [sys.executable, os.path.abspath(__file__), name, ",".join(settings), self._data, str(num_classes)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         )
-        self.info, self.counts = _receive(self._process.stdout)
+        self.info, self.counts = receive_message(self._process.stdout)
 
     def _call(self, command, setting):
-        _send(self._process.stdin, (command, setting))
-        reply = _receive(self._process.stdout)
+        send_message(self._process.stdin, (command, setting))
+        reply = receive_message(self._process.stdout)
         if isinstance(reply, str):
             raise RuntimeError(f"PyTorch worker failed on {command} {setting}: {reply}")
         return reply
@@ -91,7 +91,7 @@ class Worker:
 
     def close(self):
         if self._process.poll() is None:
-            _send(self._process.stdin, ("quit", None))
+            send_message(self._process.stdin, ("quit", None))
             self._process.wait(timeout=60)
         os.unlink(self._data)
 
@@ -150,15 +150,15 @@ def _serve(name, settings, data, num_classes):
     counts = parameter_counts(MODELS[name](num_classes))
     steps = {s: _torch_steps(torch, lambda: MODELS[name](num_classes), s, x, y) for s in settings}
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    _send(stdout, (info, counts))
+    send_message(stdout, (info, counts))
     while True:
-        command, setting = _receive(stdin)
+        command, setting = receive_message(stdin)
         if command == "quit":
             return
         try:
-            _send(stdout, steps[setting][0 if command == "train" else 1]())
+            send_message(stdout, steps[setting][0 if command == "train" else 1]())
         except Exception as error:  # noqa: BLE001 - reported to the parent
-            _send(stdout, f"{type(error).__name__}: {error}")
+            send_message(stdout, f"{type(error).__name__}: {error}")
 
 
 if __name__ == "__main__":

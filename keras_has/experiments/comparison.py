@@ -199,7 +199,7 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
       `ComparisonResult`.
     """
     from keras_has.experiments.figures import part_boxes_of, write_figures
-    from keras_has.experiments.probe import probe_pretrained
+    from keras_has.experiments.probe import probe_pretrained, probe_table_row
     from keras_has.train.trainer import run_preprocessing, source_from_config
 
     methods = check_methods(methods)
@@ -251,9 +251,7 @@ def run_comparison(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0,),
     probe = None
     if linear_probe or (linear_probe is None and base.model_kwargs.get("weights")):
         probe = probe_pretrained(base, source, prep, targets[0].dataset)
-        experiment = dataclasses.replace(experiment, extra_rows=(
-            ("Linear probe (frozen pretrained features)",
-             {"Top-1 Clas": f"{probe['top1_cls']:.2f}"}),))
+        experiment = dataclasses.replace(experiment, extra_rows=(probe_table_row(probe),))
 
     result = runner.run_experiment(experiment, targets, output_dir=output_dir,
                                    verbose=verbose)

@@ -132,7 +132,7 @@ def run_benchmark(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0, 1,
     """
     from keras_has.experiments.comparison import check_arms_settings
     from keras_has.experiments.figures import part_boxes_of, write_figures
-    from keras_has.experiments.probe import probe_pretrained
+    from keras_has.experiments.probe import probe_pretrained, probe_table_row
     from keras_has.train.trainer import run_preprocessing, source_from_config
 
     arms = resolve_arms(arms, ARMS)
@@ -163,9 +163,7 @@ def run_benchmark(base: config_lib.TrainConfig, *, output_dir: str, seeds=(0, 1,
     probe = None
     if linear_probe:
         probe = probe_pretrained(base, source, prep, targets[0].dataset)
-        experiment = dataclasses.replace(experiment, extra_rows=(
-            ("Linear probe (frozen pretrained features)",
-             {"Top-1 Clas": f"{probe['top1_cls']:.2f}"}),))
+        experiment = dataclasses.replace(experiment, extra_rows=(probe_table_row(probe),))
 
     result = runner.run_experiment(experiment, targets, output_dir=output_dir,
                                    verbose=verbose)

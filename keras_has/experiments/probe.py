@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = ["ProbeResult", "extract_features", "fit_logistic_regression", "linear_probe",
+           "probe_table_row",
            "probe_pretrained"]
 
 
@@ -199,3 +200,10 @@ def probe_pretrained(config, source, preprocessing, eval_dataset) -> dict:
     result = linear_probe(model, train_ds, eval_dataset, source.num_classes).to_dict()
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def probe_table_row(probe: dict) -> tuple:
+    """The extra row a results table shows for a `probe_pretrained` result."""
+    return ("Linear probe (frozen pretrained features)",
+            {"Top-1 Clas": f"{probe['top1_cls']:.2f}"})
+
