@@ -293,9 +293,11 @@ class SyntheticSource(TfdsSource):
         if self._builder.is_prepared():
             return
         info = self._builder.builder_config
-        total = sum(info.split_size(split) for split in ("train", "validation", "test"))
-        print(f"generating the built-in dataset ({total:,} images of {info.image_size} px, "
-              f"once) in {self._builder.data_dir}", flush=True)
+        what = ""
+        if hasattr(info, "split_size"):
+            total = sum(info.split_size(split) for split in ("train", "validation", "test"))
+            what = f" ({total:,} images of {info.image_size} px, once)"
+        print(f"generating the built-in dataset{what} in {self._builder.data_dir}", flush=True)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             self._builder.download_and_prepare()
 

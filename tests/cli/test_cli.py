@@ -124,7 +124,8 @@ def test_every_flag_of_a_command_is_a_config_field(module, classes):
         assert sorted(names) == sorted(flag for _, flag in _leaf_fields(cls))
         expected |= set(names)
     derived, own = _command_flags(module)
-    assert own == set() and derived == expected
+    aliases = {"evaluate": {"out_dir"}}.get(module, set())  # former names, kept working
+    assert own == aliases and derived == expected  # (tests/cli/test_cli_errors.py uses --out_dir)
 
 
 def test_train_flag_defaults_are_the_config_defaults():
