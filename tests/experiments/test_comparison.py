@@ -156,6 +156,7 @@ def test_compare_runs_the_given_methods_and_reports_relative_train_time(tmp_path
         comparison.run_comparison(config, output_dir=str(out), methods=("cam", "foo"))
 
 
+@pytest.mark.slow
 def test_compare_script_console_is_quiet_and_one_line_per_epoch(tmp_path):
     """scripts/compare.py with default flags, output to a pipe: no TensorFlow or absl INFO
     lines, a header per arm, one line per epoch, the table without a spread."""

@@ -235,7 +235,8 @@ def tiny_synthetic(tmp_path_factory):
     return ["--source=synthetic", "--source_config=tiny", f"--data_dir={data_dir}"]
 
 
-@pytest.mark.parametrize("kind", ["wsol_folder", "tfds_one_file"])
+@pytest.mark.parametrize("kind", ["wsol_folder",
+                                  pytest.param("tfds_one_file", marks=pytest.mark.slow)])
 def test_multi_worker_two_local_workers(wsol, tiny_synthetic, kind, tmp_path):
     out = tmp_path / "run"
     args = tiny_args(wsol, out, extra=["--strategy=multi_worker"])
@@ -373,6 +374,7 @@ def test_ctrl_c_says_where_it_stopped_and_the_rerun_resumes(wsol, tmp_path):
     assert _csv_epochs(out / "training_log.csv") == list(range(epochs))
 
 
+@pytest.mark.slow  # the fallback itself: tests/train/test_run_folder.py (fast)
 def test_a_damaged_backup_resumes_from_the_epoch_before(wsol, tmp_path):
     out = tmp_path / "run"
     first = subprocess.run([sys.executable, TRAIN, *tiny_args(wsol, out, epochs=2)],
