@@ -353,8 +353,10 @@ def test_ctrl_c_says_where_it_stopped_and_the_rerun_resumes(wsol, tmp_path):
     out = tmp_path / "run"
     epochs, steps = 4, 20
     cmd = [sys.executable, TRAIN, *tiny_args(wsol, out, epochs=epochs, steps=steps)]
+    # As from a terminal: SIGINT handled (a shell's background job would inherit it ignored).
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=subprocess_env(), cwd=REPO_ROOT)
+                            env=subprocess_env(), cwd=REPO_ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for_backup(proc, out / "backup" / "training_metadata.json", 1)
         os.kill(proc.pid, signal.SIGINT)
