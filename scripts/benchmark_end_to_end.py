@@ -35,11 +35,14 @@ sets it, SGD with momentum and weight decay, bfloat16 where each framework does 
   list ``np.arange(0, 1, --cam_curve_interval)``, 0.01 as keras-has's ``evaluate``; their
   command line uses 0.001). Parts of keras-has's pass alone: the eval pipeline, the
   forward (``compute_cams_and_logits``) on cached batches, and the host side (resize,
-  normalise, ``LocalizationEvaluator.accumulate``) on cached CAMs. MaxBoxAccV2 of both is
-  printed, and keras-has's also with ``box_rule="wsolevaluation"`` (their contour rule).
+  normalise, ``LocalizationEvaluator.accumulate``) on cached CAMs, and the same pass with
+  its tf.data iterator kept alive (the iterator's destruction timed apart). MaxBoxAccV2 of
+  both is printed, keras-has's also with ``box_rule="wsolevaluation"`` (their contour
+  rule), and wsolevaluation's evaluator run on keras-has's own CAMs.
 
 Prints images/s (median over the rounds), the ratio keras-has / PyTorch, where each
-spends its time, the CPU and the load average. The last line is
+spends its time (with the stalls at keras-has's epoch changes and at tf.data iterator
+destruction), the CPU and the load average. The last line is
 ``train epoch ratio X.XX, evaluation ratio Y.YY (keras-has / PyTorch)`` (of the first
 of ``--models``).
 
@@ -284,12 +287,11 @@ class Marker(keras.callbacks.Callback):
 class Alternation(keras.callbacks.Callback):
     """First callback of keras-has's fit. A Keras epoch is timed from its first batch to
     the next epoch's first batch (so the epoch-end checkpoint and log writes, the
-    on_epoch_begin callbacks and Keras' iterator change between epochs count), or to
-    the end of training; the other settings of the round (``run_round``) run at that
-    moment, when no tf.data iterator of fit's holds prefetched work (Keras makes the next
-    epoch's iterator as an epoch ends and drops it when the next one starts; in a layout
-    that ran the other settings between the two, dropping it blocked fit for 5-40 s with
-    the CPU idle, which an ordinary run does not see)."""
+    on_epoch_begin callbacks and fit's change of tf.data iterator count), or to the end of
+    training; the other settings of the round (``run_round``) run at that moment, after
+    fit has dropped the previous epoch's iterator. Run between two epochs instead, they
+    would lengthen that iterator's life, and with it the stall that its destruction can
+    cause in TensorFlow 2.21 (docs/design/performance.md, "End to end")."""
 
     def __init__(self, bench):
         super().__init__()
@@ -304,7 +306,8 @@ class Alternation(keras.callbacks.Callback):
         now = time.perf_counter()
         ckpt_end = self.bench.ckpt[1][-1]
         self.bench.keras_epochs.append(dict(total=now - self.start, steps=self.step_time,
-                                            between_epochs=max(now - ckpt_end, 0.0)))
+                                            between_epochs=max(now - ckpt_end, 0.0),
+                                            epoch_end=self.bench.ckpt[0][-1] - self._batch_end))
         self.bench.run_round(self.model)
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -316,7 +319,8 @@ class Alternation(keras.callbacks.Callback):
         self._batch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step_time += time.perf_counter() - self._batch_start
+        self._batch_end = time.perf_counter()
+        self.step_time += self._batch_end - self._batch_start
 
     def on_train_end(self, logs=None):
         self._close_epoch()
@@ -351,7 +355,8 @@ def _timed(fn):
 def _timed_pass(dataset, waits, count=lambda element: 1):
     """``(seconds, elements)`` of one pass over ``dataset``, the iterator's destruction
     left out of the time and appended to ``waits`` (seconds): TensorFlow 2.21 can block
-    there until the iterator's autotuning thread ends its sleep (see the report)."""
+    there until the iterator's autotuning thread ends its sleep (docs/design/performance.md,
+    "End to end")."""
     start = time.perf_counter()
     iterator = iter(dataset)
     n = sum(count(element) for element in iterator)
@@ -364,6 +369,27 @@ def _timed_pass(dataset, waits, count=lambda element: 1):
 
 def _median(values):
     return statistics.median(values) if values else float("nan")
+
+
+class KeptIterator:
+    """A dataset whose iterator outlives the loop that exhausts it (``run_localization``
+    takes any iterable of batches), so the pass can be timed without the iterator's
+    destruction, which ``destroy()`` then times apart."""
+
+    def __init__(self, dataset):
+        self.dataset, self.iterator = dataset, None
+
+    def cardinality(self):
+        return self.dataset.cardinality()
+
+    def __iter__(self):
+        self.iterator = iter(self.dataset)
+        return self.iterator
+
+    def destroy(self):
+        start = time.perf_counter()
+        self.iterator = None
+        return time.perf_counter() - start
 
 
 class Bench:
@@ -517,7 +543,7 @@ class Bench:
                 evaluator.accumulate(maps, b["boxes"], b["num_boxes"], b["label"].numpy(), logits=logits)
             return evaluator.compute()
 
-        ev = {k: [] for k in ("keras", "torch", "pipeline", "forward", "host")}
+        ev = {k: [] for k in ("keras", "torch", "pipeline", "forward", "host", "kept", "teardown")}
         for r in range(1, self.rounds + 1):
             self.loads.append(os.getloadavg())
             s, res = _timed(lambda: run_localization(model, eval_ds(), verbose=0, **settings))
@@ -529,9 +555,14 @@ class Bench:
             ev["forward"].append(_timed(lambda: [compute_cams_and_logits(model, b["image"], b["label"])[0].numpy()
                                                  for b in cached])[0])
             ev["host"].append(_timed(host_side)[0])
+            kept = KeptIterator(eval_ds())
+            ev["kept"].append(_timed(lambda: run_localization(model, kept, verbose=0, **settings))[0])
+            ev["teardown"].append(kept.destroy())
             print(f"{self.name} evaluation round {r}: keras-has {s:.1f} s, PyTorch {t['seconds']['total']:.1f} s "
                   f"({t['images']} images); keras-has pipeline alone {ev['pipeline'][-1]:.1f} s, forward alone "
-                  f"{ev['forward'][-1]:.1f} s, host side alone {ev['host'][-1]:.1f} s; load {self.loads[-1][0]:.2f}",
+                  f"{ev['forward'][-1]:.1f} s, host side alone {ev['host'][-1]:.1f} s; pass with its iterator kept "
+                  f"{ev['kept'][-1]:.1f} s, then that iterator's destruction {ev['teardown'][-1]:.2f} s; "
+                  f"load {self.loads[-1][0]:.2f}",
                   flush=True)
         wsol_rule_s, wsol_rule = _timed(lambda: host_side("wsolevaluation"))
         # wsolevaluation's evaluator (bicubic CAM resize, per-threshold contours) on
@@ -589,7 +620,9 @@ def report(bench, train_images, evaluation):
           f"{FLAGS.precision}, median of {len(k)} round(s)")
     print(f"  keras-has  {k_rate:7.1f} img/s  epoch {k_total:6.1f} s = steps incl. input wait "
           f"{_median([e['steps'] for e in k]):.1f} s + checkpoints/backup/logs {_median(ck):.2f} s + "
-          f"on_epoch_begin callbacks and the iterator change {_median([e['between_epochs'] for e in k]):.2f} s + rest")
+          f"from the last step to the checkpoints {_median([e['epoch_end'] for e in k]):.2f} s + "
+          f"on_epoch_begin callbacks and the iterator change {_median([e['between_epochs'] for e in k]):.2f} s + rest "
+          f"(other callbacks' batch hooks)")
     print(f"    alone: tf.data pipeline {_rate(n, _median(p['pipeline'])):.1f} img/s "
           f"({1e3 * _median(p['pipeline']) / n:.1f} ms/img); read+decode alone "
           f"{1e3 * _median(p['decode']) / n_all:.1f} "
@@ -624,8 +657,9 @@ def report(bench, train_images, evaluation):
           f"{tp['forward']:.1f} s + CAM resize/normalise {tp['cam']:.2f} s + per-threshold contours "
           f"{tp['boxes']:.1f} s ({1e3 * tp['boxes'] / m:.1f} ms/img)")
     parts = _median(ev["pipeline"]) + _median(ev["forward"]) + _median(ev["host"])
-    print(f"    sum of the parts alone {parts:.1f} s ({_rate(m, parts):.1f} img/s): the pass minus that is overlap "
-          f"gained or time lost elsewhere (iterator teardown)")
+    print(f"    sum of the parts alone {parts:.1f} s ({_rate(m, parts):.1f} img/s); the same pass with its tf.data "
+          f"iterator kept alive {_median(ev['kept']):.1f} s, the iterator's destruction afterwards "
+          f"{', '.join(f'{v:.2f}' for v in ev['teardown'])} s")
     eval_ratio = _rate(m, ke) / _rate(m, te)
     print(f"  ratio keras-has / PyTorch {eval_ratio:.2f}")
     km, tt = evaluation["keras_metrics"], evaluation["torch"]
