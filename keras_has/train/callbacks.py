@@ -148,10 +148,14 @@ class LocalizationCallback(keras.callbacks.Callback):
         if logs is None:
             return
         last = (self.params or {}).get("epochs")
-        if (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 == last:
+        measured = (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 == last
+        if measured:
             self.evaluate(epoch)
+        # Figures only on the epochs that measured them (NaN otherwise: the console and
+        # the CSV do not repeat an older epoch's figures as if they were this one's).
         for k in self._keys():
-            value = np.nan if self.last_metrics is None else self.last_metrics.get(k, np.nan)
+            value = (self.last_metrics.get(k, np.nan)
+                     if measured and self.last_metrics is not None else np.nan)
             logs[f"{self.prefix}{k}"] = float(value)
 
     def on_train_end(self, logs=None):
