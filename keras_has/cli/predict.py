@@ -47,9 +47,29 @@ def predict(config: PredictConfig):
     predictor = predict_lib.load_predictor(config.model_path, settings, config.cam_threshold,
                                            config.top_k, config.fold_batch_norm)
     with run_folder.RunLock(config.output_dir):  # one writer per output folder
-        records, skipped = predict_lib.predict_files(predictor, files, config.output_dir,
-                                                     config.batch_size, config.overlays)
+        records, skipped = predict_lib.predict_files(
+            predictor, files, config.output_dir, config.batch_size, config.overlays,
+            progress=progress_printer())
     return records, skipped, unmatched
+
+
+def progress_printer(stream=None):
+    """A `progress(done, total)` for `predict_files`: `predicted 48/1000 images` on
+    stderr, rewritten in place on a terminal, else a line each tenth (and at the end)."""
+    last = [-1]
+
+    def progress(done: int, total: int) -> None:
+        out = stream or sys.stderr
+        if out.isatty():
+            print(f"\rpredicted {done}/{total} images", end="\n" if done == total else "",
+                  file=out, flush=True)
+            return
+        tenth = 10 * done // max(total, 1)
+        if done == total or tenth != last[0]:
+            print(f"predicted {done}/{total} images", file=out, flush=True)
+        last[0] = tenth
+
+    return progress
 
 
 def _predict(command, config, _):

@@ -140,12 +140,14 @@ def overlay_image(data: bytes, cam, box, label: str) -> np.ndarray:
     return out
 
 
-def predict_files(predictor, files, output_dir, batch_size=16, overlays=True, report=None):
+def predict_files(predictor, files, output_dir, batch_size=16, overlays=True, report=None,
+                  progress=None):
     """Runs `predictor` over `files` in batches; writes predictions.jsonl and overlays.
 
     A file that cannot be read, or that the predictor marks invalid, is reported through
     `report(file, reason)` (default: a line on stderr) and skipped; the rest are
-    processed. `predictions.jsonl` is written atomically at the end.
+    processed. `progress(done, total)` (optional) is called after every batch with the
+    number of files handled so far. `predictions.jsonl` is written atomically at the end.
 
     Returns:
         `(records, skipped)`: the JSON records written, and `[(file, reason)]`.
@@ -195,6 +197,8 @@ def predict_files(predictor, files, output_dir, batch_size=16, overlays=True, re
             except OSError as error:
                 skip(file, error.strerror or str(error))
         if not batch:
+            if progress is not None:
+                progress(min(begin + batch_size, len(files)), len(files))
             continue
         out = predictor([data for _, data in batch])
         valid = out.get("valid", np.ones(len(batch), bool))  # exports older than `valid`
@@ -203,6 +207,8 @@ def predict_files(predictor, files, output_dir, batch_size=16, overlays=True, re
                 emit(file, data, out, i)
             else:
                 skip(file, out["error"][i].decode("utf-8"))
+        if progress is not None:
+            progress(min(begin + batch_size, len(files)), len(files))
     lines = "".join(json.dumps(record) + "\n" for record in records)
     atomic_write_bytes(output_dir / "predictions.jsonl", lines.encode("utf-8"))
     return records, skipped

@@ -93,8 +93,12 @@ def test_predict_files_skips_bad_files_and_writes_records_and_overlays(saved, im
     files.append(str(tmp_path / "vanished.jpg"))  # listed, then gone: unreadable
     reported = []
     predictor = predict.load_predictor(str(export_dir))
+    calls = []
     records, skipped = predict.predict_files(predictor, files, tmp_path / "out", batch_size=4,
-                                             report=lambda f, r: reported.append(f))
+                                             report=lambda f, r: reported.append(f),
+                                             progress=lambda done, total: calls.append(done))
+    n = len(files)  # progress after every batch of 4, ending at the number of files
+    assert calls == [min(k + 4, n) for k in range(0, n, 4)] and calls[-1] == n
     assert sorted(reported) == sorted(bad + [str(tmp_path / "vanished.jpg")])
     assert [f for f, _ in skipped] == reported
     reasons = dict(skipped)
@@ -201,3 +205,22 @@ def test_predict_into_a_folder_another_process_writes_fails_fast(saved, images, 
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"{preds} is in use by another process (pid {holder.pid})" in done.stderr
     assert not (preds / "predictions.jsonl").exists()
+
+
+def test_progress_printer_prints_each_tenth_in_a_log():
+    import io
+
+    from keras_has.cli.predict import progress_printer
+
+    log = io.StringIO()
+    progress = progress_printer(log)
+    for done in range(16, 161, 16):  # 10 batches of 16 out of 160
+        progress(done, 160)
+    assert log.getvalue().splitlines() == [f"predicted {d}/160 images" for d in range(16, 161, 16)]
+    log = io.StringIO()
+    progress = progress_printer(log)
+    for done in range(4, 101, 4):  # 25 batches of 4 out of 100: the first, then a line
+        progress(done, 100)        # each time a tenth is passed
+    assert log.getvalue().splitlines() == [f"predicted {d}/100 images" for d in
+                                           (4, 12, 20, 32, 40, 52, 60, 72, 80, 92, 100)]
+
