@@ -115,35 +115,51 @@ def decode_image(data: tf.Tensor, min_side: int | None = None) -> tf.Tensor:
         whose shorter side is still >= `min_side`; smaller JPEGs and other formats are
         decoded whole.
     """
+    return _decode_scaled(data, min_side)[0]
+
+
+def _decode_scaled(data: tf.Tensor, min_side: int | None):
+    """`(image uint8 [H, W, 3], scale float32 [2])`: `decode_image`'s image and its size
+    relative to the encoded one (height, width), for boxes to follow a reduced decode."""
     def whole():
         image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
         image.set_shape([None, None, 3])
-        return image
+        return image, tf.ones([2], tf.float32)
 
     if min_side is None:
         return whole()
 
     def reduced():
-        shape = tf.image.extract_jpeg_shape(data)
-        short = tf.minimum(shape[0], shape[1])
+        full = tf.image.extract_jpeg_shape(data)[:2]
+        short = tf.minimum(full[0], full[1])
         index = tf.add_n([tf.cast(short >= r * int(min_side), tf.int32) for r in (2, 4, 8)])
         branches = [lambda r=r: tf.ensure_shape(tf.io.decode_jpeg(data, channels=3, ratio=r),
                                                 [None, None, 3]) for r in (1, 2, 4, 8)]
-        return tf.switch_case(index, branches)
+        image = tf.switch_case(index, branches)
+        return image, tf.cast(tf.shape(image)[:2], tf.float32) / tf.cast(full, tf.float32)
 
     is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), wsol_metadata.JPEG_MAGIC)
     return tf.cond(is_jpeg, reduced, whole)
 
 
-def _last_position(data: tf.Tensor, marker: bytes) -> tf.Tensor:
-    """Byte offset of the last occurrence of `marker` in uint8 `data`, or -1."""
-    data = tf.concat([tf.cast(data, tf.int32), tf.fill([len(marker)], -1)], axis=0)
-    size = tf.size(data) - len(marker) + 1
-    hits = tf.ones([size], tf.bool)
-    for i, byte in enumerate(marker):
-        hits = tf.logical_and(hits, tf.equal(data[i:i + size], byte))
-    positions = tf.cast(tf.where(hits)[:, 0], tf.int32)
-    return tf.reduce_max(tf.concat([[-1], positions], axis=0))
+def _last_positions(data: tf.Tensor, markers) -> list:
+    """Byte offset of the last occurrence (-1: none) of each marker in uint8 `data`;
+    the markers share their length and the comparisons with their common first bytes."""
+    length = len(markers[0])
+    data = tf.concat([tf.cast(data, tf.int32), tf.fill([length], -1)], axis=0)
+    size = tf.size(data) - length + 1
+    shifted = [data[i:i + size] for i in range(length)]
+    out, prefix = [], {}
+    for marker in markers:
+        hits = tf.ones([size], tf.bool)
+        for i, byte in enumerate(marker):
+            key = bytes(marker[:i + 1])
+            if key not in prefix:
+                prefix[key] = tf.logical_and(hits, tf.equal(shifted[i], byte))
+            hits = prefix[key]
+        positions = tf.cast(tf.where(hits)[:, 0], tf.int32)
+        out.append(tf.reduce_max(tf.concat([[-1], positions], axis=0)))
+    return out
 
 
 def check_complete_image(data: tf.Tensor, image_id: tf.Tensor, where: str) -> tf.Tensor:
@@ -163,14 +179,14 @@ def check_complete_image(data: tf.Tensor, image_id: tf.Tensor, where: str) -> tf
       where: the source's name, for the error.
     """
     def jpeg_complete():
-        raw = tf.io.decode_raw(data, tf.uint8)
-        return _last_position(raw, b"\xff\xd9") > _last_position(raw, b"\xff\xda")
+        end, scan = _last_positions(tf.io.decode_raw(data, tf.uint8), (b"\xff\xd9", b"\xff\xda"))
+        return end > scan
 
     def png_complete():
         length = tf.strings.length(data)
         window = wsol_metadata.END_WINDOW
         tail = tf.strings.substr(data, tf.maximum(length - window, 0), window)
-        return _last_position(tf.io.decode_raw(tail, tf.uint8), b"IEND") >= 0
+        return _last_positions(tf.io.decode_raw(tail, tf.uint8), (b"IEND",))[0] >= 0
 
     is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), wsol_metadata.JPEG_MAGIC)
     is_png = tf.equal(tf.strings.substr(data, 0, 8), wsol_metadata.PNG_MAGIC)
@@ -304,14 +320,9 @@ class WsolSource(Source):
 
         def read(row):
             i = row["index"]
-            data = tf.io.read_file(paths[i])
-            image = decode_image(data, decode_min_side)
+            image, scale = _decode_scaled(tf.io.read_file(paths[i]), decode_min_side)
             item_boxes = boxes[i]
             if decode_min_side is not None:  # boxes follow a reduced-scale decode
-                full = tf.cond(
-                    tf.equal(tf.strings.substr(data, 0, 2), wsol_metadata.JPEG_MAGIC),
-                    lambda: tf.image.extract_jpeg_shape(data)[:2], lambda: tf.shape(image)[:2])
-                scale = tf.cast(tf.shape(image)[:2], tf.float32) / tf.cast(full, tf.float32)
                 item_boxes = item_boxes * tf.stack([scale[1], scale[0], scale[1], scale[0]])
             example = {"image": image, "label": labels[i], "boxes": item_boxes,
                        "image_id": ids[i]}

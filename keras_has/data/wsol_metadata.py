@@ -136,11 +136,7 @@ def read_lines(path: str, required: bool = True):
         if required:
             raise MetadataError(f"{path}: required metadata file not found.")
         return
-    try:
-        lines = read_text_lines(path)
-    except UnicodeError as error:
-        raise MetadataError(str(error)) from None
-    for n, line in enumerate(lines, start=1):
+    for n, line in enumerate(read_text_lines(path, MetadataError), start=1):
         line = line.strip()
         if line:
             yield n, [field.strip() for field in line.split(",")]

@@ -47,11 +47,7 @@ def _lines(path):
     """`(line_number, fields)` of the meaningful lines of a text file."""
     if not os.path.isfile(path):
         raise FeatureFolderError(f"{path}: file not found")
-    try:
-        lines = read_text_lines(path)
-    except UnicodeError as error:
-        raise FeatureFolderError(str(error)) from None
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(read_text_lines(path, FeatureFolderError), start=1):
         text = line.strip()
         if text and not text.startswith("#"):
             yield number, text.split()

@@ -131,13 +131,14 @@ def jsonable(value):
     return value
 
 
-def read_text_lines(path) -> list[str]:
+def read_text_lines(path, error=UnicodeError) -> list[str]:
     """The lines of a UTF-8 text file (a leading byte-order mark is dropped), without
     their line ends.
 
     Raises:
-        UnicodeError (a ValueError) naming the file, line and column of the first byte
-        that is not UTF-8, and saying what to do.
+        `error` (default UnicodeError, a ValueError; callers pass their own file-error
+        class) naming the file, line and column of the first byte that is not UTF-8, and
+        saying what to do.
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
@@ -146,12 +147,12 @@ def read_text_lines(path) -> list[str]:
         raw = raw[3:]
     try:
         return raw.decode("utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
-        raise UnicodeError(
+    except UnicodeDecodeError as bad:
+        line = raw.count(b"\n", 0, bad.start) + 1
+        column = bad.start - (raw.rfind(b"\n", 0, bad.start) + 1) + 1
+        raise error(
             f"{path}:{line}: expected UTF-8 text, received the byte "
-            f"0x{raw[error.start]:02x} at column {column}; save the file as UTF-8") from None
+            f"0x{raw[bad.start]:02x} at column {column}; save the file as UTF-8") from None
 
 
 def read_class_names(path) -> tuple[str, ...]:
