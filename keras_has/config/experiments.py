@@ -157,7 +157,8 @@ class TuneConfig:
     Args:
       tune_method: method whose hyperparameters are searched (keras_has.methods).
       tune_space: candidate values of hyperparameters as name=v1;v2;... entries (a
-        MethodConfig field or hide_prob); empty: the method's default space.
+        MethodConfig field, a hiding setting (hide_prob, hide_from_epoch, hide_until_epoch
+        (0: none), hide_anneal (0 or 1)), epochs or lr); empty: the method's default space.
       tune_lrs: candidate first learning rates (the schedule is scaled); empty: the
         flagfile's schedule only.
       tune_trials: grid points to train, drawn with tune_seed (0: the whole grid).

@@ -86,6 +86,11 @@ class DataConfig:
         once per split) instead of failing.
       clip_boxes: WSOL folders: clip boxes that reach more than 2 px outside their image
         (a warning per line) instead of failing.
+      val_fraction: WSOL folders with train and test only: above 0, a validation split
+        'val' (with boxes, for tuning) is carved from train by a seeded, class-stratified
+        fraction of its images, which train then leaves out; recorded in the run's
+        config, so tuning trials and the final training hold out the same images.
+      val_seed: seed of the val_fraction draw.
     """
 
     source: str = "synthetic"
@@ -100,6 +105,8 @@ class DataConfig:
     eval_batch_size: int | None = None
     skip_corrupt: bool = False
     clip_boxes: bool = False
+    val_fraction: float = 0.0
+    val_seed: int = 0
 
     def __post_init__(self):
         if not isinstance(self.source, str) or not self.source:
@@ -135,7 +142,33 @@ class DataConfig:
             if getattr(self, flag) and not looks_like_path(self.source):
                 _fail(flag, True, f"False unless source is a WSOL folder path (source is "
                       f"{self.source!r})")
+        if (isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float))
+                or not 0.0 <= self.val_fraction < 1.0):
+            _fail("val_fraction", self.val_fraction,
+                  "a fraction in [0, 1) of the training images to hold out as 'val' (0: none)")
+        object.__setattr__(self, "val_fraction", float(self.val_fraction))
+        if not _is_int(self.val_seed) or self.val_seed < 0:
+            _fail("val_seed", self.val_seed, "an integer >= 0")
+        if self.val_fraction > 0 and not looks_like_path(self.source):
+            _fail("val_fraction", self.val_fraction,
+                  f"0 unless source is a WSOL folder path (source is {self.source!r}; the "
+                  "built-in and TFDS sources have a validation split of their own)")
         self._check_source()
+
+    def source_kwargs(self) -> dict:
+        """The `keras_has.data.get_source` keyword arguments these settings imply."""
+        kwargs = {}
+        if self.data_dir is not None:  # TFDS sources only (checked above)
+            kwargs["data_dir"] = self.data_dir
+        if self.source_config is not None:
+            kwargs["config"] = self.source_config
+        if self.skip_corrupt:  # WSOL folders only
+            kwargs["skip_corrupt"] = True
+        if self.clip_boxes:
+            kwargs["clip_boxes"] = True
+        if self.val_fraction > 0:
+            kwargs.update(val_fraction=self.val_fraction, val_seed=self.val_seed)
+        return kwargs
 
     def _check_source(self) -> None:
         if looks_like_path(self.source):
@@ -173,12 +206,22 @@ class HidingConfig:
       reference_size: None, or the image side the `grid_sizes` are written for: they are
         then scaled to the training crop, `round(S * image_size / reference_size)` (the
         paper's 16-56 px of 224 become 11-40 px at 160).
+      hide_from_epoch: first epoch (counted from 1) whose images are hidden; earlier
+        epochs see whole images (e.g. 3 after a 2-epoch warm-up).
+      hide_until_epoch: last epoch with hiding (None: to the end); later epochs see whole
+        images, so the classifier ends on the test-time distribution.
+      hide_anneal: between hide_from_epoch and hide_until_epoch, the share of training
+        images that are hidden falls linearly from 1 (the first) to 1/n (the last of n
+        epochs) instead of staying 1; each image is hidden whole-or-not with that share.
     """
 
     grid_sizes: tuple[int, ...] = ()
     hide_prob: float = 0.5
     reference_size: int | None = dataclasses.field(
         default=None, metadata={"flag": "grid_reference_size"})
+    hide_from_epoch: int = 1
+    hide_until_epoch: int | None = None
+    hide_anneal: bool = False
 
     def __post_init__(self):
         from keras_has.config.hiding_args import check_grid_sizes, check_hide_prob
@@ -193,11 +236,40 @@ class HidingConfig:
             object.__setattr__(self, "reference_size", None)
         if self.reference_size is not None:
             _positive_int("grid_reference_size", self.reference_size)
+        _positive_int("hide_from_epoch", self.hide_from_epoch)
+        if self.hide_until_epoch == 0:
+            object.__setattr__(self, "hide_until_epoch", None)
+        if self.hide_until_epoch is not None and (
+                not _is_int(self.hide_until_epoch)
+                or self.hide_until_epoch < self.hide_from_epoch):
+            _fail("hide_until_epoch", self.hide_until_epoch,
+                  f"None (to the end) or an epoch >= hide_from_epoch ({self.hide_from_epoch})")
+        if not isinstance(self.hide_anneal, bool):
+            _fail("hide_anneal", self.hide_anneal, "a boolean")
+        if self.hide_anneal and self.hide_until_epoch is None:
+            _fail("hide_anneal", True, "False unless hide_until_epoch is set (the share of "
+                  "hidden images falls to 0 after it)")
 
     @property
     def enabled(self) -> bool:
         """True when training images are hidden at all."""
         return any(s > 0 for s in self.grid_sizes) and self.hide_prob > 0.0
+
+    @property
+    def scheduled(self) -> bool:
+        """True when some epochs hide fewer images than others (`hidden_share`)."""
+        return self.hide_from_epoch > 1 or self.hide_until_epoch is not None
+
+    def hidden_share(self, epoch: int) -> float:
+        """The share of training images hidden in `epoch` (counted from 1): 0 outside
+        [hide_from_epoch, hide_until_epoch], 1 inside (or the linear anneal)."""
+        if epoch < self.hide_from_epoch or (self.hide_until_epoch is not None
+                                            and epoch > self.hide_until_epoch):
+            return 0.0
+        if not self.hide_anneal:
+            return 1.0
+        span = self.hide_until_epoch - self.hide_from_epoch + 1
+        return 1.0 - (epoch - self.hide_from_epoch) / span
 
     def scaled_grid_sizes(self, image_size: int) -> tuple[int, ...]:
         """`grid_sizes` in pixels of an `image_size` crop (scaled when

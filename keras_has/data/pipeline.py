@@ -226,7 +226,8 @@ def _data_sharded_options() -> tf.data.Options:
 
 def make_train_dataset(source, image_size, batch_size, hiding=None, seed=None, split="train",
                        mean=None, std=None, *, drop_remainder=False, shuffle=True,
-                       resize_size=None, stats_cache_dir=None, preprocessing=None):
+                       resize_size=None, stats_cache_dir=None, preprocessing=None,
+                       hiding_share=None):
     """The training dataset: `(images float32 [B, S, S, 3] preprocessed, labels int32 [B])`.
 
     Args:
@@ -247,10 +248,18 @@ def make_train_dataset(source, image_size, batch_size, hiding=None, seed=None, s
       stats_cache_dir: where statistics are cached when the data folder is read-only.
       preprocessing: a `keras_has.data.preprocessing.Preprocessing` applied instead of
         `mean` / `std` (e.g. a pretrained backbone's); None uses the statistics.
+      hiding_share: None (every image goes through `hiding`), or a float32 scalar in
+        [0, 1], typically a `tf.Variable` that a callback sets per epoch
+        (`keras_has.train.callbacks.HidingSchedule`): each image is hidden with this
+        probability, else left whole. Read when a batch is made, so a change reaches
+        the batches made after it (a prefetched few may precede it).
     """
     source = get_source(source) if not isinstance(source, Source) else source
     image_size = _check_int("image_size", image_size, 1)
     batch_size = _check_int("batch_size", batch_size, 1)
+    if hiding_share is not None and hiding is None:
+        raise ValueError("`hiding_share` needs `hiding` (the share of images it hides); "
+                         "received hiding=None")
     resize_size = resize_size_for(image_size) if resize_size is None else resize_size
     resize_size = _check_int("resize_size", resize_size, image_size)
     hiding = _check_hiding(hiding)
@@ -284,8 +293,14 @@ def make_train_dataset(source, image_size, batch_size, hiding=None, seed=None, s
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
     if hiding is not None:
         def hide(images, labels, seeds):
-            images = hide_patches(images, seed=seeds[0], **hiding)
-            return images, labels
+            hidden = hide_patches(images, seed=seeds[0], **hiding)
+            if hiding_share is not None:
+                draw = tf.random.stateless_uniform(
+                    [tf.shape(images)[0]], tf.random.experimental.stateless_fold_in(
+                        seeds[0], 2))
+                chosen = draw < tf.cast(hiding_share, tf.float32)
+                hidden = tf.where(chosen[:, None, None, None], hidden, images)
+            return hidden, labels
         ds = ds.map(hide, num_parallel_calls=AUTOTUNE)
     else:
         ds = ds.map(lambda images, labels, seeds: (images, labels))

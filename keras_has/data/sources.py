@@ -18,11 +18,14 @@ from __future__ import annotations
 import hashlib
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from keras_has.data import wsol_metadata
 
 AUTOTUNE = tf.data.AUTOTUNE
+# The split `WsolSource(val_fraction=...)` carves from `train`.
+HELD_OUT_SPLIT = "val"
 
 
 class Source:
@@ -226,10 +229,16 @@ class WsolSource(Source):
       skip_corrupt: skip missing/corrupt images (counted in one log line) instead of failing.
       clip_boxes: clip boxes reaching more than 2 px outside their image (a warning per
         line) instead of failing.
+      val_fraction: in [0, 1); above 0, a validation split `val` is carved from `train`
+        (for tuning on a folder that has only train and test): a seeded, class-stratified
+        `val_fraction` of the training images (`wsol_metadata.held_out_indices`), which
+        `train` then no longer contains. The folder must have `train` and no `val`.
+      val_seed: seed of that draw (the same seed gives the same split).
     """
 
     def __init__(self, root, num_classes: int | None = None, verify: str = "header",
-                 skip_corrupt: bool = False, clip_boxes: bool = False):
+                 skip_corrupt: bool = False, clip_boxes: bool = False,
+                 val_fraction: float = 0.0, val_seed: int = 0):
         root = os.path.abspath(os.fspath(root))
         self.root = root
         self.name = root
@@ -238,12 +247,26 @@ class WsolSource(Source):
             raise wsol_metadata.MetadataError(
                 f"WSOL metadata folder {root!r}: no split folders with image_ids.txt under "
                 f"{os.path.join(root, 'metadata')!r}.")
+        self.val_fraction, self.val_seed = float(val_fraction), int(val_seed)
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction: expected a fraction in [0, 1) of the training "
+                             f"images to hold out as 'val', received {val_fraction!r}")
+        if self.val_fraction > 0:
+            where = os.path.join(root, "metadata")
+            if "train" not in self.splits:
+                raise ValueError(f"val_fraction={self.val_fraction}: {where} has no 'train' "
+                                 f"split to carve 'val' from (splits: {list(self.splits)})")
+            if HELD_OUT_SPLIT in self.splits:
+                raise ValueError(f"val_fraction={self.val_fraction}: {where} already has a "
+                                 f"'{HELD_OUT_SPLIT}' split; tune on it (val_fraction=0)")
+            self.splits = tuple(sorted(self.splits + (HELD_OUT_SPLIT,)))
         names = wsol_metadata.read_class_names(root)
         if num_classes is None:
             if names:
                 num_classes = len(names)
             else:
-                num_classes = 1 + max(self._max_label(s) for s in self.splits)
+                num_classes = 1 + max(self._max_label(s) for s in self.splits
+                                      if not (s == HELD_OUT_SPLIT and self.val_fraction > 0))
         if names and len(names) != num_classes:
             raise ValueError(f"{os.path.join(root, 'class_names.txt')}: has {len(names)} names "
                              f"but num_classes={num_classes}.")
@@ -266,10 +289,24 @@ class WsolSource(Source):
         """The validated metadata of `split` (read and checked once)."""
         self.check_split(split)
         if split not in self._cache:
-            self._cache[split] = wsol_metadata.read_split(
-                self.root, split, num_classes=self.num_classes, verify=self._verify,
-                skip_corrupt=self._skip_corrupt, clip_boxes=self._clip_boxes)
+            if self._carved(split):
+                whole = wsol_metadata.read_split(
+                    self.root, "train", num_classes=self.num_classes, verify=self._verify,
+                    skip_corrupt=self._skip_corrupt, clip_boxes=self._clip_boxes)
+                held = wsol_metadata.held_out_indices(whole.labels, self.val_fraction,
+                                                      self.val_seed)
+                rest = np.setdiff1d(np.arange(len(whole)), held)
+                self._cache["train"] = whole.subset(rest, "train")
+                self._cache[HELD_OUT_SPLIT] = whole.subset(held, HELD_OUT_SPLIT)
+            else:
+                self._cache[split] = wsol_metadata.read_split(
+                    self.root, split, num_classes=self.num_classes, verify=self._verify,
+                    skip_corrupt=self._skip_corrupt, clip_boxes=self._clip_boxes)
         return self._cache[split]
+
+    def _carved(self, split: str) -> bool:
+        """Whether `split` is one of the two halves of a `val_fraction` carve."""
+        return self.val_fraction > 0 and split in ("train", HELD_OUT_SPLIT)
 
     def check_localized(self, split: str) -> None:
         self.split_metadata(split).check_localized()
@@ -296,6 +333,9 @@ class WsolSource(Source):
             except OSError:
                 digest.update(f"{image_id}\0missing\n".encode())
         fingerprint = digest.hexdigest()
+        if self._carved(split):  # no folder of its own: cached only under a cache_dir
+            key = f"{split}_carved_{self.val_fraction:g}_{self.val_seed}"
+            return None, _safe(self.root) + "_" + key, fingerprint
         return os.path.join(self.root, "metadata", split), _safe(self.root) + "_" + split, fingerprint
 
     def load(self, split: str, shuffle: bool = False, seed: int | None = None,

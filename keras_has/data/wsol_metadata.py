@@ -105,6 +105,45 @@ class WsolSplit:
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def subset(self, indices, split: str) -> "WsolSplit":
+        """The images at `indices` (kept in that order) as a split named `split`."""
+        indices = np.asarray(indices, np.int64).reshape([-1])
+        starts, ends = self.box_row_splits[:-1], self.box_row_splits[1:]
+        counts = (ends - starts)[indices]
+        box_rows = np.concatenate([np.arange(starts[i], ends[i]) for i in indices]
+                                  + [np.zeros([0], np.int64)]).astype(np.int64)
+        chosen = set(self.image_ids[i] for i in indices)
+        return dataclasses.replace(
+            self, split=split,
+            image_ids=tuple(self.image_ids[i] for i in indices),
+            labels=np.asarray(self.labels)[indices],
+            sizes=None if self.sizes is None else np.asarray(self.sizes)[indices],
+            box_values=self.box_values[box_rows].reshape([-1, 4]),
+            box_row_splits=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            mask_paths=None if self.mask_paths is None
+            else tuple(self.mask_paths[i] for i in indices),
+            ignore_paths=None if self.ignore_paths is None
+            else tuple(self.ignore_paths[i] for i in indices),
+            unlocalized=tuple(u for u in self.unlocalized if u[0] in chosen))
+
+
+def held_out_indices(labels, fraction: float, seed: int) -> np.ndarray:
+    """Indices (sorted) of a seeded, class-stratified `fraction` of the images: for each
+    class, `floor(fraction * n_c + 0.5)` of its `n_c` images, at least one when `n_c >= 2` and
+    never all of them. A pure function of `labels`, `fraction` and `seed`."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(int(seed))
+    picked = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        count = int(np.floor(fraction * len(members) + 0.5))
+        if len(members) >= 2:
+            count = min(max(count, 1), len(members) - 1)
+        else:
+            count = 0
+        picked.extend(rng.permutation(members)[:count].tolist())
+    return np.array(sorted(picked), np.int64)
+
 
 def list_splits(root: str) -> tuple:
     """Split names under ROOT/metadata (folders holding an image_ids.txt), sorted."""

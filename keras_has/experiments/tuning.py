@@ -46,6 +46,24 @@ DEFAULT_SPACES = {
     "cutmix": {"cutmix_prob": (0.25, 0.5, 1.0), "cutmix_beta": (0.5, 1.0, 2.0)},
 }
 METRIC = "max_box_acc_v2"
+# Hyperparameters outside MethodConfig: Hide-and-Seek's hiding and its schedule (method
+# `has` only), the run's length, and the first learning rate (the schedule scaled).
+HIDING_KEYS = ("hide_prob", "hide_from_epoch", "hide_until_epoch", "hide_anneal")
+RUN_KEYS = ("epochs", "lr")
+
+
+def _typed(key: str, value):
+    """A candidate value (parsed as float from flags) in its config field's type."""
+    if key == "hide_anneal":
+        return bool(value)
+    if value is None:  # hide_until_epoch's "to the end", already typed
+        return None
+    if key in ("hide_from_epoch", "hide_until_epoch", "epochs"):
+        if float(value) != int(value):
+            raise ValueError(f"space: {key!r} takes whole epochs, received {value!r}")
+        value = int(value)
+        return None if key == "hide_until_epoch" and value == 0 else value
+    return value
 
 
 @dataclasses.dataclass
@@ -77,14 +95,14 @@ def default_space(method: str) -> dict:
 
 def check_space(space: dict, method: str) -> dict:
     """`space` with tuple values; ValueError for a name that is no hyperparameter
-    (MethodConfig field, `hide_prob`, `lr`) or for no candidate values."""
+    (MethodConfig field, `HIDING_KEYS`, `RUN_KEYS`) or for no candidate values."""
     from keras_has import methods
 
     fields = {f.name for f in dataclasses.fields(config_lib.MethodConfig)} - {"method"}
-    known = fields | {"hide_prob", "lr"}
-    used = set(methods.get_method(method).hyperparameters) | {"lr"}
+    known = fields | set(HIDING_KEYS) | set(RUN_KEYS)
+    used = set(methods.get_method(method).hyperparameters) | set(RUN_KEYS)
     if method == "has":
-        used.add("hide_prob")
+        used.update(HIDING_KEYS)
     out = {}
     for key, values in space.items():
         if key not in known:
@@ -94,7 +112,7 @@ def check_space(space: dict, method: str) -> dict:
             raise ValueError(f"space: {key!r} is not a hyperparameter of method {method!r} (its "
                              f"trials would all be the same run); expected names among "
                              f"{sorted(used)}")
-        values = tuple(values)
+        values = tuple(_typed(key, v) for v in values)
         if not values:
             raise ValueError(f"space: {key!r} has no candidate values")
         out[key] = values
@@ -131,13 +149,16 @@ def trial_config(base: config_lib.TrainConfig, method: str, params: dict, split:
     """`base` with the method, its trial values, the trial's learning rate (the whole
     schedule scaled so that its first value is `params["lr"]`) and the tuning split
     as evaluation split."""
+    params = {k: _typed(k, v) for k, v in params.items()}
     wsol = dataclasses.replace(base.wsol, method=method,
                                **{k: v for k, v in params.items()
-                                  if k not in ("hide_prob", "lr")})
+                                  if k not in HIDING_KEYS + RUN_KEYS})
     hiding = base.hiding if method == "has" else config_lib.HidingConfig(grid_sizes=(),
                                                                          hide_prob=0.0)
-    if "hide_prob" in params:
-        hiding = dataclasses.replace(hiding, hide_prob=params["hide_prob"])
+    hiding = dataclasses.replace(hiding, **{k: v for k, v in params.items()
+                                            if k in HIDING_KEYS})
+    if "epochs" in params:
+        base = dataclasses.replace(base, epochs=params["epochs"])
     optim = base.optim
     if "lr" in params:
         scale = float(params["lr"]) / optim.lr_values[0]
@@ -158,8 +179,11 @@ def flagfile_lines(config: config_lib.TrainConfig, params: dict) -> list[str]:
     for key in sorted(params):
         if key == "lr":
             lines.append("--lr_values=" + ",".join(repr(v) for v in config.optim.lr_values))
-        elif key == "hide_prob":
-            lines.append(f"--hide_prob={config.hiding.hide_prob!r}")
+        elif key in HIDING_KEYS:
+            value = getattr(config.hiding, key)
+            lines.append(f"--{key}=" + ("none" if value is None else repr(value)))
+        elif key == "epochs":
+            lines.append(f"--epochs={config.epochs}")
         else:
             value = getattr(config.wsol, key)
             value = ",".join(value) if isinstance(value, tuple) else repr(value)
@@ -230,7 +254,7 @@ def run_tuning(base: config_lib.TrainConfig, *, output_dir: str, method: str,
       output_dir: folder of the trials and reports.
       method: a name from `keras_has.methods.list_methods()`.
       space: `{hyperparameter: candidate values}` (MethodConfig field names,
-        `hide_prob`, or `lr`); None: `DEFAULT_SPACES[method]`.
+        `HIDING_KEYS` for `has`, `epochs` or `lr`); None: `DEFAULT_SPACES[method]`.
       lrs: candidate first learning rates (empty: the base schedule only).
       trials: how many grid points to train (None: all), drawn with `seed`.
       seed: the seed of that draw (the trials train at `base.seed`).

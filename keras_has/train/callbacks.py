@@ -222,3 +222,27 @@ class EpochLine(keras.callbacks.Callback):
         seconds = time.perf_counter() - (self._start or time.perf_counter())
         stream = self.stream if self.stream is not None else sys.stdout
         print(self.format_line(epoch, dict(logs or {}), seconds), file=stream, flush=True)
+
+
+class HidingSchedule(keras.callbacks.Callback):
+    """Sets the share of hidden training images at the start of every epoch.
+
+    Args:
+      share: the float32 scalar `tf.Variable` the training pipeline reads
+        (`keras_has.data.make_train_dataset(hiding_share=...)`).
+      hiding: the run's `keras_has.config.HidingConfig`; `hidden_share(epoch)` (epochs
+        counted from 1) is a pure function of the epoch, so a resumed run gets the
+        right value. Adds `hidden_share` to the epoch logs (CSV and TensorBoard).
+    """
+
+    def __init__(self, share: tf.Variable, hiding):
+        super().__init__()
+        self.share = share
+        self.hiding = hiding
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.share.assign(self.hiding.hidden_share(epoch + 1))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["hidden_share"] = self.hiding.hidden_share(epoch + 1)

@@ -433,6 +433,9 @@ def read_run_settings(*, model_path=None, train_config=None, image_size=None, me
                 kwargs["data_dir"] = data_config["data_dir"]
             if data_config.get("source_config"):
                 kwargs["config"] = data_config["source_config"]
+            if data_config.get("val_fraction"):  # the training split the run saw
+                kwargs.update(val_fraction=data_config["val_fraction"],
+                              val_seed=data_config.get("val_seed", 0))
         data_source = data.get_source(source, **kwargs)
         if preprocessing is None:
             split = split or data_config.get("train_split") or "train"

@@ -163,15 +163,7 @@ def source_from_config(config: TrainConfig, **extra):
     e.g. `boxes="part"` for the built-in dataset's part boxes)."""
     from keras_has import data
 
-    kwargs = dict(extra)
-    if config.data.data_dir is not None:  # TFDS sources only (config checks this)
-        kwargs["data_dir"] = config.data.data_dir
-    if config.data.source_config is not None:
-        kwargs["config"] = config.data.source_config
-    if config.data.skip_corrupt:  # WSOL folders only (config checks this)
-        kwargs["skip_corrupt"] = True
-    if config.data.clip_boxes:
-        kwargs["clip_boxes"] = True
+    kwargs = dict(config.data.source_kwargs(), **extra)
     return data.get_source(config.data.source, **kwargs)
 
 
@@ -300,9 +292,15 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
     hiding = method.pipeline_hiding(config.hiding, config.data.image_size)
     if hiding is not None:
         hiding["fill_value"] = prep.value_of(mean)  # the dataset mean pixel, model space
+    # Epochs that hide fewer images (hide_from_epoch, hide_until_epoch, hide_anneal):
+    # the pipeline reads the share from a variable the HidingSchedule callback sets.
+    hiding_share = None
+    if hiding is not None and config.hiding.scheduled:
+        hiding_share = tf.Variable(config.hiding.hidden_share(1), trainable=False,
+                                   dtype=tf.float32, name="hidden_share")
     train_ds = data.make_train_dataset(
         source, config.data.image_size, global_batch,
-        hiding=hiding, seed=config.seed,
+        hiding=hiding, seed=config.seed, hiding_share=hiding_share,
         split=config.data.train_split, preprocessing=prep,
         resize_size=config.data.resize_size,
         # Every training batch is a full global batch, so every replica gets
@@ -364,6 +362,10 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
     # written last, so an epoch counts as done only when everything else is on disk.
     truncate_csv_to_backup(paths["csv"], paths["backup"])
     callbacks = [EpochSchedule(config.optim, config.epochs)]
+    if hiding_share is not None:
+        from keras_has.train.callbacks import HidingSchedule
+
+        callbacks.append(HidingSchedule(hiding_share, config.hiding))
     loc_cb = _localization_callback(config, eval_ds, paths["tensorboard"], prep)
     if loc_cb is not None:
         callbacks.append(loc_cb)

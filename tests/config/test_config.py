@@ -115,6 +115,25 @@ def test_hiding_enabled_and_pipeline_arg(tmp_path):
     assert not make(tmp_path, hiding=dict(grid_sizes=[0])).hiding.enabled
 
 
+def test_hidden_share_per_epoch():
+    plain = cfg.HidingConfig(grid_sizes=(16,))
+    assert not plain.scheduled and [plain.hidden_share(e) for e in (1, 5, 99)] == [1, 1, 1]
+    window = cfg.HidingConfig(grid_sizes=(16,), hide_from_epoch=3, hide_until_epoch=7)
+    assert window.scheduled
+    assert [window.hidden_share(e) for e in range(1, 10)] == [0, 0, 1, 1, 1, 1, 1, 0, 0]
+    # Linear over epochs 3..6 (n = 4): 1, 3/4, 1/2, 1/4, then none.
+    anneal = cfg.HidingConfig(grid_sizes=(16,), hide_from_epoch=3, hide_until_epoch=6,
+                              hide_anneal=True)
+    assert [anneal.hidden_share(e) for e in range(1, 9)] == [0, 0, 1, 0.75, 0.5, 0.25, 0, 0]
+    assert cfg.HidingConfig(grid_sizes=(16,), hide_until_epoch=0).hide_until_epoch is None
+    with pytest.raises(ValueError, match="hide_until_epoch.*>= hide_from_epoch \\(3\\)"):
+        cfg.HidingConfig(grid_sizes=(16,), hide_from_epoch=3, hide_until_epoch=2)
+    with pytest.raises(ValueError, match="hide_anneal.*hide_until_epoch is set"):
+        cfg.HidingConfig(grid_sizes=(16,), hide_anneal=True)
+    with pytest.raises(ValueError, match="hide_from_epoch"):
+        cfg.HidingConfig(grid_sizes=(16,), hide_from_epoch=0)
+
+
 def test_best_mode_auto(tmp_path):
     assert make(tmp_path, best_metric="val_loss").resolved_best_mode() == "min"
     assert make(tmp_path, best_metric="val_accuracy").resolved_best_mode() == "max"

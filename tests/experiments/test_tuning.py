@@ -2,6 +2,7 @@
 tuning split, and a tiny search that writes trials.csv, best.cfg, results.json and its
 table, and skips finished trials when run again."""
 import csv
+import dataclasses
 import json
 import shutil
 
@@ -31,12 +32,41 @@ def test_plan_is_the_grid_or_a_seeded_draw_and_the_tuning_split_is_never_test():
     with pytest.raises(ValueError, match="'bogus' is not a hyperparameter"):
         tuning.check_space({"bogus": (1,)}, "acol")
     with pytest.raises(ValueError, match="'acol_threshold' is not a hyperparameter of method "
-                                         "'has'.*\\['hide_prob', 'lr'\\]"):
+                                         "'has'.*\\['epochs', 'hide_anneal', 'hide_from_epoch', "
+                                         "'hide_prob', 'hide_until_epoch', 'lr'\\]"):
         tuning.check_space({"acol_threshold": (0.5, 0.7)}, "has")
     with pytest.raises(ValueError, match="'hide_prob' is not a hyperparameter of method 'cam'"):
         tuning.check_space({"hide_prob": (0.25,)}, "cam")
     assert tuning.check_space({"acol_threshold": [0.5], "lr": [0.1]}, "acol") == {
         "acol_threshold": (0.5,), "lr": (0.1,)}
+
+
+def test_hiding_schedule_and_epochs_are_searchable(tmp_path):
+    space = tuning.check_space({"hide_until_epoch": (0.0, 7.0), "hide_anneal": (0.0, 1.0),
+                                "epochs": (10.0,)}, "has")
+    # Flag values arrive as floats; they become the config fields' types (0: to the end).
+    assert space == {"hide_until_epoch": (None, 7), "hide_anneal": (False, True),
+                     "epochs": (10,)}
+    with pytest.raises(ValueError, match="'epochs' takes whole epochs"):
+        tuning.check_space({"epochs": (2.5,)}, "cam")
+    with pytest.raises(ValueError, match="'hide_until_epoch' is not a hyperparameter of method "
+                                         "'cam'"):
+        tuning.check_space({"hide_until_epoch": (7,)}, "cam")
+    base = _base(tmp_path)
+    base = dataclasses.replace(base, hiding=cfg.HidingConfig(grid_sizes=(8,)))
+    config = tuning.trial_config(base, "has", {"hide_until_epoch": 7, "hide_anneal": True,
+                                               "epochs": 10}, "val", str(tmp_path / "t"))
+    assert (config.epochs, config.hiding.hide_until_epoch, config.hiding.hide_anneal) == (
+        10, 7, True)
+    assert config.hiding.grid_sizes == (8,)
+    lines = tuning.flagfile_lines(config, {"hide_until_epoch": 7, "hide_anneal": True,
+                                           "epochs": 10})
+    assert lines == ["--method=has", "--epochs=10", "--hide_anneal=True",
+                     "--hide_until_epoch=7"]
+    open_ended = tuning.trial_config(base, "has", {"hide_until_epoch": None}, "val",
+                                     str(tmp_path / "t"))
+    assert tuning.flagfile_lines(open_ended, {"hide_until_epoch": None})[-1] == (
+        "--hide_until_epoch=none")
 
 
 def _base(tmp_path):
