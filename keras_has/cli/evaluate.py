@@ -6,6 +6,15 @@
     keras-has evaluate --model_path=runs/a/checkpoints/epoch_010.weights.h5 --model=tiny_gap \\
         --num_classes=3 --image_size=64 --source=synthetic
 
+Any Keras classifier can be evaluated, not only models keras-has trained:
+--cam_method (cam, gradcam, ..., see keras_has.localize.cams.compute_cams), --cam_layer
+(default: the feature map that feeds the head, through nested models),
+--cam_normalization (minmax, max, ivr), and --preprocessing=none for a model that scales
+its own input:
+
+    keras-has evaluate --model_path=my_classifier.keras --source=/data/my_wsol_folder \
+        --preprocessing=tf --cam_method=gradcam --cam_normalization=ivr
+
 Every flag is a field of `keras_has.config.commands.EvaluateConfig`. A SavedModel must
 carry the `cam_features` signature (exports have it unless made with
 cam_signature=False); its image size and input preprocessing come from its
@@ -40,7 +49,8 @@ def evaluate(config: EvaluateConfig):
         cam_curve_interval=config.cam_curve_interval, box_rule=config.box_rule,
         num_examples=config.num_examples, max_batches=config.max_batches,
         output_dir=config.output_dir, verbose=1 if console.fit_verbosity(-1) == 1 else 0,
-        skip_corrupt=config.skip_corrupt)
+        skip_corrupt=config.skip_corrupt, cam_method=config.cam_method,
+        cam_layer=config.cam_layer, cam_normalization=config.cam_normalization)
 
 
 def _evaluate(command, config, _):

@@ -32,19 +32,23 @@ def export(config: ExportConfig):
         model_path=config.model_path, train_config=config.train_config,
         image_size=config.image_size, mean=config.mean, std=config.std,
         class_names=run_folder.class_names_arg(config.class_names), source=config.source,
-        split=config.split, model_image_size=model_image_size(model))
+        split=config.split, model_image_size=model_image_size(model),
+        preprocessing_mode=config.preprocessing)
     return export_saved_model(
         model, config.output_dir, image_size=settings["image_size"],
         preprocessing=settings["preprocessing"], class_names=settings["class_names"],
         cam_threshold=config.cam_threshold, top_k=config.top_k, config=settings["config"],
         overwrite=config.overwrite, cam_signature=config.cam_signature,
-        max_image_pixels=config.max_image_pixels, fold_batch_norm=config.fold_batch_norm)
+        max_image_pixels=config.max_image_pixels, fold_batch_norm=config.fold_batch_norm,
+        cam_method=config.cam_method, cam_layer=config.cam_layer,
+        cam_normalization=config.cam_normalization)
 
 
 def _export(command, config, _):
     path = export(config)
-    signatures = "serving_default, serving_images" + (", cam_features"
-                                                      if config.cam_signature else "")
+    import tensorflow as tf
+
+    signatures = ", ".join(sorted(tf.saved_model.load(str(path)).signatures))
     print(f"{command}: exported {config.model_path} to {path} (signatures {signatures})")
     return 0
 

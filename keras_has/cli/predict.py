@@ -43,9 +43,16 @@ def predict(config: PredictConfig):
         settings = dict(train_config=config.train_config, image_size=config.image_size,
                         mean=config.mean, std=config.std,
                         class_names=run_folder.class_names_arg(config.class_names),
-                        source=config.source)
-    predictor = predict_lib.load_predictor(config.model_path, settings, config.cam_threshold,
-                                           config.top_k, config.fold_batch_norm)
+                        source=config.source, preprocessing_mode=config.preprocessing)
+    elif (config.cam_method, config.cam_layer, config.cam_normalization,
+          config.preprocessing) != ("cam", None, "minmax", None):
+        raise ValueError(f"cam_method / cam_layer / cam_normalization / preprocessing: "
+                         f"{config.model_path} is an export, which carries its own; pass "
+                         "them to export, or predict with the .keras model")
+    predictor = predict_lib.load_predictor(
+        config.model_path, settings, config.cam_threshold, config.top_k,
+        config.fold_batch_norm, cam_method=config.cam_method, cam_layer=config.cam_layer,
+        cam_normalization=config.cam_normalization)
     with run_folder.RunLock(config.output_dir):  # one writer per output folder
         records, skipped = predict_lib.predict_files(
             predictor, files, config.output_dir, config.batch_size, config.overlays,

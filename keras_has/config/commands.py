@@ -11,7 +11,8 @@ from keras_has.config.checks import fail as _fail
 from keras_has.config.checks import is_int as _is_int
 from keras_has.config.checks import is_number as _is_number
 
-__all__ = ["TrainOptions", "EvaluateConfig", "ExportConfig", "PredictConfig",
+__all__ = ["TrainOptions", "EvaluateConfig", "ExportConfig", "PredictConfig", "CAM_METHODS",
+           "CAM_NORMALIZATIONS", "PREPROCESSING_CHOICES",
            "CAM_CURVE_INTERVAL", "BOX_RULES"]
 
 # The step of MaxBoxAcc's CAM threshold sweep everywhere (wsolevaluation's config default;
@@ -51,6 +52,37 @@ def _mean_std(config):
         _fail("std", list(config.std), "3 positive numbers")
 
 
+# `keras_has.localize.cams.METHODS` and `keras_has.localize.boxes.NORMALIZATIONS`
+# (pure Python here: the config layer imports no TensorFlow).
+CAM_METHODS = ("cam", "gradcam", "gradcam_plus_plus", "xgradcam", "layercam", "scorecam",
+               "eigencam", "ablationcam")
+CAM_NORMALIZATIONS = ("minmax", "max", "ivr")
+PREPROCESSING_CHOICES = ("dataset", "caffe", "tf", "torch", "none")
+CAM_HELP = {
+    "cam_method": "how the map is computed: cam (GAP + Dense heads), gradcam, "
+                  "gradcam_plus_plus, xgradcam, layercam, scorecam, eigencam or ablationcam "
+                  "(keras_has.localize.cams.compute_cams).",
+    "cam_layer": "the feature map's layer: a name or a path submodel/layer (none: the last "
+                 "4-D map that feeds the classification head, through nested models).",
+    "cam_normalization": "how each map is scaled to [0, 1] before the box: minmax, max or "
+                         "ivr (a percentile instead of the minimum; Kim et al., ICCV 2021).",
+}
+
+
+def _cam_settings(config):
+    if config.cam_method not in CAM_METHODS:
+        _fail("cam_method", config.cam_method, f"one of {list(CAM_METHODS)}")
+    if config.cam_layer == "":
+        object.__setattr__(config, "cam_layer", None)
+    if config.cam_layer is not None and not isinstance(config.cam_layer, str):
+        _fail("cam_layer", config.cam_layer, "a layer name, a path submodel/layer or none")
+    if config.cam_normalization not in CAM_NORMALIZATIONS:
+        _fail("cam_normalization", config.cam_normalization, f"one of {list(CAM_NORMALIZATIONS)}")
+    if getattr(config, "preprocessing", None) not in (None,) + PREPROCESSING_CHOICES:
+        _fail("preprocessing", config.preprocessing, f"one of {list(PREPROCESSING_CHOICES)} "
+              "or empty")
+
+
 def _required(name, value):
     if not isinstance(value, str) or not value:
         _fail(name, value, f"a path (--{name})")
@@ -80,7 +112,7 @@ class EvaluateConfig:
 
     Args:
       model_path: a .keras file, a .weights.h5 checkpoint (with model and num_classes) or
-        a SavedModel directory with the cam_features signature.
+        a SavedModel directory with the cams_for_labels signature (any export).
       model: model name (keras_has.models.list_models()), for a weights checkpoint.
       num_classes: number of classes, for a weights checkpoint.
       source: source name, WSOL metadata folder or TFDS name.
@@ -90,8 +122,9 @@ class EvaluateConfig:
       mean: 3 per-channel means, pixel scale, with std (none: the export's or the run's
         recorded preprocessing).
       std: 3 per-channel stds, pixel scale, with mean.
-      preprocessing: input preprocessing: dataset, caffe, tf or torch (none: the export's
-        or the run's recorded one, else dataset statistics of the source's training split).
+      preprocessing: input preprocessing: dataset, caffe, tf, torch or none (the pixels as
+        they are, for a model that holds its own); empty: the export's or the run's recorded
+        one, else dataset statistics of the source's training split.
       batch_size: images per batch.
       cam_threshold: fixed CAM threshold (fraction of the max) of GT-known and Top-1 Loc.
       cam_curve_interval: step of the CAM threshold sweep of MaxBoxAcc (the same default
@@ -114,7 +147,8 @@ class EvaluateConfig:
     image_size: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    preprocessing: str | None = None
+    # A plain str: the word none is a mode here (absl's `X | None` reads it as None).
+    preprocessing: str = ""
     batch_size: int = 32
     cam_threshold: float = 0.2
     cam_curve_interval: float = CAM_CURVE_INTERVAL
@@ -123,6 +157,11 @@ class EvaluateConfig:
     max_batches: int | None = None
     output_dir: str | None = None
     skip_corrupt: bool = False
+    cam_method: str = dataclasses.field(default="cam", metadata={"help": CAM_HELP["cam_method"]})
+    cam_layer: str | None = dataclasses.field(default=None,
+                                              metadata={"help": CAM_HELP["cam_layer"]})
+    cam_normalization: str = dataclasses.field(
+        default="minmax", metadata={"help": CAM_HELP["cam_normalization"]})
 
     def __post_init__(self):
         _required("model_path", self.model_path)
@@ -131,8 +170,9 @@ class EvaluateConfig:
         _positive("num_classes", self.num_classes, allow_none=True)
         _positive("image_size", self.image_size, allow_none=True)
         _mean_std(self)
-        if self.preprocessing not in (None, "dataset", "caffe", "tf", "torch"):
-            _fail("preprocessing", self.preprocessing, "dataset, caffe, tf, torch or none")
+        if self.preprocessing == "":
+            object.__setattr__(self, "preprocessing", None)
+        _cam_settings(self)
         _positive("batch_size", self.batch_size)
         _fraction("cam_threshold", self.cam_threshold)
         if not _is_number(self.cam_curve_interval) or not 0 < self.cam_curve_interval < 1:
@@ -198,6 +238,8 @@ class ExportConfig:
       fold_batch_norm: serve a copy of the model with every batch norm that follows a
         convolution folded into it (keras_has.models.fold_batch_norms: the same outputs
         up to float rounding, faster inference).
+      preprocessing: input preprocessing: dataset, caffe, tf, torch or none (the pixels as
+        they are); empty: the run's recorded one, else mean/std.
     """
 
     model_path: str
@@ -215,6 +257,13 @@ class ExportConfig:
     overwrite: bool = False
     cam_signature: bool = True
     fold_batch_norm: bool = True
+    # A plain str: the word none is a mode here (absl's `X | None` reads it as None).
+    preprocessing: str = ""
+    cam_method: str = dataclasses.field(default="cam", metadata={"help": CAM_HELP["cam_method"]})
+    cam_layer: str | None = dataclasses.field(default=None,
+                                              metadata={"help": CAM_HELP["cam_layer"]})
+    cam_normalization: str = dataclasses.field(
+        default="minmax", metadata={"help": CAM_HELP["cam_normalization"]})
 
     def __post_init__(self):
         _required("model_path", self.model_path)
@@ -227,6 +276,9 @@ class ExportConfig:
         _fraction("cam_threshold", self.cam_threshold)
         _positive("top_k", self.top_k)
         _positive("max_image_pixels", self.max_image_pixels)
+        if self.preprocessing == "":
+            object.__setattr__(self, "preprocessing", None)
+        _cam_settings(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,6 +304,8 @@ class PredictConfig:
       top_k: .keras only: classes reported per image.
       fold_batch_norm: .keras only: answer with the batch norms that follow convolutions
         folded into them, as its export does (same outputs up to float rounding).
+      preprocessing: .keras only: dataset, caffe, tf, torch or none (the pixels as they
+        are); empty: the run's recorded one, else mean/std.
     """
 
     model_path: str
@@ -268,6 +322,13 @@ class PredictConfig:
     cam_threshold: float = 0.2
     top_k: int = 5
     fold_batch_norm: bool = True
+    # A plain str: the word none is a mode here (absl's `X | None` reads it as None).
+    preprocessing: str = ""
+    cam_method: str = dataclasses.field(default="cam", metadata={"help": CAM_HELP["cam_method"]})
+    cam_layer: str | None = dataclasses.field(default=None,
+                                              metadata={"help": CAM_HELP["cam_layer"]})
+    cam_normalization: str = dataclasses.field(
+        default="minmax", metadata={"help": CAM_HELP["cam_normalization"]})
 
     def __post_init__(self):
         _required("model_path", self.model_path)
@@ -282,3 +343,6 @@ class PredictConfig:
         _mean_std(self)
         _fraction("cam_threshold", self.cam_threshold)
         _positive("top_k", self.top_k)
+        if self.preprocessing == "":
+            object.__setattr__(self, "preprocessing", None)
+        _cam_settings(self)

@@ -55,7 +55,7 @@ OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("step", "cosine")
 MIXED_PRECISION_POLICIES = ("none", "auto", "mixed_bfloat16", "mixed_float16")
 BEST_MODES = ("auto", "min", "max")
-PREPROCESSING_MODES = ("auto", "dataset", "caffe", "tf", "torch")  # keras_has.data.preprocessing.MODES
+PREPROCESSING_MODES = ("auto", "dataset", "caffe", "tf", "torch", "none")  # keras_has.data.preprocessing.MODES
 CONFIG_VERSION = 1
 
 
@@ -475,7 +475,8 @@ class TrainConfig:
         (default) a progress bar on a terminal, else one line per epoch.
       preprocessing: `auto` (the backbone's `keras.applications` preprocessing when
         `model_kwargs["weights"]` loads pretrained weights, else the dataset's
-        statistics), `dataset`, `caffe`, `tf` or `torch` (`keras_has.data.preprocessing`).
+        statistics), `dataset`, `caffe`, `tf`, `torch` or `none` (pixels as they are)
+        (`keras_has.data.preprocessing`).
       freeze_batchnorm: keep the backbone's BatchNormalization layers frozen (inference
         mode: moving statistics used and not updated, scale and offset not trained).
     """

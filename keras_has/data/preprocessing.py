@@ -13,7 +13,9 @@ model's channel order. The modes:
 - `caffe` (VGG16, ResNet50 weights): RGB -> BGR, minus the ImageNet BGR mean pixel
   `(103.939, 116.779, 123.68)`, no scaling;
 - `tf` (MobileNetV2, InceptionV3 weights): `pixel / 127.5 - 1`, in [-1, 1];
-- `torch`: `(pixel / 255 - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)`.
+- `torch`: `(pixel / 255 - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)`;
+- `none`: the pixels as they are (RGB in [0, 255]), for a model that holds its own
+  preprocessing (e.g. a `Rescaling` layer).
 
 `auto` (what training uses by default) picks the backbone's mode when pretrained
 weights are loaded and `dataset` otherwise (`resolve_mode`). The resolved record is
@@ -40,7 +42,7 @@ __all__ = [
     "resolve_mode",
 ]
 
-MODES = ("auto", "dataset", "caffe", "tf", "torch")
+MODES = ("auto", "dataset", "caffe", "tf", "torch", "none")
 CHANNEL_ORDERS = ("rgb", "bgr")
 # keras.applications' preprocess_input mode of each pretrained model of the registry.
 BACKBONE_MODES = {
@@ -188,7 +190,7 @@ def make_preprocessing(mode: str, dataset_mean=None, dataset_std=None) -> Prepro
     """The `Preprocessing` of a concrete `mode`.
 
     Args:
-      mode: `dataset`, `caffe`, `tf` or `torch`.
+      mode: `dataset`, `caffe`, `tf`, `torch` or `none`.
       dataset_mean, dataset_std: RGB statistics in [0, 255]; required for `dataset`.
     """
     if mode == "dataset":
@@ -199,6 +201,8 @@ def make_preprocessing(mode: str, dataset_mean=None, dataset_std=None) -> Prepro
         return Preprocessing("caffe", _CAFFE_BGR_MEAN, (1.0, 1.0, 1.0), "bgr")
     if mode == "tf":
         return Preprocessing("tf", (127.5,) * 3, (127.5,) * 3, "rgb")
+    if mode == "none":
+        return Preprocessing("none", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "rgb")
     if mode == "torch":
         return Preprocessing("torch", tuple(255.0 * m for m in _TORCH_MEAN),
                              tuple(255.0 * s for s in _TORCH_STD), "rgb")

@@ -27,26 +27,46 @@ __all__ = ["normalize_cams_tf", "resize_cams_tf", "connected_component_labels",
            "largest_region_boxes", "largest_regions", "rescale_boxes"]
 
 
-def normalize_cams_tf(cams: tf.Tensor, finite: tf.Tensor | None = None) -> tf.Tensor:
-    """Per-map min-max normalisation to [0, 1]; constant, NaN or inf maps become zeros.
+def normalize_cams_tf(cams: tf.Tensor, finite: tf.Tensor | None = None,
+                      normalization: str = "minmax", percentile: float = 0.45) -> tf.Tensor:
+    """Per-map normalisation to [0, 1]; constant, NaN or inf maps become zeros: the
+    in-graph twin of `keras_has.localize.boxes.normalize_cams` (same rules and values).
 
     Args:
         cams: float `[N, H, W]`.
         finite: optional bool `[N]`, whether each map is finite (e.g. checked on the
             small map before upsampling, which keeps finiteness); computed if None.
+        normalization: `minmax` (`(x - min) / (max - min)`), `max` (`max(x, 0) / max`)
+            or `ivr` (`max(x - q, 0) / (max - q)`, `q` the `percentile` order statistic
+            `sorted(x)[int(n * percentile)]` of the map's `n` pixels).
+        percentile: IVR's fraction in [0, 1).
 
     Returns:
         float32 `[N, H, W]`.
     """
+    from keras_has.localize.boxes import check_normalization
+
+    check_normalization(normalization, percentile)
     cams = tf.cast(cams, tf.float32)
     if finite is None:
         finite = tf.reduce_all(tf.math.is_finite(cams), axis=[1, 2])
     finite = tf.reshape(finite, [-1, 1, 1])
     safe = tf.where(finite, cams, 0.0)
-    low = tf.reduce_min(safe, axis=[1, 2], keepdims=True)
-    span = tf.reduce_max(safe, axis=[1, 2], keepdims=True) - low
-    valid = tf.logical_and(finite, span > 0)
-    return tf.where(valid, (safe - low) / tf.where(valid, span, 1.0), 0.0)
+    high = tf.reduce_max(safe, axis=[1, 2], keepdims=True)
+    lowest = tf.reduce_min(safe, axis=[1, 2], keepdims=True)
+    if normalization == "minmax":
+        low = lowest
+    elif normalization == "max":
+        low = tf.zeros_like(high)
+    else:
+        shape = tf.shape(safe)
+        flat = tf.sort(tf.reshape(safe, [shape[0], -1]), axis=1)
+        k = tf.cast(tf.cast(shape[1] * shape[2], tf.float64) * percentile, tf.int32)
+        low = tf.reshape(tf.gather(flat, k, axis=1), [-1, 1, 1])
+    span = high - low
+    valid = tf.logical_and(tf.logical_and(finite, span > 0), lowest < high)
+    out = tf.where(valid, (safe - low) / tf.where(valid, span, 1.0), 0.0)
+    return tf.clip_by_value(out, 0.0, 1.0)
 
 
 def resize_cams_tf(cams: tf.Tensor, size: Sequence[int]) -> tf.Tensor:

@@ -290,6 +290,8 @@ class CamPlan:
       layer: the `graph.LayerRef` of the feature map (None for ``"rule"``).
       num_classes: the class-score width K.
       probe: the `graph.FeatureProbe` (None for ``"rule"``).
+      output_activation: ``"softmax"`` / ``"sigmoid"`` when the model's output squashes
+        its logits, else None (the output is the logits).
 
     Raises:
       ValueError: (one line) an unknown method, layer or output; a layer without spatial
@@ -307,6 +309,7 @@ class CamPlan:
         self.kernel = None
         self.probe = None
         self.layer = None
+        self.output_activation = None
         index = graph.output_index(model, output)
         contract = _has_cam_contract(model)
         if method == "cam" and contract and layer in (None, FEATURES_LAYER) and index == 0:
@@ -318,6 +321,7 @@ class CamPlan:
             raise ValueError(f"output: model {model.name!r}'s output {index} has shape "
                              f"{tuple(model.outputs[index].shape)}; expected class scores [B, K]")
         self.num_classes = head.num_classes
+        self.output_activation = head.output_activation
         if layer is None and contract:
             layer = FEATURES_LAYER
         if layer is None:
@@ -353,6 +357,14 @@ class CamPlan:
     @property
     def layer_path(self):
         return FEATURES_LAYER if self.layer is None else self.layer.path
+
+    def probabilities(self, logits):
+        """The model's own class probabilities from the logits the CAM functions return:
+        the sigmoid of a sigmoid output, else the softmax (a softmax output's, or the
+        softmax of a logits output)."""
+        if self.output_activation == "sigmoid":
+            return tf.sigmoid(logits)
+        return tf.nn.softmax(logits, axis=-1)
 
     def function(self, batch_size=DEFAULT_BATCH_SIZE):
         """The batched ``tf.function`` ``(images, class_ids or None) -> (cams, logits)``."""

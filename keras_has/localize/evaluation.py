@@ -45,18 +45,23 @@ def _check_batch(batch):
         raise ValueError(f"dataset: batch is missing keys {missing}; it has {sorted(batch)}")
 
 
-def _forward_of(model):
+def _forward_of(model, cam_method="cam", cam_layer=None):
     if isinstance(model, keras.Model):
-        cam_lib.check_model(model)
+        cam_lib.plan_cams(model, cam_method, cam_layer)  # a bad method or layer fails here
 
         def forward(images, labels):
-            cams, logits = cam_lib.compute_cams_and_logits(model, images, labels)
+            cams, logits = cam_lib.compute_cams_and_logits(model, images, labels,
+                                                           method=cam_method, layer=cam_layer)
             return logits, cams
 
         return forward
+    if (cam_method, cam_layer) != ("cam", None):
+        raise ValueError(f"cam_method / cam_layer: apply to a keras.Model; a "
+                         f"{type(model).__name__} brings its own CAMs (an export's method "
+                         "is chosen when it is exported)")
     forward = getattr(model, "forward", None)
     if not callable(forward):
-        raise TypeError("model: expected a keras_has keras.Model or an object with "
+        raise TypeError("model: expected a keras.Model or an object with "
                         "forward(images, labels) -> (logits, cams) (e.g. "
                         f"SavedModelCamSource), received {type(model).__name__}")
     return forward
@@ -65,15 +70,16 @@ def _forward_of(model):
 def run_localization(model, dataset, cam_threshold=0.2,
                      cam_curve_interval=DEFAULT_CAM_CURVE_INTERVAL,
                      iou_thresholds=(30, 50, 70), box_rule="tight", num_examples=0,
-                     verbose=1, max_batches=None):
+                     verbose=1, max_batches=None, cam_method="cam", cam_layer=None,
+                     cam_normalization="minmax"):
     """Evaluates ``model``'s CAMs on ``dataset`` (the eval dict contract).
 
     For each batch: one forward pass gives logits and features; the CAM of the
-    ground-truth class is upsampled (bilinear) to the image size, min-max normalised
-    and accumulated with the boxes (and masks when present).
+    ground-truth class is upsampled (bilinear) to the image size, normalised
+    (``cam_normalization``) and accumulated with the boxes (and masks when present).
 
     Args:
-        model: a keras_has model (layers ``cam_features`` and ``classifier``), or a
+        model: any Keras classifier (`keras_has.localize.cams.compute_cams`), or a
             CAM source: any object with ``forward(images, labels) -> (logits, cams)``
             (images float32 ``[B, S, S, 3]``, labels int32 ``[B]``; logits ``[B, K]``,
             raw CAMs of ``labels`` ``[B, h, w]``), e.g. :class:`SavedModelCamSource`.
@@ -82,14 +88,19 @@ def run_localization(model, dataset, cam_threshold=0.2,
         num_examples: how many first images to keep for a gallery.
         verbose: 1 shows a ``keras.utils.Progbar``.
         max_batches: stop after this many batches (None: the whole dataset).
+        cam_method, cam_layer: the CAM method and layer (`compute_cams`' ``method`` and
+            ``layer``), for a Keras model.
+        cam_normalization: ``minmax``, ``max`` or ``ivr``
+            (`keras_has.localize.boxes.normalize_cams`).
 
     Returns:
         :class:`LocalizationResult`.
     """
+    loc.check_normalization(cam_normalization)
     evaluator = LocalizationEvaluator(cam_threshold=cam_threshold,
                                       cam_curve_interval=cam_curve_interval,
                                       iou_thresholds=iou_thresholds, box_rule=box_rule)
-    forward = _forward_of(model)
+    forward = _forward_of(model, cam_method, cam_layer)
 
     total = None
     try:
@@ -112,7 +123,7 @@ def run_localization(model, dataset, cam_threshold=0.2,
         logits, cams = forward(images, tf.constant(labels))
         logits, cams = np.asarray(logits), np.asarray(cams)
         size = tuple(images.shape[1:3])
-        cams = loc.normalize_cams(loc.resize_cams(cams, size))
+        cams = loc.normalize_cams(loc.resize_cams(cams, size), cam_normalization)
         masks = batch.get("mask")
         ignore = batch.get("ignore")
         evaluator.accumulate(cams, np.asarray(batch["boxes"]), np.asarray(batch["num_boxes"]),

@@ -79,6 +79,19 @@ class Head:
     def describe(self) -> str:
         return " -> ".join(f"{ref.path} ({type(ref.layer).__name__})" for ref in self.layers) or "(none)"
 
+    @property
+    def output_activation(self) -> str | None:
+        """``"softmax"`` or ``"sigmoid"`` when the model's output squashes the logits
+        (a Dense with that activation, a Softmax or Activation layer), else None."""
+        kind, path = self.logits
+        if kind == "output":
+            return None
+        layer = next((ref.layer for ref in self.layers if ref.path == path), None)
+        if isinstance(layer, keras.layers.Softmax):
+            return "softmax"
+        name = _activation_name(getattr(layer, "activation", None))
+        return name if name in _SQUASHING else None
+
 
 def graph_kind(layer) -> str | None:
     """``"functional"`` or ``"sequential"`` for models whose graph can be walked (one input,

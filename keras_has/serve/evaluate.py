@@ -19,11 +19,13 @@ __all__ = ["SavedModelCamSource", "load_for_evaluation", "evaluate_model_file"]
 
 
 class SavedModelCamSource:
-    """Ground-truth-class CAMs from an exported SavedModel's ``cam_features`` signature.
+    """Ground-truth-class CAMs from an exported SavedModel's ``cams_for_labels`` signature
+    (exports from before it: ``cam_features``).
 
     Pass it to :func:`run_localization` in place of a Keras model. The export must have
     been written with ``keras_has.serve.export.export_saved_model(..., cam_signature=True)``
-    (the signature is ``keras_has.serve.signatures.ServingFunctions.cam_features``).
+    (the signatures of ``keras_has.serve.signatures.ServingFunctions``); its CAM method
+    is the one it was exported with.
 
     Args:
         saved_model: the export directory, or the object ``tf.saved_model.load`` gave.
@@ -38,7 +40,7 @@ class SavedModelCamSource:
     """
 
     def __init__(self, saved_model):
-        from keras_has.serve.signatures import CAM_FEATURES
+        from keras_has.serve.signatures import CAM_FEATURES, CAMS_FOR_LABELS
 
         where = saved_model
         if isinstance(saved_model, (str, os.PathLike)):
@@ -47,11 +49,13 @@ class SavedModelCamSource:
                                  "(no saved_model.pb)")
             saved_model = tf.saved_model.load(os.fspath(saved_model))
         signatures = getattr(saved_model, "signatures", {})
-        if CAM_FEATURES not in signatures:
-            raise ValueError(f"saved_model {where}: expected a '{CAM_FEATURES}' signature, "
+        name = next((n for n in (CAMS_FOR_LABELS, CAM_FEATURES) if n in signatures), None)
+        if name is None:
+            raise ValueError(f"saved_model {where}: expected a '{CAMS_FOR_LABELS}' signature, "
                              f"it has {sorted(signatures)}; re-export with "
                              "export_saved_model(..., cam_signature=True)")
-        self._function = signatures[CAM_FEATURES]
+        self._by_label = name == CAMS_FOR_LABELS
+        self._function = signatures[name]
         self._saved_model = saved_model  # keeps the variables alive
         spec = self._function.structured_input_signature[1]["images"]
         self.image_size = tuple(spec.shape.as_list()[1:3])
@@ -68,6 +72,9 @@ class SavedModelCamSource:
         if bad.size:
             raise ValueError(f"labels: expected values in [0, {self.num_classes}), "
                              f"received {bad[:5].tolist()}")
+        if self._by_label:
+            out = self._function(images=images, labels=tf.constant(labels, tf.int32))
+            return out["logits"].numpy(), out["cams"].numpy()
         out = self._function(images=images)
         cams = out["class_cams"].numpy()
         picked = np.take_along_axis(cams, labels[:, None, None, None], axis=3)[..., 0]
@@ -80,7 +87,7 @@ def load_for_evaluation(path, model_name=None, num_classes=None, image_size=None
     Args:
         path: a ``.keras`` file, a ``.weights.h5`` checkpoint (needs ``model_name`` and
             ``num_classes``) or a SavedModel directory exported with the
-            ``cam_features`` signature.
+            ``cams_for_labels`` (or the older ``cam_features``) signature.
         image_size: the input size; None takes the export's (SavedModel), the model's
             input (``.keras``) or 224 (checkpoint).
 
@@ -139,7 +146,8 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
                         preprocessing_mode=None, batch_size=32, cam_threshold=0.2,
                         cam_curve_interval=DEFAULT_CAM_CURVE_INTERVAL, box_rule="tight",
                         num_examples=16, max_batches=None, output_dir=None, verbose=1,
-                        skip_corrupt=False, out_dir=None):
+                        skip_corrupt=False, out_dir=None, cam_method="cam", cam_layer=None,
+                        cam_normalization="minmax"):
     """Evaluates a saved model (what :func:`load_for_evaluation` reads) on a split.
 
     The input preprocessing is the one the model was trained with: an export's own, or
@@ -150,11 +158,16 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
 
     Args:
         model_path: a ``.keras`` file, a ``.weights.h5`` checkpoint (with ``model_name``
-            and ``num_classes``) or a SavedModel directory with ``cam_features``.
+            and ``num_classes``) or a SavedModel directory with ``cams_for_labels``.
         source: a source name, WSOL folder or TFDS name, or a ``keras_has.data`` source.
         split: the split to evaluate.
         mean, std: 3 floats each (pixel scale), or None.
-        preprocessing_mode: ``dataset``, ``caffe``, ``tf``, ``torch`` or None.
+        preprocessing_mode: ``dataset``, ``caffe``, ``tf``, ``torch``, ``none`` (the
+            pixels as they are, for a model that holds its own preprocessing) or None.
+        cam_method, cam_layer: for a Keras model, the CAM method and its layer
+            (`keras_has.localize.cams.compute_cams`: any classifier with a 4-D feature
+            map; ``cam`` needs global average pooling + Dense). An export brings its own.
+        cam_normalization: ``minmax``, ``max`` or ``ivr``.
         output_dir: where ``metrics.json`` and ``gallery.png`` go (None: nothing written);
             ``out_dir`` is its former name (deprecated).
         skip_corrupt: a WSOL folder's unreadable images are skipped instead of failing;
@@ -194,7 +207,20 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
     # The metric settings, checked before anything is loaded.
     LocalizationEvaluator(cam_threshold=cam_threshold, cam_curve_interval=cam_curve_interval,
                           box_rule=box_rule)
+    from keras_has.localize.boxes import check_normalization
+    from keras_has.localize.cams import check_method
+
+    check_method(cam_method)
+    check_normalization(cam_normalization)
     model, settings = load_for_evaluation(model_path, model_name, num_classes, image_size)
+    if isinstance(model, SavedModelCamSource) and (cam_method, cam_layer) != ("cam", None):
+        raise ValueError(f"cam_method / cam_layer: {model_path} is an export, whose CAM "
+                         f"method was fixed when it was exported; evaluate the .keras model "
+                         f"with --cam_method={cam_method} instead")
+    if not isinstance(model, SavedModelCamSource):
+        from keras_has.localize.cams import plan_cams
+
+        plan_cams(model, cam_method, cam_layer)  # an unusable method or layer: one line, now
     if isinstance(source, (str, os.PathLike)):
         source = data.get_source(source, **({"skip_corrupt": True} if skip_corrupt else {}))
     prep = settings["preprocessing"]
@@ -209,7 +235,8 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
     result = run_localization(model, dataset, cam_threshold=cam_threshold,
                               cam_curve_interval=cam_curve_interval, box_rule=box_rule,
                               num_examples=num_examples, verbose=verbose,
-                              max_batches=max_batches)
+                              max_batches=max_batches, cam_method=cam_method,
+                              cam_layer=cam_layer, cam_normalization=cam_normalization)
     if skip_corrupt:
         skipped = source.skipped_images().get(split, ())
         result.metrics["num_skipped_images"] = len(skipped)

@@ -2,7 +2,7 @@
 
 `export_saved_model(model, export_dir, ...)` writes the serving functions of
 `keras_has.serve.signatures` (signatures `serving_default` on image bytes, `serving_images` on
-uint8 pixels, and by default `cam_features` for evaluating the export) with the run's
+uint8 pixels, and by default `cams_for_labels` for evaluating the export) with the run's
 input preprocessing in the graph. The SavedModel loads with `tf.saved_model.load` in any
 TensorFlow program (no keras_has, no Keras needed) and serves under TensorFlow Serving.
 Outputs, the bad-input contract (`valid` / `error` per image) and the box rule are
@@ -23,8 +23,8 @@ from typing import Any
 
 from keras_has.config.commands import check_export_target
 from keras_has.util.files import staging_dir
-from keras_has.serve.signatures import (CAM_FEATURES, CLASS_NAMES_ASSET, DEFAULT_MAX_IMAGE_PIXELS,
-                               PREPROCESSING_ASSET, SERVING_DEFAULT, SERVING_IMAGES,
+from keras_has.serve.signatures import (CAM_FEATURES, CAMS_FOR_LABELS, CLASS_NAMES_ASSET,
+                               DEFAULT_MAX_IMAGE_PIXELS, PREPROCESSING_ASSET, SERVING_DEFAULT, SERVING_IMAGES,
                                ServingFunctions, make_serving_config)
 
 __all__ = ["export_saved_model"]
@@ -58,6 +58,9 @@ def export_saved_model(
     cam_signature: bool = True,
     preprocessing=None,
     fold_batch_norm: bool = True,
+    cam_method: str = "cam",
+    cam_layer: str | None = None,
+    cam_normalization: str = "minmax",
 ) -> pathlib.Path:
     """Exports `model` as a SavedModel localizer with serving signatures, atomically.
 
@@ -68,8 +71,9 @@ def export_saved_model(
     `config` is given, `assets/training_config.json`.
 
     Args:
-        model: built keras_has model: layers `cam_features` ([B, h, w, C]) and a Dense
-            `classifier` ([C, K]), input normalised float `[B, H, W, 3]`.
+        model: a Keras classifier, input `[B, H, W, 3]` (after `preprocessing`): a
+            keras-has model, or any model `cam_method` applies to
+            (`keras_has.localize.cams.compute_cams`).
         export_dir: directory to create.
         image_size: int or `(height, width)` the model was trained at.
         mean, std: per-channel normalisation in [0, 255] pixel scale (3 floats each),
@@ -85,8 +89,11 @@ def export_saved_model(
             (FileExistsError), nor anything without `overwrite`.
         max_image_pixels: `serving_default` marks larger images invalid before
             decoding them.
-        cam_signature: add the `cam_features` evaluation signature
-            (`keras_has.serve.signatures`), which `keras-has evaluate` needs to evaluate the export.
+        cam_signature: add the evaluation signatures `cams_for_labels` (and, for `cam`
+            on a keras-has model, `cam_features`; `keras_has.serve.signatures`), which
+            `keras-has evaluate` needs to evaluate the export.
+        cam_method, cam_layer, cam_normalization: the CAM method, its layer and the
+            map normalisation inside the signatures (recorded in preprocessing.json).
         fold_batch_norm: serve `keras_has.models.fold_batch_norms(model)`: every batch
             norm that follows a convolution folded into it (same outputs up to float
             rounding; MobileNetV2 inference 1.4x (float32) to 2.0x (bfloat16) faster on CPU). `model` is unchanged.
@@ -109,6 +116,9 @@ def export_saved_model(
         top_k=top_k,
         max_image_pixels=max_image_pixels,
         preprocessing=preprocessing,
+        cam_method=cam_method,
+        cam_layer=cam_layer,
+        cam_normalization=cam_normalization,
     )
     config_json = None if config is None else _config_to_json(config)
     if fold_batch_norm:
@@ -131,7 +141,9 @@ def export_saved_model(
             (SERVING_IMAGES, functions.serving_images),
         ]
         if cam_signature:
-            endpoints.append((CAM_FEATURES, functions.cam_features))
+            endpoints.append((CAMS_FOR_LABELS, functions.cams_for_labels))
+            if functions.cam_features is not None:
+                endpoints.append((CAM_FEATURES, functions.cam_features))
         for name, function in endpoints:
             function.get_concrete_function()  # traced once, from its input_signature
             archive.add_endpoint(name, function)

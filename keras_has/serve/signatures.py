@@ -1,21 +1,28 @@
 """Serving functions: an image in; class, score, box and CAM out (what exports carry).
 
-`ServingFunctions(model, make_serving_config(model, ...))` holds three `tf.function`s that
+`ServingFunctions(model, make_serving_config(model, ...))` holds the `tf.function`s that
 `keras_has.serve.export.export_saved_model` writes into a SavedModel and that
-`keras_has.serve.predict` also calls in memory on a `.keras` model:
+`keras_has.serve.predict` also calls in memory on a `.keras` model. The model is any Keras
+classifier the configured CAM method applies to (`keras_has.localize.cams.compute_cams`;
+a Grad-CAM export needs no Python at serving time):
 
 - `serving_default(images_bytes)`: `tf.string [N]`, each a JPEG or PNG of any size.
 - `serving_images(images)`: `uint8 [N, H, W, 3]` RGB pixels.
-- `cam_features(images)`: normalised float32 `[N, S, S, 3]` -> `logits` `[N, K]` and
-  `class_cams` `[N, h, w, K]` (every class's raw CAM, for evaluating an export).
+- `cams_for_labels(images, labels)`: normalised float32 `[N, S, S, 3]` and int32 `[N]`
+  -> `logits` `[N, K]` and `cams` `[N, h, w]` (each label's raw CAM, for evaluating an
+  export).
+- `cam_features(images)` (`cam` on keras-has models only): `logits` `[N, K]` and
+  `class_cams` `[N, h, w, K]` (every class's raw CAM).
 
 The first two decode, resize to the training image size (bilinear, antialiased, as the
 evaluation pipeline does: `keras_has.data.pipeline.resize_image`), apply the run's input
 preprocessing (`keras_has.data.preprocessing.Preprocessing`, constants in the graph and in
-`assets/preprocessing.json`), run the model once for logits and CAM features
-(the model's CAM rule, `keras_has.localize.cams.CamRule`: its method's) and return, per image (`OUTPUT_KEYS`):
+`assets/preprocessing.json`), compute the logits and the top class's map (`cam` on a
+keras-has model: its CAM rule, `keras_has.localize.cams.CamRule`; otherwise the
+configured method at the configured layer) and return, per image (`OUTPUT_KEYS`):
 
-- `classes` int32 `[N, k]` and `scores` float32 `[N, k]`: softmax top-k, best first;
+- `classes` int32 `[N, k]` and `scores` float32 `[N, k]`: top-k of the model's own
+  probabilities (softmax of logits; a softmax / sigmoid output's values), best first;
 - `class_names` string `[N, k]`: the names of `classes`;
 - `boxes` int32 `[N, 4]`: `x0, y0, x1, y1` inclusive, in pixels of each INPUT image;
 - `boxes_normalized` float32 `[N, 4]`: the model-frame box's pixel edges as fractions,
@@ -35,7 +42,7 @@ images the decoder rejects, so the SavedModel needs no Python to survive them.
 
 The box is the library's single-region rule in TensorFlow ops
 (`keras_has.localize.boxes_tf`): the top class's CAM upsampled to the model size,
-min-max normalised, thresholded at `cam_threshold`, the largest 8-connected region's
+normalised (`cam_normalization`: min-max by default), thresholded at `cam_threshold`, the largest 8-connected region's
 tight box, then mapped to each input image's frame (`rescale_boxes`).
 """
 from __future__ import annotations
@@ -53,7 +60,8 @@ from keras_has.localize import boxes_tf as localization_tf
 from keras_has.data.preprocessing import Preprocessing, make_preprocessing
 
 __all__ = [
-    "SERVING_DEFAULT", "SERVING_IMAGES", "CAM_FEATURES", "CAM_FEATURES_KEYS", "OUTPUT_KEYS",
+    "SERVING_DEFAULT", "SERVING_IMAGES", "CAM_FEATURES", "CAM_FEATURES_KEYS", "CAMS_FOR_LABELS",
+    "OUTPUT_KEYS",
     "DEFAULT_MAX_IMAGE_PIXELS", "ServingConfig", "make_serving_config", "ServingFunctions",
     "resize_images", "decode_images", "read_export_settings", "export_preprocessing",
 ]
@@ -62,6 +70,7 @@ SERVING_DEFAULT = "serving_default"
 SERVING_IMAGES = "serving_images"
 CAM_FEATURES = "cam_features"
 CAM_FEATURES_KEYS = ("logits", "class_cams")
+CAMS_FOR_LABELS = "cams_for_labels"
 OUTPUT_KEYS = (
     "classes",
     "scores",
@@ -96,6 +105,9 @@ class ServingConfig:
         cam_threshold: CAM threshold as a fraction of the max, in [0, 1].
         top_k: number of classes returned (capped at the number of classes).
         max_image_pixels: largest `height * width` that `serving_default` decodes.
+        cam_method, cam_layer: the CAM method and its layer
+            (`keras_has.localize.cams.compute_cams`), computed inside the signatures.
+        cam_normalization: `minmax`, `max` or `ivr`, before the box.
     """
 
     image_size: tuple[int, int]
@@ -104,6 +116,9 @@ class ServingConfig:
     cam_threshold: float
     top_k: int
     max_image_pixels: int
+    cam_method: str = "cam"
+    cam_layer: str | None = None
+    cam_normalization: str = "minmax"
 
     @property
     def mean(self) -> tuple[float, float, float]:
@@ -125,6 +140,9 @@ class ServingConfig:
             "channel_order": self.channel_order,
             "preprocessing": self.preprocessing.to_json(),
             "cam_threshold": self.cam_threshold,
+            "cam_method": self.cam_method,
+            "cam_layer": self.cam_layer,
+            "cam_normalization": self.cam_normalization,
             "top_k": self.top_k,
             "max_image_pixels": self.max_image_pixels,
             "resize_method": "bilinear, antialias=True, clipped to [0, 255]",
@@ -170,6 +188,9 @@ def make_serving_config(
     top_k: int = 5,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     preprocessing=None,
+    cam_method: str = "cam",
+    cam_layer: str | None = None,
+    cam_normalization: str = "minmax",
 ) -> ServingConfig:
     """Checks every serving argument against the model; raises ValueError naming it.
 
@@ -187,8 +208,11 @@ def make_serving_config(
         raise ValueError("mean/std: expected the preprocessing (or mean and std), received none")
     else:
         preprocessing = make_preprocessing("dataset", mean, std)
-    cam_lib.check_model(model)
-    num_classes = int(model.get_layer(cam_lib.CLASSIFIER_LAYER).kernel.shape[-1])
+    from keras_has.localize.boxes import check_normalization
+
+    check_normalization(cam_normalization)
+    # Any Keras classifier: the plan checks the method, the layer and the head.
+    num_classes = int(cam_lib.plan_cams(model, cam_method, cam_layer).num_classes)
     input_shape = tuple(model.inputs[0].shape)
     size = _as_image_size(image_size)
     if len(input_shape) != 4 or input_shape[-1] != 3:
@@ -219,7 +243,8 @@ def make_serving_config(
                          f"received {max_image_pixels!r}")
     return ServingConfig(image_size=size, preprocessing=preprocessing, class_names=names,
                          cam_threshold=threshold, top_k=min(int(top_k), num_classes),
-                         max_image_pixels=int(max_image_pixels))
+                         max_image_pixels=int(max_image_pixels), cam_method=cam_method,
+                         cam_layer=cam_layer, cam_normalization=cam_normalization)
 
 
 def read_export_settings(export_dir) -> dict:
@@ -360,24 +385,36 @@ class ServingFunctions:
     `keras_has.serve.export.export_saved_model`.
 
     Args:
-        model: a built keras_has model (layers `cam_features` and `classifier`).
+        model: any Keras classifier that `config.cam_method` applies to (a keras-has
+            model, or e.g. a functional model around a `keras.applications` backbone).
         config: a `ServingConfig` (see `make_serving_config`).
 
     Attributes:
         serving_default: tf.function, `images_bytes` string `[N]` -> outputs dict.
         serving_images: tf.function, `images` uint8 `[N, H, W, 3]` -> outputs dict.
-        cam_features: tf.function, normalised `images` float32 `[N, S, S, 3]` ->
-            `{"logits": [N, K], "class_cams": [N, h, w, K]}` (float32).
-        cam_model: the `(logits, features...)` model the functions call (the model's
-            `keras_has.localize.cams.CamRule`).
+        cams_for_labels: tf.function, normalised `images` float32 `[N, S, S, 3]` and
+            `labels` int32 `[N]` -> `{"logits": [N, K], "cams": [N, h, w]}` (float32,
+            the raw CAM of each label: what evaluation scores).
+        cam_features: for `cam_method="cam"` on a keras-has model only (else None):
+            `images` -> `{"logits": [N, K], "class_cams": [N, h, w, K]}`.
+        cam_model: the model the functions call (tracked by an export).
+
+    Scores are the model's own probabilities: the softmax of logits, and a softmax or
+    sigmoid output's values (not a second softmax over them).
     """
 
     def __init__(self, model, config: ServingConfig):
         self.config = config
-        # The model's CAM rule (its method's when the model records one): one path for
-        # evaluation, callbacks and serving.
-        self._rule = cam_lib.cam_rule(model)
-        self.cam_model = self._rule.cam_model
+        # The model's CAM rule (its method's when the model records one) for `cam` on
+        # keras-has models; any other model or method through its `CamPlan`.
+        self._plan = cam_lib.plan_cams(model, config.cam_method, config.cam_layer)
+        if self._plan.kind == "rule":
+            self._rule = cam_lib.cam_rule(model)
+            self.cam_model = self._rule.cam_model
+        else:
+            self._rule = None
+            self.cam_model = model
+            self._cam_fn = self._plan.function(cam_lib.DEFAULT_BATCH_SIZE)
         size = config.image_size
         self._names = tf.constant(list(config.class_names))
         self._errors = tf.constant([
@@ -412,15 +449,30 @@ class ServingFunctions:
             autograph=False,
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
         )
-        self.cam_features = tf.function(
-            self._class_cams,
-            autograph=False,
-            input_signature=[tf.TensorSpec([None, size[0], size[1], 3], tf.float32, name="images")],
-        )
+        image_spec = tf.TensorSpec([None, size[0], size[1], 3], tf.float32, name="images")
+        self.cam_features = None if self._rule is None else tf.function(
+            self._class_cams, autograph=False, input_signature=[image_spec])
+        self.cams_for_labels = tf.function(
+            self._cams_for_labels, autograph=False,
+            input_signature=[image_spec, tf.TensorSpec([None], tf.int32, name="labels")])
 
     def _class_cams(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         logits, features = self._rule.forward(images, training=False)
         return {"logits": logits, "class_cams": self._rule.class_cams(features)}
+
+    def _cams_and_logits(self, images: tf.Tensor, class_ids) -> tuple:
+        """`(cams [N, h, w], logits [N, K])`, float32; `class_ids` None: the top-1."""
+        if self._rule is None:
+            cams, logits = self._cam_fn(images, class_ids)
+            return tf.cast(cams, tf.float32), tf.cast(logits, tf.float32)
+        logits, features = self._rule.forward(images, training=False)
+        if class_ids is None:
+            class_ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        return self._rule.cams(features, class_ids), logits
+
+    def _cams_for_labels(self, images: tf.Tensor, labels: tf.Tensor) -> dict[str, tf.Tensor]:
+        cams, logits = self._cams_and_logits(images, labels)
+        return {"logits": logits, "cams": cams}
 
     def _predict(self, resized: tf.Tensor, image_sizes: tf.Tensor,
                  codes: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -430,14 +482,14 @@ class ServingFunctions:
         count = tf.shape(images)[0]
         blank = tf.zeros([1, *config.image_size, 3], tf.float32)
         images = tf.cond(count > 0, lambda: images, lambda: blank)
-        logits, features = self._rule.forward(images, training=False)
-        logits = logits[:count]
-        features = [f[:count] for f in features]
-        scores, classes = tf.math.top_k(tf.nn.softmax(logits, axis=-1), k=config.top_k)
-        cams = self._rule.cams(features, classes[:, 0])
+        # The CAM of the top-1 class (argmax of the logits, the first of top_k's classes).
+        cams, logits = self._cams_and_logits(images, None)
+        logits, cams = logits[:count], cams[:count]
+        scores, classes = tf.math.top_k(self._plan.probabilities(logits), k=config.top_k)
         finite = tf.reduce_all(tf.math.is_finite(cams), axis=[1, 2])  # on the small maps
         maps = localization_tf.normalize_cams_tf(
-            localization_tf.resize_cams_tf(cams, config.image_size), finite)
+            localization_tf.resize_cams_tf(cams, config.image_size), finite,
+            normalization=config.cam_normalization)
         boxes, found = localization_tf.largest_regions(maps, config.cam_threshold)
         height, width = config.image_size
         edges = tf.cast(tf.concat([boxes[:, :2], boxes[:, 2:] + 1], axis=1), tf.float32)

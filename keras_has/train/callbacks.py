@@ -73,7 +73,10 @@ class LocalizationCallback(keras.callbacks.Callback):
         max_batches: evaluate on at most this many batches.
         verbose: progress bar while evaluating.
         evaluator_kwargs: ``cam_threshold``, ``cam_curve_interval``,
-            ``iou_thresholds``, ``box_rule`` for the evaluator.
+            ``iou_thresholds``, ``box_rule`` for the evaluator, and ``cam_method``,
+            ``cam_layer``, ``cam_normalization`` for the maps (so any Keras classifier
+            being fitted gets its metrics and TensorBoard CAM images, e.g. with
+            ``cam_method="gradcam"``; `keras_has.localize.cams.compute_cams`).
     """
 
     def __init__(self, eval_dataset, every_n_epochs=1, log_dir=None, prefix="val_loc_",

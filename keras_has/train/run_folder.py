@@ -353,7 +353,7 @@ def class_names_arg(value: str | None):
 
 def read_run_settings(*, model_path=None, train_config=None, image_size=None, mean=None,
                       std=None, class_names=None, source=None, split=None,
-                      model_image_size=None) -> dict:
+                      model_image_size=None, preprocessing_mode=None) -> dict:
     """What serving a trained model needs, from its run folder; explicit values win.
 
     In order: `image_size` from the run's `config.json` (`data.image_size`); the input
@@ -374,6 +374,8 @@ def read_run_settings(*, model_path=None, train_config=None, image_size=None, me
         split: split statistics are measured on (default: the config's training split).
         model_image_size: the input size the loaded model fixes, used when neither
             `image_size` nor the training config gives one.
+        preprocessing_mode: `caffe`, `tf`, `torch` or `none` (the pixels as they are):
+            that preprocessing, before anything recorded; `dataset` (or None) reads on.
 
     Returns:
         dict with `image_size`, `preprocessing` (a `Preprocessing`), `mean`, `std`
@@ -416,7 +418,9 @@ def read_run_settings(*, model_path=None, train_config=None, image_size=None, me
         class_names = read_class_names(run_dir)
 
     preprocessing = None
-    if mean is not None or std is not None:
+    if preprocessing_mode not in (None, "", "dataset"):
+        preprocessing = make_preprocessing(preprocessing_mode)
+    elif mean is not None or std is not None:
         if mean is None or std is None:
             raise ValueError("mean/std: expected both or neither, received only "
                              f"{'mean' if std is None else 'std'}")
@@ -448,7 +452,8 @@ def read_run_settings(*, model_path=None, train_config=None, image_size=None, me
         raise ValueError(
             f"mean/std: not given, no preprocessing recorded{where} ({PREPROCESSING_FILE}), "
             "and no data source to measure them on (pass --mean and --std, e.g. "
-            "--mean=0,0,0 --std=1,1,1 for a model that scales its own input, or --source)")
+            "--preprocessing=none for a model that scales its own input, --preprocessing=tf "
+            "(or caffe, torch) for a keras.applications backbone's, or --source)")
     return {
         "image_size": image_size,
         "preprocessing": preprocessing,

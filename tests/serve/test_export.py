@@ -100,7 +100,8 @@ def to_input_frame(box, height, width):
 
 
 def test_signatures_and_names(loaded):
-    assert set(loaded.signatures) == {"serving_default", "serving_images", "cam_features"}
+    assert set(loaded.signatures) == {"serving_default", "serving_images", "cam_features",
+                                      "cams_for_labels"}
     default = loaded.signatures["serving_default"]
     assert set(default.structured_input_signature[1]) == {"images_bytes"}
     assert default.structured_input_signature[1]["images_bytes"].dtype == tf.string
@@ -440,14 +441,16 @@ def test_bad_arguments_named_before_any_work(model, tmp_path, kwargs, message):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_rejects_a_model_without_cam_layers(tmp_path):
+def test_rejects_cam_on_a_head_without_global_pooling(tmp_path):
     import keras
 
     inputs = keras.Input((8, 8, 3))
-    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
-    plain = keras.Model(inputs, keras.layers.Dense(2)(pooled))
-    with pytest.raises(ValueError, match="cam_features"):
+    flat = keras.layers.Flatten()(inputs)
+    plain = keras.Model(inputs, keras.layers.Dense(2)(flat))
+    with pytest.raises(ValueError, match="'cam' needs global average pooling \\+ Dense.*"
+                                         "Flatten.*method='gradcam'"):
         export.export_saved_model(plain, tmp_path / "x", image_size=8, mean=MEAN, std=STD)
+    assert not (tmp_path / "x").exists()
 
 
 # ---------------------------------------------------------------------------
