@@ -326,10 +326,12 @@ class CamPlan:
             layer = FEATURES_LAYER
         if layer is None:
             if head.features is None:
+                candidates = graph.feature_layers(model)[-5:]
+                hint = (f"pass layer=, e.g. one of {candidates}" if candidates else
+                        "it has no layer with a [B, h, w, C] output to take a map from")
                 raise ValueError(
                     f"layer: no [B, h, w, C] feature map found before the output of model "
-                    f"{model.name!r} ({head.problem}; head: {head.describe()}); pass layer=, e.g. "
-                    f"one of {graph.feature_layers(model)[-5:]}")
+                    f"{model.name!r} ({head.problem}; head: {head.describe()}); {hint}")
             self.layer = head.features
         else:
             self.layer = graph.resolve_layer(model, layer)
