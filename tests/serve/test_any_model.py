@@ -149,3 +149,41 @@ def test_callback_scores_any_model_being_fitted(saved, tmp_path):
     model.fit(train_ds, epochs=1, verbose=0, callbacks=[callback])
     assert callback.last_metrics["num_images"] == 6
     assert os.listdir(tmp_path / "tb" / "localization")
+
+
+def test_commands_on_a_model_keras_has_did_not_build(saved, tmp_path):
+    """The README's commands: evaluate, export and predict with --preprocessing=none and
+    --cam_method=gradcam, image size from the model's input, no run folder."""
+    import subprocess
+    import sys
+
+    path, folder, _ = saved
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+    def cli(*args):
+        out = subprocess.run([sys.executable, "-m", "keras_has.cli", *args],
+                             capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout
+
+    common = ["--preprocessing=none", "--cam_method=gradcam", "--cam_normalization=ivr"]
+    shown = cli("evaluate", f"--model_path={path}", f"--source={folder}", *common,
+                f"--output_dir={tmp_path / 'eval'}")
+    assert "MaxBoxAccV2" in shown
+    with open(tmp_path / "eval" / "metrics.json") as f:
+        assert json.load(f)["num_images"] == 6
+    cli("export", f"--model_path={path}", f"--output_dir={tmp_path / 'export'}", *common)
+    with open(tmp_path / "export" / "assets" / "preprocessing.json") as f:
+        assert json.load(f)["cam_method"] == "gradcam"
+    image = os.path.join(folder, "images", "test", "0", "0.png")
+    cli("predict", f"--model_path={tmp_path / 'export'}", f"--output_dir={tmp_path / 'p'}",
+        image)
+    cli("predict", f"--model_path={path}", f"--output_dir={tmp_path / 'q'}", *common, image)
+    rows = [json.loads(line) for name in ("p", "q")
+            for line in open(tmp_path / name / "predictions.jsonl")]
+    assert rows[0]["score"] == pytest.approx(rows[1]["score"], abs=1e-5)
+    assert rows[0]["box"] == rows[1]["box"]
+    model = keras.saving.load_model(path)
+    pixels = cv2.imread(image)[..., ::-1][None].astype("float32")
+    assert rows[0]["score"] == pytest.approx(float(model.predict(pixels, verbose=0).max()),
+                                             abs=1e-5)  # the model's softmax, not a second
