@@ -66,7 +66,7 @@ class TemporalTrainResult:
       source: the `TemporalSource` trained on.
       fill_value: `[D]` hiding fill (the mean training feature).
       history: every epoch's logs (read back from the CSV, so resumed epochs count).
-      epochs_run: 0-based epochs run by this call.
+      epochs_run: the epochs (counted from 1) run by this call.
       output_dir, model_path: where things were written.
     """
 
@@ -105,6 +105,7 @@ def train_temporal(config: TemporalConfig, source=None) -> TemporalTrainResult:
         raise TypeError(f"config: expected a TemporalConfig, received {type(config).__name__}")
     check_temporal_config(config)
     from keras_has.train.strategy import make_strategy, resolve_mixed_precision
+    from keras_has.train.callbacks import EpochCSVLogger
     from keras_has.train.trainer import AtomicBackupAndRestore, read_csv_log
 
     strategy = make_strategy(config.strategy)
@@ -151,9 +152,9 @@ def train_temporal(config: TemporalConfig, source=None) -> TemporalTrainResult:
 
     epochs_run: list[int] = []
     callbacks = [
-        keras.callbacks.CSVLogger(paths["training_log.csv"], append=True),
+        EpochCSVLogger(paths["training_log.csv"], append=True),
         keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: epochs_run.append(int(epoch))),
+            on_epoch_end=lambda epoch, logs: epochs_run.append(int(epoch) + 1)),
         AtomicBackupAndRestore(paths["backup"], double_checkpoint=True,
                                delete_checkpoint=False),
     ]

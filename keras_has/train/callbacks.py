@@ -249,3 +249,12 @@ class HidingSchedule(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["hidden_share"] = self.hiding.hidden_share(epoch + 1)
+
+
+class EpochCSVLogger(keras.callbacks.CSVLogger):
+    """Keras' `CSVLogger` with epochs counted from 1, as the console counts them
+    ("epoch 1/10"), `LocalizationCallback`'s `metrics_epoch0001.json` and the backups'
+    "after N finished epochs"."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)

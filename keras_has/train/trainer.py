@@ -101,7 +101,7 @@ def _save_model_atomic(model, path: str) -> None:
 
 
 def read_csv_log(path: str) -> dict[str, list]:
-    """Columns of a Keras `CSVLogger` file (`epoch` as 0-based ints, others floats)."""
+    """Columns of a training_log.csv (`epoch` as ints counted from 1, others floats)."""
     if not os.path.exists(path):
         return {}
     with open(path, newline="") as f:
@@ -126,8 +126,8 @@ class TrainResult:
     Attributes:
       model: the trained `keras.Model` (float32 logits; built inside the strategy).
       history: every epoch's logs, including epochs run before a resume (read back
-        from `csv_path`); keys as in Keras' `History.history` plus `epoch` (0-based).
-      epochs_run: 0-based epochs that this call actually ran.
+        from `csv_path`); keys as in Keras' `History.history` plus `epoch` (counted from 1).
+      epochs_run: the epochs (counted from 1) that this call actually ran.
       output_dir, model_path, config_path, best_path, csv_path, tensorboard_dir,
         checkpoint_dir: where things were written (`best_path` may not exist when the
         monitored metric was never logged).
@@ -382,13 +382,13 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
         callbacks.append(keras.callbacks.ModelCheckpoint(
             paths["best"], monitor=config.best_metric,
             mode=config.resolved_best_mode(), save_best_only=True))
-    callbacks.append(keras.callbacks.CSVLogger(paths["csv"], append=True))
-    from keras_has.train.callbacks import TensorBoard
+    from keras_has.train.callbacks import EpochCSVLogger, TensorBoard
 
+    callbacks.append(EpochCSVLogger(paths["csv"], append=True))
     callbacks.append(TensorBoard(paths["tensorboard"]))
     epochs_run: list[int] = []
     callbacks.append(keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: epochs_run.append(int(epoch))))
+        on_epoch_end=lambda epoch, logs: epochs_run.append(int(epoch) + 1)))
     callbacks.append(AtomicBackupAndRestore(paths["backup"], double_checkpoint=True,
                                             delete_checkpoint=False))
 
@@ -459,7 +459,7 @@ def truncate_csv_to_backup(csv_path: str, backup_dir: str) -> None:
         rows = list(csv.reader(f))
     if not rows:
         return
-    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < done]
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= done]  # from 1
     if len(kept) == len(rows):
         return
     tmp = csv_path + ".tmp"

@@ -183,7 +183,7 @@ def test_loop_trains_each_run_once_then_reuses_finished_and_recorded_runs(tmp_pa
     assert [l.split(":")[0] for l in lines if not l.startswith(" ")] == [
         "training GAP (baseline), seed 0", "training Hide-and-Seek, seed 0"]
     assert "  test: Top-1 Clas" in lines[1]
-    assert [o.train.epochs_run for o in outcomes] == [[0], [0]]
+    assert [o.train.epochs_run for o in outcomes] == [[1], [1]]
     assert [name for name, _ in after] == ["cam", "has"]
     for arm in ("cam", "has"):
         assert first.runs[arm][0]["num_images"] == 4 and first.runs[arm][0]["epochs"] == 1

@@ -115,7 +115,7 @@ def test_one_training_run_resume_and_evaluation(tmp_path):
     cfg = TemporalConfig(output_dir=str(tmp_path / "run"), source_config="tiny", batch_size=8,
                          epochs=1, hidden=8, segment_lengths=(0, 2, 4), seed=1)
     result = train_temporal(cfg)
-    assert result.epochs_run == [0]
+    assert result.epochs_run == [1]
     for name in ("config.json", "fill.json", "training_log.csv", "model.keras"):
         assert os.path.exists(os.path.join(result.output_dir, name)), name
     np.testing.assert_allclose(result.fill_value, mean_feature(result.source.splits["train"]))
@@ -124,7 +124,7 @@ def test_one_training_run_resume_and_evaluation(tmp_path):
     assert train_temporal(cfg).epochs_run == []
     # A longer run in the same folder continues after the last finished epoch.
     longer = train_temporal(dataclasses.replace(cfg, epochs=2))
-    assert longer.epochs_run == [1] and longer.history["epoch"] == [0, 1]
+    assert longer.epochs_run == [2] and longer.history["epoch"] == [1, 2]
     videos = result.source.splits["test"]
     ev = evaluate_temporal(result.model, videos, result.source.class_names, keep_cams=2)
     m = ev.metrics

@@ -130,11 +130,11 @@ def test_truncate_csv_drops_rows_the_backup_did_not_finish(tmp_path):
     csv_path = tmp_path / "log.csv"
     backup = tmp_path / "backup"
     backup.mkdir()
-    _write_csv(csv_path, [0, 1, 2])
+    _write_csv(csv_path, [1, 2, 3])  # epochs counted from 1; the backup finished two
     (backup / "training_metadata.json").write_text(json.dumps({"epoch": 2, "batch": 0}))
     training.truncate_csv_to_backup(str(csv_path), str(backup))
-    assert training.read_csv_log(str(csv_path))["epoch"] == [0, 1]
-    # No backup at all: the CSV is emptied (the run restarts from epoch 0).
+    assert training.read_csv_log(str(csv_path))["epoch"] == [1, 2]
+    # No backup at all: the CSV is emptied (the run restarts from epoch 1).
     (backup / "training_metadata.json").unlink()
     training.truncate_csv_to_backup(str(csv_path), str(backup))
     assert csv_path.read_text() == ""

@@ -105,7 +105,7 @@ def test_train_refuses_a_changed_rerun_before_writing(tmp_path):
         train(changed)
     assert before == written()
     result = train(changed, overwrite=True)
-    assert result.epochs_run == [0]
+    assert result.epochs_run == [1]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["hiding"]["grid_sizes"] == []
     assert [p for p in os.listdir(tmp_path) if p.startswith("run.old-")]
 

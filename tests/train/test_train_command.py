@@ -204,8 +204,8 @@ def test_mirrored_over_two_logical_cpus(wsol, tmp_path):
                           cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = _result_line(proc.stdout)
-    assert "replicas=2 global_batch=8 epochs_run=[0]" in line
-    assert _csv_epochs(out / "training_log.csv") == [0]
+    assert "replicas=2 global_batch=8 epochs_run=[1]" in line
+    assert _csv_epochs(out / "training_log.csv") == [1]
     saved = json.loads((out / "config.json").read_text())
     assert saved["model"] == "tiny_gap" and saved["hiding"]["grid_sizes"] == [8]
     assert (out / "model.keras").is_file() and (out / "checkpoints" / "epoch_001.weights.h5").is_file()
@@ -263,9 +263,9 @@ def test_multi_worker_two_local_workers(wsol, tiny_synthetic, kind, tmp_path):
                 p.wait()
     for rc, stdout, stderr in results:
         assert rc == 0, stderr[-3000:]
-        assert "replicas=2 global_batch=8 epochs_run=[0]" in _result_line(stdout)
+        assert "replicas=2 global_batch=8 epochs_run=[1]" in _result_line(stdout)
     # The chief (worker 0) owns output_dir; worker 1 writes only under workers/worker_1.
-    assert _csv_epochs(out / "training_log.csv") == [0]
+    assert _csv_epochs(out / "training_log.csv") == [1]
     assert (out / "model.keras").is_file()
     assert (out / "workers" / "worker_1" / "backup" / "training_metadata.json").is_file()
     assert not (out / "workers" / "worker_0").exists()
@@ -307,8 +307,8 @@ def test_resume_after_sigkill(wsol, tmp_path):
     second = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=180,
                             cwd=REPO_ROOT)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert f"epochs_run={list(range(done, epochs))}" in _result_line(second.stdout)
-    assert _csv_epochs(out / "training_log.csv") == list(range(epochs))
+    assert f"epochs_run={list(range(done + 1, epochs + 1))}" in _result_line(second.stdout)
+    assert _csv_epochs(out / "training_log.csv") == list(range(1, epochs + 1))
     keras.saving.load_model(str(out / "model.keras"))  # the model for inference loads
     import h5py  # the training state is in the weights files: optimizer step count kept
 
@@ -331,7 +331,7 @@ def test_train_split_not_divisible_by_the_batch(tmp_path):
         epochs=1, strategy="one_device", eval_every=0, verbose=0,
         model_kwargs={"widths": (8, 16)})
     result = train(config)
-    assert result.epochs_run == [0]
+    assert result.epochs_run == [1]
     assert result.global_batch_size == 4
     assert os.path.exists(result.model_path)
 
@@ -373,7 +373,7 @@ def test_ctrl_c_says_where_it_stopped_and_the_rerun_resumes(wsol, tmp_path):
     second = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(),
                             timeout=180, cwd=REPO_ROOT)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert _csv_epochs(out / "training_log.csv") == list(range(epochs))
+    assert _csv_epochs(out / "training_log.csv") == list(range(1, epochs + 1))
 
 
 @pytest.mark.slow  # the fallback itself: tests/train/test_run_folder.py (fast)
@@ -391,6 +391,6 @@ def test_a_damaged_backup_resumes_from_the_epoch_before(wsol, tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "latest.weights.h5 cannot be read" in second.stdout
     assert "resuming from the backup of the epoch before (after 1 finished" in second.stdout
-    assert "epochs_run=[1, 2]" in _result_line(second.stdout)
-    assert _csv_epochs(out / "training_log.csv") == [0, 1, 2]
+    assert "epochs_run=[2, 3]" in _result_line(second.stdout)
+    assert _csv_epochs(out / "training_log.csv") == [1, 2, 3]
 
