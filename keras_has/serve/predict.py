@@ -6,7 +6,7 @@ functions built in memory around a `.keras` model with its training run's settin
 (`keras_has.train.run_folder.read_run_settings`). `predict_files(predictor, files,
 output_dir)` runs it over files in batches and writes `predictions.jsonl` (one JSON
 object per image: `file`, `class_id`, `class_name`, `score`, `box` = x0, y0, x1, y1
-inclusive pixels of the image, `image_size` = height, width, `top_k`, `overlay`) and
+inclusive pixels of the image, `width` and `height` of the image, `top_k`, `overlay`) and
 `overlays/<name>.png` (the image with its CAM and box, `keras_has.localize.visualize.overlay_cam`).
 
 A file that cannot be read, or that the model marks invalid (`valid` false: not an
@@ -177,7 +177,8 @@ def predict_files(predictor, files, output_dir, batch_size=16, overlays=True, re
         top = [{"class_id": int(c), "class_name": n.decode("utf-8"), "score": float(s)}
                for c, n, s in zip(out["classes"][i], out["class_names"][i], out["scores"][i])]
         record = {"file": file, **top[0], "box": [int(v) for v in out["boxes"][i]],
-                  "image_size": [int(v) for v in out["image_sizes"][i]], "top_k": top,
+                  "width": int(out["image_sizes"][i][1]),
+                  "height": int(out["image_sizes"][i][0]), "top_k": top,
                   "overlay": None}
         if overlays:
             stem = pathlib.Path(file).stem or "image"

@@ -120,7 +120,7 @@ def test_predict_files_skips_bad_files_and_writes_records_and_overlays(saved, im
         assert record["class_name"] == NAMES[record["class_id"]]
         assert record["score"] == pytest.approx(float(direct["scores"].numpy()[0, 0]))
         assert [t["class_id"] for t in record["top_k"]] == direct["classes"].numpy()[0].tolist()
-        assert record["image_size"] == list(image.shape[:2])
+        assert (record["height"], record["width"]) == image.shape[:2]
         overlay = cv2.imread(record["overlay"], cv2.IMREAD_COLOR)
         assert overlay.shape == image.shape  # drawn on the image at its own size
         x0, y0, x1, y1 = record["box"]
@@ -128,7 +128,7 @@ def test_predict_files_skips_bad_files_and_writes_records_and_overlays(saved, im
         assert overlay[y1, (x0 + x1) // 2].tolist() == list(PRED_COLOR[::-1])
         overlay_names.add(os.path.basename(record["overlay"]))
     assert len(overlay_names) == 3  # a.jpg and nested/a.png do not overwrite each other
-    assert any(r["box"] != [0, 0, r["image_size"][1] - 1, r["image_size"][0] - 1] for r in records)
+    assert any(r["box"] != [0, 0, r["width"] - 1, r["height"] - 1] for r in records)
 
 
 def test_keras_model_gives_the_same_predictions(saved, images, tmp_path):
