@@ -19,7 +19,8 @@ that order:
    finished one without training ("reusing GAP (baseline), seed 0: 1/2 (finished, ...)"
    on the console instead of "training ...");
 3. records the training time in the run folder (`train_time.json`: seconds per epoch
-   of the epochs this call trained, and the run's total training seconds);
+   of the epochs this call trained, timed inside `fit` so that the first arm's start-up
+   is not counted, and the run's total training seconds);
 4. evaluates the model on every target with
    `keras_has.localize.evaluation.run_localization` (the first seed's first
    `gallery_size` images kept where the target asks for examples);
@@ -302,17 +303,23 @@ def read_train_time(run_dir: str) -> dict | None:
     return None
 
 
-def record_train_time(run_dir: str, epochs_run, seconds: float) -> dict:
+def record_train_time(run_dir: str, epochs_run, seconds: float,
+                      epoch_seconds=None) -> dict:
     """The run's training time after a `train` call of `seconds` that ran the epochs
     `epochs_run`: when it trained, seconds per epoch of this call and the total with
     the earlier calls' recorded seconds, written to `run_dir/train_time.json`; when it
-    trained nothing (a finished run), the recorded time (None values if never timed)."""
+    trained nothing (a finished run), the recorded time (None values if never timed).
+    `epoch_seconds` (each epoch's time inside `fit`, `TrainResult.epoch_seconds`) gives
+    the seconds per epoch without the call's set-up (model, statistics, data); without
+    it, `seconds` is spread over the epochs."""
     earlier = read_train_time(run_dir)
     if not epochs_run:
         return earlier or {"seconds_per_epoch": None, "train_seconds": None,
                            "epochs_timed": 0}
     total = seconds + float((earlier or {}).get("train_seconds") or 0.0)
-    timing = {"seconds_per_epoch": seconds / len(epochs_run), "train_seconds": total,
+    per_epoch = (sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds
+                 else seconds / len(epochs_run))
+    timing = {"seconds_per_epoch": per_epoch, "train_seconds": total,
               "epochs_timed": len(epochs_run)}
     atomic_write_json(os.path.join(run_dir, TRAIN_TIME_FILE), timing)
     return timing
@@ -375,7 +382,7 @@ def run_experiment(experiment: Experiment, targets, *, output_dir: str, verbose:
         started = time.perf_counter()
         trained = train(dataclasses.replace(config, verbose=verbose))
         timing = record_train_time(config.output_dir, trained.epochs_run,
-                                   time.perf_counter() - started)
+                                   time.perf_counter() - started, trained.epoch_seconds)
         keep = experiment.gallery_size if seed == first_seed else 0
         results = _evaluate(trained.model, targets, experiment.cam_threshold, keep,
                             1 if verbose == 1 else 0)

@@ -46,6 +46,7 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 
 import keras
 import tensorflow as tf
@@ -128,6 +129,8 @@ class TrainResult:
       history: every epoch's logs, including epochs run before a resume (read back
         from `csv_path`); keys as in Keras' `History.history` plus `epoch` (counted from 1).
       epochs_run: the epochs (counted from 1) that this call actually ran.
+      epoch_seconds: wall seconds of each of those epochs inside `fit` (the first of a
+        call includes tracing the step; set-up before `fit` is not counted).
       output_dir, model_path, config_path, best_path, csv_path, tensorboard_dir,
         checkpoint_dir: where things were written (`best_path` may not exist when the
         monitored metric was never logged).
@@ -155,6 +158,7 @@ class TrainResult:
     is_chief: bool = True
     preprocessing: object = None
     skipped_images: dict = dataclasses.field(default_factory=dict)
+    epoch_seconds: list = dataclasses.field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- train
@@ -387,8 +391,18 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
     callbacks.append(EpochCSVLogger(paths["csv"], append=True))
     callbacks.append(TensorBoard(paths["tensorboard"]))
     epochs_run: list[int] = []
-    callbacks.append(keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: epochs_run.append(int(epoch) + 1)))
+    epoch_seconds: list[float] = []
+    epoch_start = [0.0]
+
+    def epoch_begins(epoch, logs):
+        epoch_start[0] = time.perf_counter()
+
+    def epoch_ends(epoch, logs):
+        epochs_run.append(int(epoch) + 1)
+        epoch_seconds.append(time.perf_counter() - epoch_start[0])
+
+    callbacks.append(keras.callbacks.LambdaCallback(on_epoch_begin=epoch_begins,
+                                                    on_epoch_end=epoch_ends))
     callbacks.append(AtomicBackupAndRestore(paths["backup"], double_checkpoint=True,
                                             delete_checkpoint=False))
 
@@ -408,6 +422,7 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
 
     return TrainResult(
         model=model, history=read_csv_log(paths["csv"]), epochs_run=epochs_run,
+        epoch_seconds=epoch_seconds,
         output_dir=own, model_path=paths["model"], config_path=paths["config"],
         best_path=paths["best"], csv_path=paths["csv"],
         tensorboard_dir=paths["tensorboard"], checkpoint_dir=paths["checkpoints"],

@@ -129,7 +129,9 @@ def test_a_training_run_logs_the_share_and_keeps_val_out_of_train(tmp_path):
         hiding=HidingConfig(grid_sizes=(8,), hide_until_epoch=2, hide_anneal=True),
         optim=OptimConfig(optimizer="adam", lr_values=(1e-3,), lr_boundaries=()),
         strategy="one_device", eval_every=0, best_metric="", verbose=0)
-    train(config)
+    result = train(config)
+    assert result.epochs_run == [1, 2, 3]
+    assert len(result.epoch_seconds) == 3 and min(result.epoch_seconds) > 0
     with open(tmp_path / "run" / "training_log.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["hidden_share"]) for r in rows] == [1.0, 0.5, 0.0]

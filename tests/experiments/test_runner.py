@@ -112,6 +112,9 @@ def test_train_time_per_epoch_of_this_call_and_total_over_calls(tmp_path):
     assert resumed == {"seconds_per_epoch": 4.0, "train_seconds": 10.0, "epochs_timed": 1}
     assert runner.record_train_time(run, [], 0.5) == resumed  # finished: as recorded
     assert json.loads((tmp_path / "run" / "train_time.json").read_text()) == resumed
+    # With the epochs' own times the call's set-up (here 9 of 12 s) is left out.
+    timed = runner.record_train_time(str(tmp_path / "run"), [4, 5], 12.0, [1.0, 2.0])
+    assert timed == {"seconds_per_epoch": 1.5, "train_seconds": 22.0, "epochs_timed": 2}
     old = tmp_path / "old"  # a run of the benchmark before the shared loop
     old.mkdir()
     (old / "benchmark_timing.json").write_text('{"train_seconds": 90.0, "epochs_logged": 3}')
