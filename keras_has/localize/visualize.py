@@ -12,7 +12,7 @@ import numpy as np
 
 from keras_has.util.files import atomic_write_bytes
 
-__all__ = ['denormalize_images', 'to_uint8_images', 'overlay_cam', 'make_grid', 'gallery', 'save_png', 'put_text', 'legend', 'comparison_gallery', 'iou_figure']
+__all__ = ['denormalize_images', 'to_uint8_images', 'overlay_cam', 'make_grid', 'gallery', 'save_png', 'put_text', 'draw_box', 'legend', 'comparison_gallery', 'iou_figure']
 
 GT_COLOR = (0, 255, 0)
 PRED_COLOR = (255, 0, 0)
@@ -56,9 +56,40 @@ def overlay_cam(image, cam, gt_boxes=(), pred_boxes=(), alpha=0.5, thickness=2):
         for box in np.asarray(boxes, np.float64).reshape(-1, 4):
             if np.all(box == -1):
                 continue
-            x0, y0, x1, y1 = (int(round(v)) for v in box)
-            cv2.rectangle(out, (x0, y0), (x1, y1), color, thickness)
+            draw_box(out, box, color, thickness)
     return out
+
+
+def draw_box(image, box, color, thickness=2):
+    """Draws an inclusive ``x0, y0, x1, y1`` box on ``image`` in place, its lines inside
+    the box's pixels (none clipped at the image edge). A box that covers the whole image
+    is drawn dashed, so that it does not read as a tile's border in a grid."""
+    h, w = image.shape[:2]
+    t = max(1, int(thickness))
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, y0 = max(0, min(x0, w - 1)), max(0, min(y0, h - 1))
+    x1, y1 = max(x0, min(x1, w - 1)), max(y0, min(y1, h - 1))
+    t = min(t, x1 - x0 + 1, y1 - y0 + 1)
+    whole = x0 == 0 and y0 == 0 and x1 == w - 1 and y1 == h - 1
+    dash = max(4, 3 * t)
+
+    def fill(a, b, c, d):  # inclusive pixel rectangle
+        cv2.rectangle(image, (a, b), (c, d), color, -1)
+
+    def horizontal(y):
+        step = 2 * dash if whole else x1 - x0 + 1
+        for start in range(x0, x1 + 1, step):
+            fill(start, y, min(start + (dash if whole else step) - 1, x1), y + t - 1)
+
+    def vertical(x):
+        step = 2 * dash if whole else y1 - y0 + 1
+        for start in range(y0, y1 + 1, step):
+            fill(x, start, x + t - 1, min(start + (dash if whole else step) - 1, y1))
+
+    horizontal(y0)
+    horizontal(y1 - t + 1)
+    vertical(x0)
+    vertical(x1 - t + 1)
 
 
 def make_grid(images, cols=4, pad=2):
@@ -107,13 +138,18 @@ ARM_COLORS = ((230, 120, 20), (40, 90, 220), (30, 160, 60), (170, 60, 170))
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def put_text(image, text, origin, scale=0.5, color=TEXT_COLOR, thickness=1, center=False):
+def put_text(image, text, origin, scale=0.5, color=TEXT_COLOR, thickness=1, center=False,
+             background=None):
     """Draws `text` on `image` in place; `origin` is the baseline's left end (or its
-    centre with `center=True`). Returns the text's (width, height)."""
-    (w, h), _ = cv2.getTextSize(text, _FONT, scale, thickness)
+    centre with `center=True`). `background`: an RGB colour filled behind the text (so
+    that lines under it do not cross it), or None. Returns the text's (width, height)."""
+    (w, h), base = cv2.getTextSize(text, _FONT, scale, thickness)
     x, y = origin
     if center:
         x = int(x - w / 2)
+    if background is not None:
+        cv2.rectangle(image, (int(x) - 2, int(y) - h - 2), (int(x) + w + 2, int(y) + base),
+                      background, -1)
     cv2.putText(image, text, (int(x), int(y)), _FONT, scale, color, thickness, cv2.LINE_AA)
     return w, h
 
@@ -262,9 +298,11 @@ def iou_figure(ious, loc_iou=0.5, size=360):
         color = ARM_COLORS[1] if y > x else ARM_COLORS[0]
         cv2.circle(sc, (to_px(x), to_py(y)), 2, color, -1, cv2.LINE_AA)
     above = int(np.sum(b > a))
-    put_text(sc, f"{tb} higher: {above}/{a.size}", (m + 6, top + 16), 0.42, ARM_COLORS[1])
+    white = (255, 255, 255)  # the legends sit on white, above the dashed lines
+    put_text(sc, f"{tb} higher: {above}/{a.size}", (m + 6, top + 16), 0.42, ARM_COLORS[1],
+             background=white)
     put_text(sc, f"{ta} higher: {int(np.sum(a > b))}/{a.size}", (m + size - 150,
-             top + size - 8), 0.42, ARM_COLORS[0])
+             top + size - 8), 0.42, ARM_COLORS[0], background=white)
 
     # Histograms (10 bins over [0, 1]).
     hi = panel()
@@ -287,7 +325,7 @@ def iou_figure(ious, loc_iou=0.5, size=360):
         cv2.line(hi, (to_px(loc_iou), top + k), (to_px(loc_iou), top + min(k + 4, size)),
                  (0, 0, 0), 1)
     put_text(hi, f"{ta}: mean {a.mean():.2f}, >= {loc_iou:.1f}: {100 * np.mean(a >= loc_iou):.1f}%",
-             (m + 6, top + 16), 0.42, ARM_COLORS[0])
+             (m + 6, top + 16), 0.42, ARM_COLORS[0], background=white)
     put_text(hi, f"{tb}: mean {b.mean():.2f}, >= {loc_iou:.1f}: {100 * np.mean(b >= loc_iou):.1f}%",
-             (m + 6, top + 34), 0.42, ARM_COLORS[1])
+             (m + 6, top + 34), 0.42, ARM_COLORS[1], background=white)
     return np.concatenate([sc, np.full((sc.shape[0], 10, 3), 255, np.uint8), hi], axis=1)

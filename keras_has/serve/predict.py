@@ -127,6 +127,7 @@ def overlay_image(data: bytes, cam, box, label: str) -> np.ndarray:
         box: inclusive `x0, y0, x1, y1` in pixels of the image.
         label: text drawn above the box.
     """
+    import cv2
     import tensorflow as tf
 
     from keras_has.localize import boxes as localization
@@ -139,8 +140,21 @@ def overlay_image(data: bytes, cam, box, label: str) -> np.ndarray:
     thickness = max(1, round(max(height, width) / 200))
     out = visualize.overlay_cam(image, heat, pred_boxes=[box], thickness=thickness)
     scale = max(0.4, max(height, width) / 600)
-    visualize.put_text(out, label, (int(box[0]) + 2, max(int(box[1]) - 4, int(14 * scale))),
-                       scale=scale, color=(255, 255, 255), thickness=max(1, thickness // 2))
+    weight = max(1, thickness // 2)
+    (_, text_height), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, weight)
+    # Above the box when the label fits there, else below it, else at the image's top;
+    # always whole in the image and off the box's lines where there is room.
+    x = min(max(int(box[0]) + 2, 2), width - 2)
+    above = int(box[1]) - base - 3
+    below = int(box[3]) + thickness + text_height + 3
+    if above - text_height - 2 >= 0:
+        y = above
+    elif below + base < height:
+        y = below
+    else:
+        y = text_height + 2
+    visualize.put_text(out, label, (x, y), scale=scale, color=(255, 255, 255),
+                       thickness=weight, background=(30, 30, 30))
     return out
 
 

@@ -1,4 +1,5 @@
 """Comparison figures: the labelled gallery and the per-image IoU figure."""
+import cv2
 import numpy as np
 import pytest
 
@@ -54,3 +55,33 @@ def test_iou_figure_panels_and_colours():
         assert (fig == colour).all(axis=2).sum() > 10
     with pytest.raises(ValueError, match="equal-length"):
         visualize.iou_figure([("GAP", a), ("HaS", b[:3])])
+
+
+def test_draw_box_stays_inside_the_box_and_dashes_a_whole_image_box():
+    red = (255, 0, 0)
+    img = np.zeros((20, 30, 3), np.uint8)
+    visualize.draw_box(img, (5, 4, 14, 11), red, thickness=3)
+    drawn = (img == red).all(-1)
+    ys, xs = np.nonzero(drawn)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (4, 11, 5, 14)  # no pixel outside
+    assert not drawn[7:9, 9:11].any()  # hollow
+    whole = np.zeros((20, 30, 3), np.uint8)
+    visualize.draw_box(whole, (0, 0, 29, 19), red, thickness=1)
+    top = (whole[0] == red).all(-1)
+    assert top.any() and not top.all()  # dashed, not a solid border
+    solid = np.zeros((20, 30, 3), np.uint8)
+    visualize.draw_box(solid, (0, 0, 28, 19), red, thickness=1)
+    assert (solid[0, :29] == red).all()
+
+
+def test_prediction_label_is_whole_inside_the_image():
+    from keras_has.serve.predict import overlay_image
+
+    image = np.full((40, 60, 3), 255, np.uint8)
+    data = cv2.imencode(".png", image)[1].tobytes()
+    for box in ((0, 0, 59, 39), (10, 0, 30, 5), (5, 30, 50, 39)):
+        out = overlay_image(data, np.ones((4, 4), np.float32), box, "a long class name")
+        dark = (out == 30).all(-1)  # the label's background
+        assert dark.any()
+        ys, xs = np.nonzero(dark)
+        assert ys.min() >= 0 and ys.max() < 40
