@@ -1,0 +1,175 @@
+"""Post-hoc CAM methods beside trained WSOL methods: one table of localization figures.
+
+`compare_cam_methods(models, source, methods, normalizations)` scores each model (a list
+of `.keras` files, one per seed) with each CAM method (`keras_has.localize.cams`) and
+each map normalisation (`minmax`, `max`, `ivr`), on the split with boxes and, where the
+source has one, the split with masks (PxAP). The maps of a model and method are computed
+once per split and replayed for every normalisation (`ReplayedCams`), so a slow method
+(Score-CAM, one forward pass per channel) is paid for once.
+
+The table has one row per (model, method, normalisation): MaxBoxAccV2, GT-known Loc and
+Top-1 Loc (at `cam_threshold`), PxAP and Top-1 Clas, mean ± std over the seeds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from keras_has.experiments import report
+
+__all__ = ["ReplayedCams", "CamArm", "compare_cam_methods", "TABLE_COLUMNS"]
+
+TABLE_COLUMNS = (
+    report.Column("MaxBoxAccV2", ("boxes", "max_box_acc_v2")),
+    report.Column("GT-known Loc", ("boxes", "gt_known_loc")),
+    report.Column("Top-1 Loc", ("boxes", "top1_loc")),
+    report.Column("PxAP", ("masks", "pxap"), optional=True),
+    report.Column("Top-1 Clas", ("boxes", "top1_cls")),
+)
+
+
+class ReplayedCams:
+    """A CAM source for `keras_has.localize.evaluation.run_localization` that computes a
+    model's maps once and replays them.
+
+    The first pass over a dataset calls `compute_cams_and_logits(model, images, labels,
+    method, layer)` per batch and keeps `(logits, cams)`; after `replay()`, the next
+    pass returns the kept outputs in the same order. A replayed pass must see the same
+    labels in the same order (e.g. the same split under another normalisation, or the
+    mask split of the same images); otherwise it raises ValueError.
+
+    Args:
+      model: a Keras classifier.
+      method, layer: as `keras_has.localize.cams.compute_cams`.
+      batch_size: masked / ablated images per forward pass (Score-CAM, Ablation-CAM).
+    """
+
+    def __init__(self, model, method="cam", layer=None, batch_size=32):
+        from keras_has.localize import cams as cam_lib
+
+        cam_lib.plan_cams(model, method, layer)  # an unusable method fails here
+        self.model, self.method, self.layer, self.batch_size = model, method, layer, batch_size
+        self._kept: list = []
+        self._next: int | None = None
+
+    def replay(self) -> "ReplayedCams":
+        """Makes the next pass return the kept maps; returns self."""
+        self._next = 0
+        return self
+
+    def forward(self, images, labels):
+        labels = np.asarray(labels)
+        if self._next is None:
+            from keras_has.localize.cams import compute_cams_and_logits
+
+            cams, logits = compute_cams_and_logits(self.model, images, labels,
+                                                   method=self.method, layer=self.layer,
+                                                   batch_size=self.batch_size)
+            out = (np.asarray(logits), np.asarray(cams))
+            self._kept.append((labels, out))
+            return out
+        if self._next >= len(self._kept):
+            raise ValueError("ReplayedCams: the replayed pass has more batches than the "
+                             "first one")
+        kept_labels, out = self._kept[self._next]
+        self._next += 1
+        if not np.array_equal(kept_labels, labels):
+            raise ValueError("ReplayedCams: the replayed pass sees other labels than the "
+                             "first (another split or order?)")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CamArm:
+    """One group of rows: a trained model (one file per seed) and the CAM methods it is
+    explained with.
+
+    Args:
+      title: the model's name in the table (e.g. "GAP (CAM)", "Hide-and-Seek").
+      paths: `.keras` files, one per seed.
+      methods: CAM method names.
+    """
+
+    title: str
+    paths: tuple
+    methods: tuple = ("cam",)
+
+
+def _split_or_none(source, name):
+    return name if name and name in getattr(source, "splits", ()) else None
+
+
+def compare_cam_methods(arms, source, *, split="test", mask_split="auto",
+                        normalizations=("minmax",), image_size=None, batch_size=32,
+                        cam_threshold=0.2, max_batches=None, verbose=0):
+    """Scores every (arm, method, normalisation) on `split` (and PxAP on `mask_split`).
+
+    Args:
+      arms: `CamArm`s.
+      source: a `keras_has.data` source or what `get_source` accepts.
+      split: the split with boxes.
+      mask_split: the split with masks of the same images ("auto": `<split>_mask` when
+        the source has it; None: no PxAP).
+      normalizations: names from `keras_has.localize.boxes.NORMALIZATIONS`.
+      image_size: evaluation size (None: each model's input size).
+      batch_size: images per batch.
+      cam_threshold: the fixed threshold of GT-known / Top-1 Loc.
+      max_batches: evaluate only the first batches (None: the whole split).
+
+    Returns:
+      `(rows, runs)`: `rows` are `(key, title)` pairs in table order and `runs[key][seed]`
+      each run's record `{"boxes": metrics, "masks": metrics or None}`, for
+      `report.summarize` / `report.format_table`.
+    """
+    from keras_has import data
+    from keras_has.localize.boxes import check_normalization
+    from keras_has.localize.evaluation import run_localization
+    from keras_has.serve.loading import load_keras_model, model_image_size
+    from keras_has.train import run_folder
+
+    for name in normalizations:
+        check_normalization(name)
+    source = source if isinstance(source, data.Source) else data.get_source(source)
+    source.check_localized(split)
+    if mask_split == "auto":
+        mask_split = _split_or_none(source, f"{split}_mask")
+    rows, runs = [], {}
+    for arm in arms:
+        for seed, path in enumerate(arm.paths):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{arm.title}: model file {path} does not exist")
+        for method in arm.methods:
+            for norm in normalizations:
+                key = f"{arm.title}|{method}|{norm}"
+                rows.append((key, f"{arm.title}: {method}, {norm}"))
+                runs[key] = {}
+        for seed, path in enumerate(arm.paths):
+            model = load_keras_model(path)
+            settings = run_folder.read_run_settings(
+                model_path=path, image_size=image_size,
+                model_image_size=model_image_size(model))
+            size, prep = settings["image_size"], settings["preprocessing"]
+            datasets = {"boxes": data.make_eval_dataset(source, size, batch_size,
+                                                        split=split, preprocessing=prep)}
+            if mask_split:
+                datasets["masks"] = data.make_eval_dataset(source, size, batch_size,
+                                                           split=mask_split,
+                                                           preprocessing=prep)
+            for method in arm.methods:
+                cams = ReplayedCams(model, method, batch_size=batch_size)
+                first = True
+                for norm in normalizations:
+                    record = {}
+                    for part, dataset in datasets.items():
+                        if not first:
+                            cams.replay()
+                        first = False
+                        record[part] = run_localization(
+                            cams, dataset, cam_threshold=cam_threshold,
+                            cam_normalization=norm, max_batches=max_batches,
+                            verbose=verbose).metrics
+                    record.setdefault("masks", None)
+                    runs[f"{arm.title}|{method}|{norm}"][seed] = record
+    return rows, runs

@@ -1,0 +1,63 @@
+"""Post-hoc CAM methods beside trained models: replayed maps give the figures of a
+direct evaluation; one row per model, method and normalisation."""
+import keras
+import numpy as np
+import pytest
+
+from keras_has.experiments import posthoc, report
+from keras_has.serve import evaluate as serve_evaluate
+from tests.helpers import make_wsol_folder
+
+SIZE = 32
+
+
+def _save_model(path, seed):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(6, 3, strides=2, padding="same", activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype("float32")
+                       for w in model.get_weights()])
+    model.save(path)
+    return str(path)
+
+
+def test_replayed_maps_score_like_a_direct_evaluation(tmp_path):
+    from keras_has.data.preprocessing import make_preprocessing
+    from keras_has.train import run_folder
+
+    folder = make_wsol_folder(str(tmp_path / "d"), n_train=4, n_test=6, size=SIZE)
+    paths = []
+    for seed in (0, 1):
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        paths.append(_save_model(run / "model.keras", seed))
+        run_folder.write_preprocessing(str(run), make_preprocessing("none"), (0, 0, 0),
+                                       (1, 1, 1), "train", None)
+    arms = [posthoc.CamArm("A", tuple(paths), ("cam", "gradcam"))]
+    rows, runs = posthoc.compare_cam_methods(arms, folder, normalizations=("minmax", "ivr"),
+                                             batch_size=4)
+    assert [key for key, _ in rows] == ["A|cam|minmax", "A|cam|ivr", "A|gradcam|minmax",
+                                        "A|gradcam|ivr"]
+    for (method, norm) in (("cam", "minmax"), ("gradcam", "ivr")):
+        for seed, path in enumerate(paths):
+            direct, _, _ = serve_evaluate.evaluate_model_file(
+                path, folder, cam_method=method, cam_normalization=norm, batch_size=4,
+                verbose=0, num_examples=0)
+            assert runs[f"A|{method}|{norm}"][seed]["boxes"] == pytest.approx(direct.metrics)
+    table = report.format_table(report.summarize(runs), rows, posthoc.TABLE_COLUMNS, 2)
+    assert "A: gradcam, ivr" in table and "PxAP" not in table  # no mask split here
+
+
+def test_replay_refuses_other_labels():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    cams = posthoc.ReplayedCams(model, "gradcam")
+    images = np.ones((2, 8, 8, 3), np.float32)
+    first = cams.forward(images, [0, 1])
+    again = cams.replay().forward(images, [0, 1])
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    with pytest.raises(ValueError, match="other labels"):
+        cams.replay().forward(images, [1, 1])
