@@ -1,7 +1,7 @@
 """keras-has: Hide-and-Seek (Singh & Lee, ICCV 2017) for weakly-supervised localization.
 
 Public API (see docs/architecture.md): `hide_patches`, `HideAndSeek`, `compute_cams`,
-and the packages, in the order data flows through them: `config`, `util`, `hiding`,
+`compute_boxes` (classes, scores, maps and boxes of a batch in one call), and the packages, in the order data flows through them: `config`, `util`, `hiding`,
 `data`, `models`, `methods`, `localize`, `train`, `serve`, `experiments`, `temporal`,
 `cli`; `localization`, `metrics` and `export` are kept as the former paths of
 `localize.boxes`, `localize.metrics` and `serve.export`. Everything is imported on
@@ -25,10 +25,12 @@ _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 __version__ = "0.1.0"
 
 _ATTRIBUTES = {"hide_patches": "keras_has.hiding", "HideAndSeek": "keras_has.hiding",
-               "compute_cams": "keras_has.localize.cams"}
+               "compute_cams": "keras_has.localize.cams",
+               "compute_boxes": "keras_has.localize.localizer"}
 _SUBMODULES = ("config", "util", "hiding", "data", "models", "methods", "localize", "train",
                "serve", "experiments", "temporal", "cli", "localization", "metrics", "export")
-__all__ = ["hide_patches", "HideAndSeek", "compute_cams", "register_saved_classes",
+__all__ = ["hide_patches", "HideAndSeek", "compute_cams", "compute_boxes",
+           "register_saved_classes",
            "__version__", *_SUBMODULES]
 
 

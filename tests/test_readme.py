@@ -21,8 +21,10 @@ def test_the_python_api_block_runs():
     exec(compile(block, "README.md (Python API)", "exec"), scope)
     assert scope["hidden"].shape == (4, 64, 64, 3)
     assert scope["cams"].shape == (4, 8, 8) and scope["maps"].shape == (4, 64, 64)
-    found = np.asarray(scope["found"])
-    assert found.shape == (4, 4) and (found[:, 2] >= found[:, 0]).all()
+    found = scope["found"]
+    assert found.boxes.shape == (4, 4) and (found.boxes[:, 2] >= found.boxes[:, 0]).all()
+    assert found.maps.shape == (4, 64, 64) and found.scores.shape == (4,)
+    np.testing.assert_allclose(found.maps, scope["maps"], atol=1e-6)
     assert scope["tile"].shape == (64, 64, 3) and scope["tile"].dtype == np.uint8
 
 
@@ -39,6 +41,9 @@ def test_the_own_model_block_runs():
                       re.S).group(1)
     scope = {}
     exec(compile(block, "README.md (own model)", "exec"), scope)
-    assert scope["cams"].shape == (2, 3, 3) and scope["maps"].shape == (2, 96, 96)
-    assert np.asarray(scope["found"]).shape == (2, 4)
+    assert scope["cams"].shape == (2, 3, 3) and scope["found"].maps.shape == (2, 96, 96)
+    assert scope["found"].boxes.shape == (2, 4)
+    # Scores are the softmax output's own values (no second softmax).
+    probabilities = scope["model"].predict(scope["images"], verbose=0)
+    np.testing.assert_allclose(scope["found"].scores, probabilities.max(axis=1), atol=1e-5)
 
