@@ -32,6 +32,11 @@ _HIDING_KEYS = ("grid_sizes", "hide_prob", "fill_value")
 
 # ------------------------------------------------------------------ pure box transforms
 
+__all__ = ["PAPER_RESIZE_RATIO", "resize_boxes", "crop_boxes", "flip_boxes", "resize_size_for",
+           "resize_image", "train_transform", "normalize", "make_train_dataset",
+           "make_eval_dataset"]
+
+
 def resize_boxes(boxes, original_size, new_size):
     """Rescales inclusive pixel boxes like wsolevaluation's `resize_bbox`.
 

@@ -28,6 +28,10 @@ AUTOTUNE = tf.data.AUTOTUNE
 HELD_OUT_SPLIT = "val"
 
 
+__all__ = ["AUTOTUNE", "HELD_OUT_SPLIT", "Source", "decode_image", "check_complete_image",
+           "mask_tight_box", "WsolSource"]
+
+
 class Source:
     """A dataset with class labels and ground-truth localization.
 

@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 _CACHE_VERSION = 1
 
 
+__all__ = ["compute_normalization", "cache_path", "STATS_DECODE_MIN_SIDE", "get_normalization",
+           "default_normalization"]
+
+
 def compute_normalization(dataset: tf.data.Dataset) -> tuple:
     """Streams `(mean, std)` over a dataset of raw examples (dicts with `image` [H, W, 3])."""
 

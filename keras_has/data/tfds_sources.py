@@ -22,6 +22,11 @@ from keras_has.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 DEFAULT_SHUFFLE_BUFFER = 256
 
 
+__all__ = ["DEFAULT_SHUFFLE_BUFFER", "normalized_to_pixel_boxes", "TfdsSource",
+           "CaltechBirdsSource", "StanfordDogsSource", "OxfordPetSource", "ImageNetSource",
+           "SyntheticSource", "FACTORIES"]
+
+
 def normalized_to_pixel_boxes(bbox: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
     """TFDS `[N, 4]` (ymin, xmin, ymax, xmax) in [0, 1] -> float32 `[N, 4]` inclusive pixels.
 

@@ -36,6 +36,11 @@ _OTHER_MAGIC = (b"GIF87a", b"GIF89a", b"BM")
 VERIFY_MODES = ("header", "decode", "exists", "none")
 
 
+__all__ = ["JPEG_MAGIC", "PNG_MAGIC", "VERIFY_MODES", "MetadataError", "WsolSplit",
+           "held_out_indices", "list_splits", "read_class_names", "read_lines", "parse_int",
+           "image_header_size", "END_WINDOW", "check_image", "BOX_TOLERANCE", "read_split"]
+
+
 class MetadataError(ValueError):
     """A WSOL metadata folder is malformed; the message names the file and line."""
 

@@ -19,6 +19,9 @@ from keras_has.localize.metrics import DEFAULT_CAM_CURVE_INTERVAL, LocalizationE
 _REQUIRED = ("image", "label", "boxes", "num_boxes")
 
 
+__all__ = ["LocalizationResult", "run_localization", "evaluate_localization", "write_evaluation"]
+
+
 @dataclasses.dataclass
 class LocalizationResult:
     """Metrics and (optionally) a few examples for galleries.

@@ -16,6 +16,9 @@ from keras_has.methods.heads import feature_layer_info, initializer
 from keras_has.methods.layers import AcolErase, AcolHead
 
 
+__all__ = ["Acol"]
+
+
 class Acol(Method):
     name = "acol"
     title = "ACoL"

@@ -28,6 +28,9 @@ DEFAULT_LAYERS = {
 }
 
 
+__all__ = ["DEFAULT_LAYERS", "tiny_gap_layers", "default_layers", "insert_after", "Adl"]
+
+
 def tiny_gap_layers(model_kwargs) -> tuple[str, ...]:
     """After the second-to-last block (its pooling when it has one) and after the last."""
     widths = tuple(model_kwargs.get("widths", (32, 64, 128, 256)))

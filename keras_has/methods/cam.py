@@ -2,6 +2,9 @@
 from keras_has.methods.base import Method
 
 
+__all__ = ["Cam"]
+
+
 class Cam(Method):
     name = "cam"
     title = "CAM"

@@ -15,6 +15,9 @@ from keras_has.methods import ops
 from keras_has.methods.base import Method
 
 
+__all__ = ["MixedLabelCrossentropy", "CutMix"]
+
+
 @keras.saving.register_keras_serializable(package="keras_has_methods")
 class MixedLabelCrossentropy(keras.losses.Loss):
     """Sparse cross-entropy from logits of a CutMix batch.

@@ -4,6 +4,9 @@ model and loss are the baseline's."""
 from keras_has.methods.base import Method
 
 
+__all__ = ["HideAndSeek"]
+
+
 class HideAndSeek(Method):
     name = "has"
     title = "Hide-and-Seek"

@@ -16,6 +16,9 @@ from keras_has.methods.heads import feature_layer_info, initializer
 from keras_has.methods.layers import SpgHead
 
 
+__all__ = ["Spg"]
+
+
 class Spg(Method):
     name = "spg"
     title = "SPG"

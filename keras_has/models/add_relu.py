@@ -23,6 +23,9 @@ from keras_has.models.building import config_class_names, walk_tensor_references
 _PACKAGE = "keras_has"
 
 
+__all__ = ["Add", "fuse_add_relu_pairs"]
+
+
 @tf.function(jit_compile=True, reduce_retracing=True)
 def _xla_add_relu(a, b):
     return tf.nn.relu(a + b)

@@ -29,6 +29,9 @@ from keras_has.models.building import (
 DEFAULT_INPUT_SHAPE = (227, 227, 3)
 
 
+__all__ = ["DEFAULT_INPUT_SHAPE", "alexnet_gap"]
+
+
 def alexnet_gap(
     num_classes,
     input_shape=None,

@@ -58,6 +58,10 @@ from keras_has.models.pointwise_conv import PointwiseMatmulConv2D
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 
 
+__all__ = ["DEFAULT_INPUT_SHAPE", "IMAGENET_WEIGHT_FILES", "imagenet_weights_path",
+           "build_backbone", "vgg16_gap", "resnet50_gap", "inceptionv3_gap", "mobilenetv2_gap"]
+
+
 def _set_strides_one(layer_config, same_padding=False):
     layer_config["config"]["strides"] = (1, 1)
     if same_padding:

@@ -8,6 +8,11 @@ FEATURES_LAYER = "cam_features"
 CLASSIFIER_LAYER = "classifier"
 
 
+__all__ = ["FEATURES_LAYER", "CLASSIFIER_LAYER", "check_dtype_policy", "check_input_shape",
+           "check_num_classes", "gap_classifier", "LayerSeeds", "config_class_names",
+           "walk_tensor_references"]
+
+
 def check_dtype_policy(dtype_policy):
     """Returns ``dtype_policy`` (None or a Keras policy name) after checking it exists."""
     if dtype_policy is None:

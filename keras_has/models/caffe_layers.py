@@ -18,6 +18,10 @@ import tensorflow as tf
 _PACKAGE = "keras_has"
 
 
+__all__ = ["CaffeMaxPooling2D", "LocalResponseNormalization", "native_grouped_conv_supported",
+           "GroupedConv2D", "conv2d"]
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class CaffeMaxPooling2D(keras.layers.Layer):
     """Max pooling with Caffe's ceil-mode output size, on channels-last images.

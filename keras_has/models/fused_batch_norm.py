@@ -34,6 +34,9 @@ _PACKAGE = "keras_has"
 _FUSED_DTYPES = ("float32", "bfloat16", "float16")
 
 
+__all__ = ["BatchNormalization"]
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class BatchNormalization(keras.layers.BatchNormalization):
     """``keras.layers.BatchNormalization`` computed by TensorFlow's ``FusedBatchNormV3``.

@@ -33,6 +33,9 @@ INCEPTION_BLOCKS = (
 )
 
 
+__all__ = ["DEFAULT_INPUT_SHAPE", "INCEPTION_BLOCKS", "googlenet_gap"]
+
+
 def googlenet_gap(
     num_classes,
     input_shape=None,

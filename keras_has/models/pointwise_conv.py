@@ -32,6 +32,9 @@ _PACKAGE = "keras_has"
 _MATMUL_GRADIENT_DTYPES = ("bfloat16",)
 
 
+__all__ = ["pointwise_conv2d", "Conv2D"]
+
+
 def _pointwise_forward_backward(x, kernel, bias, stride):
     channels, filters = kernel.shape[2], kernel.shape[3]
     y = tf.nn.conv2d(x, kernel, strides=stride, padding="VALID")

@@ -19,6 +19,9 @@ from keras_has.models.building import (
 DEFAULT_INPUT_SHAPE = (64, 64, 3)
 
 
+__all__ = ["DEFAULT_INPUT_SHAPE", "tiny_gap"]
+
+
 def tiny_gap(
     num_classes,
     input_shape=None,

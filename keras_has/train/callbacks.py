@@ -21,6 +21,10 @@ LOG_KEYS = ("top1_cls", "top5_cls", "gt_known_loc", "top1_loc", "max_box_acc",
             "max_box_acc_v2", "top1_loc_max")
 
 
+__all__ = ["LOG_KEYS", "write_scalar", "write_image", "LocalizationCallback", "TensorBoard",
+           "EpochLine", "HidingSchedule", "EpochCSVLogger"]
+
+
 def _metadata(plugin):
     from tensorflow.core.framework import summary_pb2
     meta = summary_pb2.SummaryMetadata()
