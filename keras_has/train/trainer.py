@@ -316,6 +316,13 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
         raise ValueError(f"batch_size: the global batch {global_batch} is larger "
                          f"than the training split {config.data.train_split!r} of "
                          f"{config.data.source!r}; expected at least one full batch")
+    if steps is None and cardinality > 0 and hiding_share is None:
+        # One iterator for the whole run: Keras builds a new one per epoch otherwise, and
+        # the input pipeline stands idle while it fills up again. Each repetition is an
+        # epoch (reshuffled, its crops, flips and masks drawn anew). Not under a hiding
+        # schedule: batches prefetched across an epoch's end would carry the share of
+        # the epoch before.
+        steps = cardinality
     if steps is not None:
         train_ds = train_ds.repeat()
     eval_ds = val_ds = None
