@@ -294,8 +294,18 @@ class SyntheticSource(TfdsSource):
         TFDS' own lines speak of a download of unknown size, and nothing is downloaded."""
         import contextlib
         import io
+        import logging
 
-        if self._builder.is_prepared():
+        # Before the first generation TFDS warns that the (empty) variant folder has no
+        # dataset_info.json; the line below says what happens instead.
+        absl_logger = logging.getLogger("absl")
+        level = absl_logger.level
+        absl_logger.setLevel(logging.ERROR)
+        try:
+            prepared = self._builder.is_prepared()
+        finally:
+            absl_logger.setLevel(level)
+        if prepared:
             return
         info = self._builder.builder_config
         what = ""
