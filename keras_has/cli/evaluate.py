@@ -30,7 +30,7 @@ from __future__ import annotations
 from absl import flags
 
 from keras_has.cli import common, config_flags
-from keras_has.config.commands import EvaluateConfig
+from keras_has.config.commands import EvaluateConfig, cam_output_value
 
 config_flags.define_config_flags(EvaluateConfig)
 flags.DEFINE_alias("out_dir", "output_dir")  # the former name (deprecated)
@@ -50,7 +50,8 @@ def evaluate(config: EvaluateConfig):
         num_examples=config.num_examples, max_batches=config.max_batches,
         output_dir=config.output_dir, verbose=1 if console.fit_verbosity(-1) == 1 else 0,
         skip_corrupt=config.skip_corrupt, cam_method=config.cam_method,
-        cam_layer=config.cam_layer, cam_normalization=config.cam_normalization)
+        cam_layer=config.cam_layer, cam_normalization=config.cam_normalization,
+        cam_output=cam_output_value(config.cam_output))
 
 
 def _evaluate(command, config, _):

@@ -16,7 +16,7 @@ class_names.txt. Only a run that recorded none of them has its statistics measur
 from __future__ import annotations
 
 from keras_has.cli import common, config_flags
-from keras_has.config.commands import ExportConfig
+from keras_has.config.commands import ExportConfig, cam_output_value
 
 config_flags.define_config_flags(ExportConfig)
 
@@ -41,7 +41,8 @@ def export(config: ExportConfig):
         overwrite=config.overwrite, cam_signature=config.cam_signature,
         max_image_pixels=config.max_image_pixels, fold_batch_norm=config.fold_batch_norm,
         cam_method=config.cam_method, cam_layer=config.cam_layer,
-        cam_normalization=config.cam_normalization)
+        cam_normalization=config.cam_normalization,
+        cam_output=cam_output_value(config.cam_output))
 
 
 def _export(command, config, _):

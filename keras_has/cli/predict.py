@@ -20,7 +20,7 @@ import sys
 from absl import flags
 
 from keras_has.cli import common, config_flags
-from keras_has.config.commands import PredictConfig
+from keras_has.config.commands import PredictConfig, cam_output_value
 
 config_flags.define_config_flags(PredictConfig)
 
@@ -44,15 +44,17 @@ def predict(config: PredictConfig):
                         mean=config.mean, std=config.std,
                         class_names=run_folder.class_names_arg(config.class_names),
                         source=config.source, preprocessing_mode=config.preprocessing)
-    elif (config.cam_method, config.cam_layer, config.cam_normalization,
-          config.preprocessing) != ("cam", None, "minmax", None):
-        raise ValueError(f"cam_method / cam_layer / cam_normalization / preprocessing: "
+    elif (config.cam_method, config.cam_layer, config.cam_normalization, config.cam_output,
+          config.preprocessing) != ("cam", None, "minmax", None, None):
+        raise ValueError(f"cam_method / cam_layer / cam_normalization / cam_output / "
+                         f"preprocessing: "
                          f"{config.model_path} is an export, which carries its own; pass "
                          "them to export, or predict with the .keras model")
     predictor = predict_lib.load_predictor(
         config.model_path, settings, config.cam_threshold, config.top_k,
         config.fold_batch_norm, cam_method=config.cam_method, cam_layer=config.cam_layer,
-        cam_normalization=config.cam_normalization)
+        cam_normalization=config.cam_normalization,
+        cam_output=cam_output_value(config.cam_output))
     with run_folder.RunLock(config.output_dir):  # one writer per output folder
         records, skipped = predict_lib.predict_files(
             predictor, files, config.output_dir, config.batch_size, config.overlays,

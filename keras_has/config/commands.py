@@ -12,6 +12,7 @@ from keras_has.config.checks import is_int as _is_int
 from keras_has.config.checks import is_number as _is_number
 
 __all__ = ["TrainOptions", "EvaluateConfig", "ExportConfig", "PredictConfig", "CAM_METHODS",
+           "cam_output_value",
            "CAM_NORMALIZATIONS", "PREPROCESSING_CHOICES",
            "CAM_CURVE_INTERVAL", "BOX_RULES"]
 
@@ -66,7 +67,17 @@ CAM_HELP = {
                  "4-D map that feeds the classification head, through nested models).",
     "cam_normalization": "how each map is scaled to [0, 1] before the box: minmax, max or "
                          "ivr (a percentile instead of the minimum; Kim et al., ICCV 2021).",
+    "cam_output": "for a model with several outputs: the class-score output, an index or "
+                  "an output name (none: the model's only output).",
 }
+
+
+def cam_output_value(text):
+    """`--cam_output` as `compute_cams`' `output`: None, an int index or a name."""
+    if text is None or text == "":
+        return None
+    text = str(text)
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def _cam_settings(config):
@@ -162,6 +173,8 @@ class EvaluateConfig:
                                               metadata={"help": CAM_HELP["cam_layer"]})
     cam_normalization: str = dataclasses.field(
         default="minmax", metadata={"help": CAM_HELP["cam_normalization"]})
+    cam_output: str | None = dataclasses.field(default=None,
+                                               metadata={"help": CAM_HELP["cam_output"]})
 
     def __post_init__(self):
         _required("model_path", self.model_path)
@@ -264,6 +277,8 @@ class ExportConfig:
                                               metadata={"help": CAM_HELP["cam_layer"]})
     cam_normalization: str = dataclasses.field(
         default="minmax", metadata={"help": CAM_HELP["cam_normalization"]})
+    cam_output: str | None = dataclasses.field(default=None,
+                                               metadata={"help": CAM_HELP["cam_output"]})
 
     def __post_init__(self):
         _required("model_path", self.model_path)
@@ -329,6 +344,8 @@ class PredictConfig:
                                               metadata={"help": CAM_HELP["cam_layer"]})
     cam_normalization: str = dataclasses.field(
         default="minmax", metadata={"help": CAM_HELP["cam_normalization"]})
+    cam_output: str | None = dataclasses.field(default=None,
+                                               metadata={"help": CAM_HELP["cam_output"]})
 
     def __post_init__(self):
         _required("model_path", self.model_path)

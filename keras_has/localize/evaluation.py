@@ -48,17 +48,18 @@ def _check_batch(batch):
         raise ValueError(f"dataset: batch is missing keys {missing}; it has {sorted(batch)}")
 
 
-def _forward_of(model, cam_method="cam", cam_layer=None):
+def _forward_of(model, cam_method="cam", cam_layer=None, cam_output=None):
     if isinstance(model, keras.Model):
-        cam_lib.plan_cams(model, cam_method, cam_layer)  # a bad method or layer fails here
+        # A bad method, layer or output fails here, before any batch.
+        cam_lib.plan_cams(model, cam_method, cam_layer, cam_output)
 
         def forward(images, labels):
-            cams, logits = cam_lib.compute_cams_and_logits(model, images, labels,
-                                                           method=cam_method, layer=cam_layer)
+            cams, logits = cam_lib.compute_cams_and_logits(
+                model, images, labels, method=cam_method, layer=cam_layer, output=cam_output)
             return logits, cams
 
         return forward
-    if (cam_method, cam_layer) != ("cam", None):
+    if (cam_method, cam_layer, cam_output) != ("cam", None, None):
         raise ValueError(f"cam_method / cam_layer: apply to a keras.Model; a "
                          f"{type(model).__name__} brings its own CAMs (an export's method "
                          "is chosen when it is exported)")
@@ -74,7 +75,7 @@ def run_localization(model, dataset, cam_threshold=0.2,
                      cam_curve_interval=DEFAULT_CAM_CURVE_INTERVAL,
                      iou_thresholds=(30, 50, 70), box_rule="tight", num_examples=0,
                      verbose=1, max_batches=None, cam_method="cam", cam_layer=None,
-                     cam_normalization="minmax"):
+                     cam_normalization="minmax", cam_output=None):
     """Evaluates ``model``'s CAMs on ``dataset`` (the eval dict contract).
 
     For each batch: one forward pass gives logits and features; the CAM of the
@@ -91,8 +92,8 @@ def run_localization(model, dataset, cam_threshold=0.2,
         num_examples: how many first images to keep for a gallery.
         verbose: 1 shows a ``keras.utils.Progbar``.
         max_batches: stop after this many batches (None: the whole dataset).
-        cam_method, cam_layer: the CAM method and layer (`compute_cams`' ``method`` and
-            ``layer``), for a Keras model.
+        cam_method, cam_layer, cam_output: the CAM method, layer and class-score output
+            (`compute_cams`' ``method``, ``layer`` and ``output``), for a Keras model.
         cam_normalization: ``minmax``, ``max`` or ``ivr``
             (`keras_has.localize.boxes.normalize_cams`).
 
@@ -103,7 +104,7 @@ def run_localization(model, dataset, cam_threshold=0.2,
     evaluator = LocalizationEvaluator(cam_threshold=cam_threshold,
                                       cam_curve_interval=cam_curve_interval,
                                       iou_thresholds=iou_thresholds, box_rule=box_rule)
-    forward = _forward_of(model, cam_method, cam_layer)
+    forward = _forward_of(model, cam_method, cam_layer, cam_output)
 
     total = None
     try:

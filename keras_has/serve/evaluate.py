@@ -147,7 +147,7 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
                         cam_curve_interval=DEFAULT_CAM_CURVE_INTERVAL, box_rule="tight",
                         num_examples=16, max_batches=None, output_dir=None, verbose=1,
                         skip_corrupt=False, out_dir=None, cam_method="cam", cam_layer=None,
-                        cam_normalization="minmax"):
+                        cam_normalization="minmax", cam_output=None):
     """Evaluates a saved model (what :func:`load_for_evaluation` reads) on a split.
 
     The input preprocessing is the one the model was trained with: an export's own, or
@@ -168,6 +168,7 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
             (`keras_has.localize.cams.compute_cams`: any classifier with a 4-D feature
             map; ``cam`` needs global average pooling + Dense). An export brings its own.
         cam_normalization: ``minmax``, ``max`` or ``ivr``.
+        cam_output: the class-score output of a multi-output Keras model (index or name).
         output_dir: where ``metrics.json`` and ``gallery.png`` go (None: nothing written);
             ``out_dir`` is its former name (deprecated).
         skip_corrupt: a WSOL folder's unreadable images are skipped instead of failing;
@@ -213,14 +214,15 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
     check_method(cam_method)
     check_normalization(cam_normalization)
     model, settings = load_for_evaluation(model_path, model_name, num_classes, image_size)
-    if isinstance(model, SavedModelCamSource) and (cam_method, cam_layer) != ("cam", None):
+    if isinstance(model, SavedModelCamSource) and (cam_method, cam_layer, cam_output) != (
+            "cam", None, None):
         raise ValueError(f"cam_method / cam_layer: {model_path} is an export, whose CAM "
                          f"method was fixed when it was exported; evaluate the .keras model "
                          f"with --cam_method={cam_method} instead")
     if not isinstance(model, SavedModelCamSource):
         from keras_has.localize.cams import plan_cams
 
-        plan_cams(model, cam_method, cam_layer)  # an unusable method or layer: one line, now
+        plan_cams(model, cam_method, cam_layer, cam_output)  # one line, before any work
     if isinstance(source, (str, os.PathLike)):
         source = data.get_source(source, **({"skip_corrupt": True} if skip_corrupt else {}))
     prep = settings["preprocessing"]
@@ -236,7 +238,8 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
                               cam_curve_interval=cam_curve_interval, box_rule=box_rule,
                               num_examples=num_examples, verbose=verbose,
                               max_batches=max_batches, cam_method=cam_method,
-                              cam_layer=cam_layer, cam_normalization=cam_normalization)
+                              cam_layer=cam_layer, cam_normalization=cam_normalization,
+                              cam_output=cam_output)
     if skip_corrupt:
         skipped = source.skipped_images().get(split, ())
         result.metrics["num_skipped_images"] = len(skipped)

@@ -61,6 +61,7 @@ def export_saved_model(
     cam_method: str = "cam",
     cam_layer: str | None = None,
     cam_normalization: str = "minmax",
+    cam_output=None,
 ) -> pathlib.Path:
     """Exports `model` as a SavedModel localizer with serving signatures, atomically.
 
@@ -94,6 +95,7 @@ def export_saved_model(
             `keras-has evaluate` needs to evaluate the export.
         cam_method, cam_layer, cam_normalization: the CAM method, its layer and the
             map normalisation inside the signatures (recorded in preprocessing.json).
+        cam_output: the class-score output of a multi-output model (index or name).
         fold_batch_norm: serve `keras_has.models.fold_batch_norms(model)`: every batch
             norm that follows a convolution folded into it (same outputs up to float
             rounding; MobileNetV2 inference 1.4x (float32) to 2.0x (bfloat16) faster on CPU). `model` is unchanged.
@@ -119,6 +121,7 @@ def export_saved_model(
         cam_method=cam_method,
         cam_layer=cam_layer,
         cam_normalization=cam_normalization,
+        cam_output=cam_output,
     )
     config_json = None if config is None else _config_to_json(config)
     if fold_batch_norm:

@@ -73,7 +73,7 @@ def model_kind(model_path) -> str:
 
 def load_predictor(model_path, settings=None, cam_threshold=0.2, top_k=5,
                    fold_batch_norm=True, cam_method="cam", cam_layer=None,
-                   cam_normalization="minmax"):
+                   cam_normalization="minmax", cam_output=None):
     """A function `list of encoded images -> dict of NumPy outputs` (`serving_default`'s).
 
     Args:
@@ -83,8 +83,9 @@ def load_predictor(model_path, settings=None, cam_threshold=0.2, top_k=5,
         cam_threshold, top_k: for `.keras` only (an export carries its own).
         fold_batch_norm: for `.keras` only: answer with the batch norms folded into the
             convolutions, as its export does (`keras_has.models.fold_batch_norms`).
-        cam_method, cam_layer, cam_normalization: for `.keras` only: the CAM method, its
-            layer and the map normalisation (`keras_has.serve.signatures.ServingConfig`).
+        cam_method, cam_layer, cam_normalization, cam_output: for `.keras` only: the CAM
+            method, its layer, the map normalisation and the class-score output
+            (`keras_has.serve.signatures.ServingConfig`).
 
     Raises:
         ValueError naming `model_path` when it is neither.
@@ -112,7 +113,8 @@ def load_predictor(model_path, settings=None, cam_threshold=0.2, top_k=5,
         config = serving.make_serving_config(
             model, image_size=resolved["image_size"], preprocessing=resolved["preprocessing"],
             class_names=resolved["class_names"], cam_threshold=cam_threshold, top_k=top_k,
-            cam_method=cam_method, cam_layer=cam_layer, cam_normalization=cam_normalization)
+            cam_method=cam_method, cam_layer=cam_layer, cam_normalization=cam_normalization,
+            cam_output=cam_output)
         function = serving.ServingFunctions(model, config).serving_default
         call = lambda blobs: function(tf.constant(blobs, tf.string))  # noqa: E731
     return lambda blobs: {key: value.numpy() for key, value in call(blobs).items()}

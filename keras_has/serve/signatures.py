@@ -108,6 +108,7 @@ class ServingConfig:
         cam_method, cam_layer: the CAM method and its layer
             (`keras_has.localize.cams.compute_cams`), computed inside the signatures.
         cam_normalization: `minmax`, `max` or `ivr`, before the box.
+        cam_output: the class-score output of a multi-output model (index or name).
     """
 
     image_size: tuple[int, int]
@@ -119,6 +120,7 @@ class ServingConfig:
     cam_method: str = "cam"
     cam_layer: str | None = None
     cam_normalization: str = "minmax"
+    cam_output: int | str | None = None
 
     @property
     def mean(self) -> tuple[float, float, float]:
@@ -143,6 +145,7 @@ class ServingConfig:
             "cam_method": self.cam_method,
             "cam_layer": self.cam_layer,
             "cam_normalization": self.cam_normalization,
+            "cam_output": self.cam_output,
             "top_k": self.top_k,
             "max_image_pixels": self.max_image_pixels,
             "resize_method": "bilinear, antialias=True, clipped to [0, 255]",
@@ -191,6 +194,7 @@ def make_serving_config(
     cam_method: str = "cam",
     cam_layer: str | None = None,
     cam_normalization: str = "minmax",
+    cam_output: int | str | None = None,
 ) -> ServingConfig:
     """Checks every serving argument against the model; raises ValueError naming it.
 
@@ -212,7 +216,7 @@ def make_serving_config(
 
     check_normalization(cam_normalization)
     # Any Keras classifier: the plan checks the method, the layer and the head.
-    num_classes = int(cam_lib.plan_cams(model, cam_method, cam_layer).num_classes)
+    num_classes = int(cam_lib.plan_cams(model, cam_method, cam_layer, cam_output).num_classes)
     input_shape = tuple(model.inputs[0].shape)
     size = _as_image_size(image_size)
     if len(input_shape) != 4 or input_shape[-1] != 3:
@@ -244,7 +248,8 @@ def make_serving_config(
     return ServingConfig(image_size=size, preprocessing=preprocessing, class_names=names,
                          cam_threshold=threshold, top_k=min(int(top_k), num_classes),
                          max_image_pixels=int(max_image_pixels), cam_method=cam_method,
-                         cam_layer=cam_layer, cam_normalization=cam_normalization)
+                         cam_layer=cam_layer, cam_normalization=cam_normalization,
+                         cam_output=cam_output)
 
 
 def read_export_settings(export_dir) -> dict:
@@ -407,7 +412,8 @@ class ServingFunctions:
         self.config = config
         # The model's CAM rule (its method's when the model records one) for `cam` on
         # keras-has models; any other model or method through its `CamPlan`.
-        self._plan = cam_lib.plan_cams(model, config.cam_method, config.cam_layer)
+        self._plan = cam_lib.plan_cams(model, config.cam_method, config.cam_layer,
+                                       config.cam_output)
         if self._plan.kind == "rule":
             self._rule = cam_lib.cam_rule(model)
             self.cam_model = self._rule.cam_model

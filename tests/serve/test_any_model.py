@@ -187,3 +187,28 @@ def test_commands_on_a_model_keras_has_did_not_build(saved, tmp_path):
     pixels = cv2.imread(image)[..., ::-1][None].astype("float32")
     assert rows[0]["score"] == pytest.approx(float(model.predict(pixels, verbose=0).max()),
                                              abs=1e-5)  # the model's softmax, not a second
+
+
+def test_a_multi_output_model_needs_the_class_output_named(tmp_path):
+    folder = make_wsol_folder(str(tmp_path / "d"), n_train=4, n_test=4, size=SIZE)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(x)
+    scores = keras.layers.Dense(2, name="scores")(pooled)
+    extra = keras.layers.Dense(1, name="quality")(pooled)
+    path = str(tmp_path / "two.keras")
+    keras.Model(inputs, [extra, scores]).save(path)
+    with pytest.raises(ValueError, match="has 2 outputs.*'quality'.*'scores'"):
+        serve_evaluate.evaluate_model_file(path, folder, preprocessing_mode="none", verbose=0)
+    by_name, _, _ = serve_evaluate.evaluate_model_file(
+        path, folder, preprocessing_mode="none", cam_output="scores", verbose=0,
+        num_examples=0)
+    by_index, _, _ = serve_evaluate.evaluate_model_file(
+        path, folder, preprocessing_mode="none", cam_output=1, verbose=0, num_examples=0)
+    assert by_name.metrics == by_index.metrics
+    model = keras.saving.load_model(path)
+    target = tmp_path / "export"
+    export.export_saved_model(model, target, image_size=SIZE, cam_output="scores",
+                              preprocessing=serving.make_preprocessing("none"))
+    with open(target / "assets" / "preprocessing.json") as f:
+        assert json.load(f)["cam_output"] == "scores"
