@@ -26,7 +26,7 @@ sets it, SGD with momentum and weight decay, bfloat16 where each framework does 
   (``model.train_function``) on the epoch's batches cached in memory. Round 0 is a
   warm-up (tracing) and is not counted; one more Keras epoch follows the last timed one.
   ``--fixed_steps`` gives ``train`` a ``steps_per_epoch`` (a repeated pipeline, one
-  iterator for the whole run) to measure what the per-epoch iterator change costs.
+  iterator for the whole run), which ``train`` now does by default (no hiding schedule).
 * **Evaluation pass** over the test split, same weights in both (the Keras model after
   its epochs, copied into PyTorch): keras-has's ``run_localization`` with the ``evaluate``
   command's settings on the model ``load_for_evaluation`` reads from the run's
