@@ -11,7 +11,8 @@ from keras_has.config.checks import fail as _fail
 from keras_has.config.checks import is_int as _is_int
 from keras_has.config.checks import is_number as _is_number
 
-__all__ = ["TrainOptions", "EvaluateConfig", "ExportConfig", "PredictConfig", "CAM_METHODS",
+__all__ = ["TrainOptions", "CamSettings", "EvaluateConfig", "ExportConfig", "PredictConfig",
+           "CAM_METHODS",
            "cam_output_value",
            "CAM_NORMALIZATIONS", "PREPROCESSING_CHOICES",
            "CAM_CURVE_INTERVAL", "BOX_RULES"]
@@ -94,6 +95,23 @@ def _cam_settings(config):
               "or empty")
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CamSettings:
+    """The settings every model-file command shares: the input preprocessing and how the
+    map is computed and scaled (`keras_has.localize.cams.compute_cams`). Keyword-only,
+    so that the commands' own fields keep their order."""
+
+    # A plain str: the word none is a mode here (absl's `X | None` reads it as None).
+    preprocessing: str = ""
+    cam_method: str = dataclasses.field(default="cam", metadata={"help": CAM_HELP["cam_method"]})
+    cam_layer: str | None = dataclasses.field(default=None,
+                                              metadata={"help": CAM_HELP["cam_layer"]})
+    cam_normalization: str = dataclasses.field(
+        default="minmax", metadata={"help": CAM_HELP["cam_normalization"]})
+    cam_output: str | None = dataclasses.field(default=None,
+                                               metadata={"help": CAM_HELP["cam_output"]})
+
+
 def _required(name, value):
     if not isinstance(value, str) or not value:
         _fail(name, value, f"a path (--{name})")
@@ -118,7 +136,7 @@ class TrainOptions:
 
 
 @dataclasses.dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(CamSettings):
     """What `keras-has evaluate` measures (`keras_has.serve.evaluate.evaluate_model_file`).
 
     Args:
@@ -158,8 +176,6 @@ class EvaluateConfig:
     image_size: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    # A plain str: the word none is a mode here (absl's `X | None` reads it as None).
-    preprocessing: str = ""
     batch_size: int = 32
     cam_threshold: float = 0.2
     cam_curve_interval: float = CAM_CURVE_INTERVAL
@@ -168,13 +184,6 @@ class EvaluateConfig:
     max_batches: int | None = None
     output_dir: str | None = None
     skip_corrupt: bool = False
-    cam_method: str = dataclasses.field(default="cam", metadata={"help": CAM_HELP["cam_method"]})
-    cam_layer: str | None = dataclasses.field(default=None,
-                                              metadata={"help": CAM_HELP["cam_layer"]})
-    cam_normalization: str = dataclasses.field(
-        default="minmax", metadata={"help": CAM_HELP["cam_normalization"]})
-    cam_output: str | None = dataclasses.field(default=None,
-                                               metadata={"help": CAM_HELP["cam_output"]})
 
     def __post_init__(self):
         _required("model_path", self.model_path)
@@ -224,7 +233,7 @@ def check_export_target(path, overwrite: bool, flag: str = "export_dir") -> None
 
 
 @dataclasses.dataclass(frozen=True)
-class ExportConfig:
+class ExportConfig(CamSettings):
     """What `keras-has export` writes (`keras_has.serve.export.export_saved_model`). Settings
     left at none come from the model's training run folder.
 
@@ -270,15 +279,6 @@ class ExportConfig:
     overwrite: bool = False
     cam_signature: bool = True
     fold_batch_norm: bool = True
-    # A plain str: the word none is a mode here (absl's `X | None` reads it as None).
-    preprocessing: str = ""
-    cam_method: str = dataclasses.field(default="cam", metadata={"help": CAM_HELP["cam_method"]})
-    cam_layer: str | None = dataclasses.field(default=None,
-                                              metadata={"help": CAM_HELP["cam_layer"]})
-    cam_normalization: str = dataclasses.field(
-        default="minmax", metadata={"help": CAM_HELP["cam_normalization"]})
-    cam_output: str | None = dataclasses.field(default=None,
-                                               metadata={"help": CAM_HELP["cam_output"]})
 
     def __post_init__(self):
         _required("model_path", self.model_path)
@@ -297,7 +297,7 @@ class ExportConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class PredictConfig:
+class PredictConfig(CamSettings):
     """What `keras-has predict` answers (`keras_has.serve.predict`). The settings after
     `overlays` apply to a .keras model only (a SavedModel carries its own); left at none
     they come from the model's training run folder.
@@ -337,15 +337,6 @@ class PredictConfig:
     cam_threshold: float = 0.2
     top_k: int = 5
     fold_batch_norm: bool = True
-    # A plain str: the word none is a mode here (absl's `X | None` reads it as None).
-    preprocessing: str = ""
-    cam_method: str = dataclasses.field(default="cam", metadata={"help": CAM_HELP["cam_method"]})
-    cam_layer: str | None = dataclasses.field(default=None,
-                                              metadata={"help": CAM_HELP["cam_layer"]})
-    cam_normalization: str = dataclasses.field(
-        default="minmax", metadata={"help": CAM_HELP["cam_normalization"]})
-    cam_output: str | None = dataclasses.field(default=None,
-                                               metadata={"help": CAM_HELP["cam_output"]})
 
     def __post_init__(self):
         _required("model_path", self.model_path)
