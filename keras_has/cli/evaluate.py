@@ -12,12 +12,12 @@ Any Keras classifier can be evaluated, not only models keras-has trained:
 --cam_normalization (minmax, max, ivr), and --preprocessing=none for a model that scales
 its own input:
 
-    keras-has evaluate --model_path=my_classifier.keras --source=/data/my_wsol_folder \
+    keras-has evaluate --model_path=my_classifier.keras --source=/data/my_wsol_folder \\
         --preprocessing=tf --cam_method=gradcam --cam_normalization=ivr
 
 Every flag is a field of `keras_has.config.commands.EvaluateConfig`. A SavedModel must
-carry the `cam_features` signature (exports have it unless made with
-cam_signature=False); its image size and input preprocessing come from its
+carry the `cams_for_labels` signature (or an older export's `cam_features`; exports
+have it unless made with cam_signature=False); its image size and input preprocessing come from its
 assets/preprocessing.json. For a .keras file or a checkpoint of a training run, the
 preprocessing the run recorded in its folder (preprocessing.json) is used, so only the
 evaluated split is read and a fine-tuned pretrained backbone sees the inputs it was
