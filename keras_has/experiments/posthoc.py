@@ -19,7 +19,8 @@ import numpy as np
 
 from keras_has.experiments import report
 
-__all__ = ["ReplayedCams", "CamArm", "compare_cam_methods", "TABLE_COLUMNS"]
+__all__ = ["ReplayedCams", "CamArm", "compare_cam_methods", "top1_loc_with_classifier",
+           "TABLE_COLUMNS"]
 
 TABLE_COLUMNS = (
     report.Column("MaxBoxAccV2", ("boxes", "max_box_acc_v2")),
@@ -173,3 +174,44 @@ def compare_cam_methods(arms, source, *, split="test", mask_split="auto",
                     record.setdefault("masks", None)
                     runs[f"{arm.title}|{method}|{norm}"][seed] = record
     return rows, runs
+
+
+def top1_loc_with_classifier(box_model_path, class_model_path, source, *, split="test",
+                             cam_threshold=0.2, loc_iou=0.5, batch_size=32):
+    """Top-1 Loc of one model's boxes under another model's classes, in percent.
+
+    Many WSOL papers report a localizer's Top-1 Loc with a separate (often the
+    baseline's) classifier: an image counts when `class_model` predicts its label and
+    `box_model`'s box (of the ground-truth class's CAM, at `cam_threshold`) has IoU >=
+    `loc_iou` with a ground-truth box. With the same model twice this is the model's own
+    Top-1 Loc. Each model reads the test images with its run's preprocessing.
+    """
+    import tensorflow as tf
+
+    from keras_has import data
+    from keras_has.localize.evaluation import run_localization
+    from keras_has.serve.loading import load_keras_model, model_image_size
+    from keras_has.train import run_folder
+
+    source = source if isinstance(source, data.Source) else data.get_source(source)
+    outputs = []
+    for path in (box_model_path, class_model_path):
+        model = load_keras_model(path)
+        settings = run_folder.read_run_settings(model_path=path,
+                                                model_image_size=model_image_size(model))
+        outputs.append((model, data.make_eval_dataset(
+            source, settings["image_size"], batch_size, split=split,
+            preprocessing=settings["preprocessing"])))
+    (box_model, box_data), (class_model, class_data) = outputs
+    ious = run_localization(box_model, box_data, cam_threshold=cam_threshold,
+                            iou_thresholds=(int(round(loc_iou * 100)),), verbose=0).ious
+    labels, predicted = [], []
+    for batch in class_data:
+        logits = class_model(tf.convert_to_tensor(batch["image"]), training=False)
+        predicted.append(np.argmax(np.asarray(logits), axis=1))
+        labels.append(np.asarray(batch["label"]))
+    labels, predicted = np.concatenate(labels), np.concatenate(predicted)
+    if len(labels) != len(ious):
+        raise ValueError(f"the two passes over {split!r} saw {len(ious)} and {len(labels)} "
+                         "images")
+    return 100.0 * float(np.mean((predicted == labels) & (np.asarray(ious) >= loc_iou)))

@@ -61,3 +61,27 @@ def test_replay_refuses_other_labels():
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     with pytest.raises(ValueError, match="other labels"):
         cams.replay().forward(images, [1, 1])
+
+
+def test_top1_loc_with_another_classifier(tmp_path):
+    from keras_has.data.preprocessing import make_preprocessing
+    from keras_has.train import run_folder
+
+    folder = make_wsol_folder(str(tmp_path / "d"), n_train=4, n_test=8, size=SIZE)
+    paths = []
+    for seed in (0, 1):
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        paths.append(_save_model(run / "model.keras", seed))
+        run_folder.write_preprocessing(str(run), make_preprocessing("none"), (0, 0, 0),
+                                       (1, 1, 1), "train", None)
+    own = {p: serve_evaluate.evaluate_model_file(p, folder, verbose=0, num_examples=0)[0]
+           for p in paths}
+    # The same model twice: its own Top-1 Loc.
+    for path in paths:
+        assert posthoc.top1_loc_with_classifier(path, path, folder) == pytest.approx(
+            own[path].metrics["top1_loc"])
+    # Boxes of one, classes of the other: at most each's own GT-known Loc / Top-1 Clas.
+    mixed = posthoc.top1_loc_with_classifier(paths[0], paths[1], folder)
+    assert mixed <= own[paths[0]].metrics["gt_known_loc"] + 1e-9
+    assert mixed <= own[paths[1]].metrics["top1_cls"] + 1e-9
