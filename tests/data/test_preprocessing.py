@@ -57,7 +57,7 @@ def test_dataset_mode_is_mean_std():
     np.testing.assert_allclose(prep.apply_numpy(PIXELS), expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["dataset", "caffe", "tf", "torch"])
+@pytest.mark.parametrize("mode", ["dataset", "caffe", "tf", "torch", "none"])
 def test_fill_is_the_dataset_mean_pixel_in_each_value_space(mode):
     mean, std = (120.5, 100.25, 80.0), (60.0, 55.0, 50.0)
     prep = make_preprocessing(mode, mean, std)
@@ -70,6 +70,8 @@ def test_fill_is_the_dataset_mean_pixel_in_each_value_space(mode):
         expected = keras.applications.vgg16.preprocess_input(pixel.copy()).reshape(3)
     elif mode == "tf":
         expected = [m / 127.5 - 1.0 for m in mean]
+    elif mode == "none":  # the pixels as they are
+        expected = list(mean)
     else:
         expected = [(m / 255.0 - a) / b for m, a, b in
                     zip(mean, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
@@ -78,7 +80,7 @@ def test_fill_is_the_dataset_mean_pixel_in_each_value_space(mode):
         assert fill[0] == pytest.approx(80.0 - 103.939, abs=1e-4)
 
 
-@pytest.mark.parametrize("mode", ["dataset", "caffe", "tf", "torch"])
+@pytest.mark.parametrize("mode", ["dataset", "caffe", "tf", "torch", "none"])
 def test_to_pixels_inverts_apply(mode):
     prep = make_preprocessing(mode, (120.0, 110.0, 100.0), (50.0, 60.0, 70.0))
     np.testing.assert_array_equal(prep.to_pixels(prep.apply_numpy(PIXELS)),
@@ -86,7 +88,7 @@ def test_to_pixels_inverts_apply(mode):
 
 
 def test_json_round_trip_and_bad_values():
-    for mode in ("caffe", "tf", "torch"):
+    for mode in ("caffe", "tf", "torch", "none"):
         prep = make_preprocessing(mode)
         assert Preprocessing.from_json(json.loads(json.dumps(prep.to_json()))) == prep
     with pytest.raises(ValueError, match="preprocessing: expected one of"):
@@ -101,7 +103,7 @@ def test_json_round_trip_and_bad_values():
         Preprocessing.from_json({"mode": "tf"}, where="x.json")
     with pytest.raises(ValueError, match="'auto' does not know"):
         resolve_mode("auto", "alexnet_gap", True)
-    assert set(prep_lib.MODES) == {"auto", "dataset", "caffe", "tf", "torch"}
+    assert set(prep_lib.MODES) == {"auto", "dataset", "caffe", "tf", "torch", "none"}
 
 
 # ------------------------------------------------------------------ pipelines
