@@ -301,8 +301,10 @@ def iou_figure(ious, loc_iou=0.5, size=360):
     white = (255, 255, 255)  # the legends sit on white, above the dashed lines
     put_text(sc, f"{tb} higher: {above}/{a.size}", (m + 6, top + 16), 0.42, ARM_COLORS[1],
              background=white)
-    put_text(sc, f"{ta} higher: {int(np.sum(a > b))}/{a.size}", (m + size - 150,
-             top + size - 8), 0.42, ARM_COLORS[0], background=white)
+    lower_right = f"{ta} higher: {int(np.sum(a > b))}/{a.size}"
+    (text_w, _), _ = cv2.getTextSize(lower_right, _FONT, 0.42, 1)
+    put_text(sc, lower_right, (m + size - text_w - 6, top + size - 8), 0.42, ARM_COLORS[0],
+             background=white)
 
     # Histograms (10 bins over [0, 1]).
     hi = panel()
