@@ -23,11 +23,12 @@ def _save_model(path, seed):
     return str(path)
 
 
-def test_replayed_maps_score_like_a_direct_evaluation(tmp_path):
+def _runs(tmp_path, n_test):
+    """A WSOL folder and two run folders (a model each, preprocessing `none` recorded)."""
     from keras_has.data.preprocessing import make_preprocessing
     from keras_has.train import run_folder
 
-    folder = make_wsol_folder(str(tmp_path / "d"), n_train=4, n_test=6, size=SIZE)
+    folder = make_wsol_folder(str(tmp_path / "d"), n_train=4, n_test=n_test, size=SIZE)
     paths = []
     for seed in (0, 1):
         run = tmp_path / f"run{seed}"
@@ -35,6 +36,11 @@ def test_replayed_maps_score_like_a_direct_evaluation(tmp_path):
         paths.append(_save_model(run / "model.keras", seed))
         run_folder.write_preprocessing(str(run), make_preprocessing("none"), (0, 0, 0),
                                        (1, 1, 1), "train", None)
+    return folder, paths
+
+
+def test_replayed_maps_score_like_a_direct_evaluation(tmp_path):
+    folder, paths = _runs(tmp_path, n_test=6)
     arms = [posthoc.CamArm("A", tuple(paths), ("cam", "gradcam"))]
     rows, runs = posthoc.compare_cam_methods(arms, folder, normalizations=("minmax", "ivr"),
                                              batch_size=4)
@@ -64,17 +70,7 @@ def test_replay_refuses_other_labels():
 
 
 def test_top1_loc_with_another_classifier(tmp_path):
-    from keras_has.data.preprocessing import make_preprocessing
-    from keras_has.train import run_folder
-
-    folder = make_wsol_folder(str(tmp_path / "d"), n_train=4, n_test=8, size=SIZE)
-    paths = []
-    for seed in (0, 1):
-        run = tmp_path / f"run{seed}"
-        run.mkdir()
-        paths.append(_save_model(run / "model.keras", seed))
-        run_folder.write_preprocessing(str(run), make_preprocessing("none"), (0, 0, 0),
-                                       (1, 1, 1), "train", None)
+    folder, paths = _runs(tmp_path, n_test=8)
     own = {p: serve_evaluate.evaluate_model_file(p, folder, verbose=0, num_examples=0)[0]
            for p in paths}
     # The same model twice: its own Top-1 Loc.
