@@ -112,7 +112,8 @@ def compare_cam_methods(arms, source, *, split="test", mask_split="auto",
       source: a `keras_has.data` source or what `get_source` accepts.
       split: the split with boxes.
       mask_split: the split with masks of the same images ("auto": `<split>_mask` when
-        the source has it; None: no PxAP).
+        the source has it; None: none). Without one, PxAP comes from `split` itself
+        when its examples carry masks (the built-in data).
       normalizations: names from `keras_has.localize.boxes.NORMALIZATIONS`.
       image_size: evaluation size (None: each model's input size).
       batch_size: images per batch.
@@ -171,7 +172,9 @@ def compare_cam_methods(arms, source, *, split="test", mask_split="auto",
                             cams, dataset, cam_threshold=cam_threshold,
                             cam_normalization=norm, max_batches=max_batches,
                             verbose=verbose).metrics
-                    record.setdefault("masks", None)
+                    if "masks" not in record:  # masks in the box split itself (built-in)
+                        pxap = record["boxes"].get("pxap")
+                        record["masks"] = None if pxap is None else {"pxap": pxap}
                     runs[f"{arm.title}|{method}|{norm}"][seed] = record
     return rows, runs
 
