@@ -72,7 +72,7 @@ from absl import app, flags  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from torch_bench import _receive, _send  # noqa: E402
+from torch_bench import receive_message as _receive, send_message as _send  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("source", os.path.join("..", "shared", "data", "pets3"), "WSOL metadata folder.")
@@ -207,10 +207,16 @@ def train_config(model_name, source, output_dir, epochs, steps_per_epoch=None):
 # --------------------------------------------------------------------------- Keras <-> torch
 
 
-def _weighted_layers(model):
+def _weighted_layers(model, seen=None):
+    """Each weighted layer once, in order (a nested model's layers in its place; a layer
+    reached twice, e.g. through a model that wraps another, is yielded the first time)."""
+    seen = set() if seen is None else seen
     for layer in model.layers:
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
         if isinstance(layer, keras.Model):
-            yield from _weighted_layers(layer)
+            yield from _weighted_layers(layer, seen)
         elif layer.weights:
             yield layer
 

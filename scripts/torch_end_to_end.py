@@ -61,7 +61,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from torch_bench import _receive, _send  # noqa: E402
+from torch_bench import receive_message as _receive, send_message as _send  # noqa: E402
 from torch_models import MODELS  # noqa: E402
 
 # ---------------------------------------------------------------------- metadata
