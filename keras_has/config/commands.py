@@ -255,7 +255,7 @@ class ExportConfig(CamSettings):
       top_k: classes returned per image.
       max_image_pixels: largest height * width decoded from bytes (larger: marked invalid).
       overwrite: replace an existing output_dir.
-      cam_signature: add the cam_features signature that keras-has evaluate uses to
+      cam_signature: add the cams_for_labels signature that keras-has evaluate uses to
         evaluate the export.
       fold_batch_norm: serve a copy of the model with every batch norm that follows a
         convolution folded into it (keras_has.models.fold_batch_norms: the same outputs
