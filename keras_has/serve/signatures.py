@@ -42,8 +42,9 @@ images the decoder rejects, so the SavedModel needs no Python to survive them.
 
 The box is the library's single-region rule in TensorFlow ops
 (`keras_has.localize.boxes_tf`): the top class's CAM upsampled to the model size,
-normalised (`cam_normalization`: min-max by default), thresholded at `cam_threshold`, the largest 8-connected region's
-tight box, then mapped to each input image's frame (`rescale_boxes`).
+normalised (`cam_normalization`: min-max by default), thresholded at `cam_threshold`,
+the largest 8-connected region's tight box, then mapped to each input image's frame
+(`rescale_boxes`).
 """
 from __future__ import annotations
 
