@@ -18,9 +18,9 @@ from keras_has.config.checks import config_from_dict, config_to_dict, looks_like
 from keras_has.config.experiments import BenchmarkConfig, ComparisonConfig, TuneConfig
 from keras_has.config.train import (LR_SCHEDULES, MIXED_PRECISION_POLICIES, OPTIMIZERS,
                                     PREPROCESSING_MODES, STRATEGIES, DataConfig, HidingConfig,
-                                    MethodConfig, OptimConfig, TrainConfig)
+                                    MethodConfig, OptimConfig, TrainConfig, source_kwargs)
 
 __all__ = ["DataConfig", "HidingConfig", "OptimConfig", "MethodConfig", "TrainConfig",
            "ComparisonConfig", "BenchmarkConfig", "TuneConfig", "STRATEGIES", "MIXED_PRECISION_POLICIES",
            "OPTIMIZERS", "LR_SCHEDULES", "PREPROCESSING_MODES", "looks_like_path",
-           "config_to_dict", "config_from_dict"]
+           "config_to_dict", "config_from_dict", "source_kwargs"]

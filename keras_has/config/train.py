@@ -38,6 +38,7 @@ from keras_has.config.checks import is_number as _is_number
 from keras_has.config.checks import positive_int as _positive_int
 
 __all__ = [
+    "source_kwargs",
     "DataConfig",
     "HidingConfig",
     "OptimConfig",
@@ -57,6 +58,25 @@ MIXED_PRECISION_POLICIES = ("none", "auto", "mixed_bfloat16", "mixed_float16")
 BEST_MODES = ("auto", "min", "max")
 PREPROCESSING_MODES = ("auto", "dataset", "caffe", "tf", "torch", "none")  # keras_has.data.preprocessing.MODES
 CONFIG_VERSION = 1
+
+
+def source_kwargs(data) -> dict:
+    """The `keras_has.data.get_source` keyword arguments of a data section: a
+    `DataConfig`'s fields, or the `data` dict of a run's config.json (keys it lacks
+    take their defaults)."""
+    kwargs = {}
+    if data.get("data_dir"):  # TFDS sources only (DataConfig checks this)
+        kwargs["data_dir"] = data["data_dir"]
+    if data.get("source_config"):
+        kwargs["config"] = data["source_config"]
+    if data.get("skip_corrupt"):  # WSOL folders only
+        kwargs["skip_corrupt"] = True
+    if data.get("clip_boxes"):
+        kwargs["clip_boxes"] = True
+    if data.get("val_fraction"):
+        kwargs.update(val_fraction=float(data["val_fraction"]),
+                      val_seed=int(data.get("val_seed") or 0))
+    return kwargs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,18 +177,7 @@ class DataConfig:
 
     def source_kwargs(self) -> dict:
         """The `keras_has.data.get_source` keyword arguments these settings imply."""
-        kwargs = {}
-        if self.data_dir is not None:  # TFDS sources only (checked above)
-            kwargs["data_dir"] = self.data_dir
-        if self.source_config is not None:
-            kwargs["config"] = self.source_config
-        if self.skip_corrupt:  # WSOL folders only
-            kwargs["skip_corrupt"] = True
-        if self.clip_boxes:
-            kwargs["clip_boxes"] = True
-        if self.val_fraction > 0:
-            kwargs.update(val_fraction=self.val_fraction, val_seed=self.val_seed)
-        return kwargs
+        return source_kwargs(self.__dict__)
 
     def _check_source(self) -> None:
         if looks_like_path(self.source):

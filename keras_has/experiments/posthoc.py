@@ -102,6 +102,22 @@ def _split_or_none(source, name):
     return name if name and name in getattr(source, "splits", ()) else None
 
 
+def _run_model(path, source, splits, batch_size, image_size=None):
+    """A run's `.keras` model and its eval datasets of `splits`, read with the
+    preprocessing (and image size) its run folder records."""
+    from keras_has import data
+    from keras_has.serve.loading import load_keras_model, model_image_size
+    from keras_has.train import run_folder
+
+    model = load_keras_model(path)
+    settings = run_folder.read_run_settings(model_path=path, image_size=image_size,
+                                            model_image_size=model_image_size(model))
+    return model, [data.make_eval_dataset(source, settings["image_size"], batch_size,
+                                          split=split,
+                                          preprocessing=settings["preprocessing"])
+                   for split in splits]
+
+
 def compare_cam_methods(arms, source, *, split="test", mask_split="auto",
                         normalizations=("minmax",), image_size=None, batch_size=32,
                         cam_threshold=0.2, max_batches=None, verbose=0):
@@ -128,8 +144,6 @@ def compare_cam_methods(arms, source, *, split="test", mask_split="auto",
     from keras_has import data
     from keras_has.localize.boxes import check_normalization
     from keras_has.localize.evaluation import run_localization
-    from keras_has.serve.loading import load_keras_model, model_image_size
-    from keras_has.train import run_folder
 
     for name in normalizations:
         check_normalization(name)
@@ -148,17 +162,10 @@ def compare_cam_methods(arms, source, *, split="test", mask_split="auto",
                 rows.append((key, f"{arm.title}: {method}, {norm}"))
                 runs[key] = {}
         for seed, path in enumerate(arm.paths):
-            model = load_keras_model(path)
-            settings = run_folder.read_run_settings(
-                model_path=path, image_size=image_size,
-                model_image_size=model_image_size(model))
-            size, prep = settings["image_size"], settings["preprocessing"]
-            datasets = {"boxes": data.make_eval_dataset(source, size, batch_size,
-                                                        split=split, preprocessing=prep)}
-            if mask_split:
-                datasets["masks"] = data.make_eval_dataset(source, size, batch_size,
-                                                           split=mask_split,
-                                                           preprocessing=prep)
+            parts = ("boxes", "masks") if mask_split else ("boxes",)
+            model, loaded = _run_model(path, source, (split, mask_split)[:len(parts)],
+                                       batch_size, image_size)
+            datasets = dict(zip(parts, loaded))
             for method in arm.methods:
                 cams = ReplayedCams(model, method, batch_size=batch_size)
                 first = True
@@ -193,19 +200,10 @@ def top1_loc_with_classifier(box_model_path, class_model_path, source, *, split=
 
     from keras_has import data
     from keras_has.localize.evaluation import run_localization
-    from keras_has.serve.loading import load_keras_model, model_image_size
-    from keras_has.train import run_folder
 
     source = source if isinstance(source, data.Source) else data.get_source(source)
-    outputs = []
-    for path in (box_model_path, class_model_path):
-        model = load_keras_model(path)
-        settings = run_folder.read_run_settings(model_path=path,
-                                                model_image_size=model_image_size(model))
-        outputs.append((model, data.make_eval_dataset(
-            source, settings["image_size"], batch_size, split=split,
-            preprocessing=settings["preprocessing"])))
-    (box_model, box_data), (class_model, class_data) = outputs
+    box_model, (box_data,) = _run_model(box_model_path, source, (split,), batch_size)
+    class_model, (class_data,) = _run_model(class_model_path, source, (split,), batch_size)
     ious = run_localization(box_model, box_data, cam_threshold=cam_threshold,
                             iou_thresholds=(int(round(loc_iou * 100)),), verbose=0).ious
     labels, predicted = [], []

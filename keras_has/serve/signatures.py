@@ -415,13 +415,10 @@ class ServingFunctions:
         # keras-has models; any other model or method through its `CamPlan`.
         self._plan = cam_lib.plan_cams(model, config.cam_method, config.cam_layer,
                                        config.cam_output)
-        if self._plan.kind == "rule":
-            self._rule = cam_lib.cam_rule(model)
-            self.cam_model = self._rule.cam_model
-        else:
-            self._rule = None
-            self.cam_model = model
-            self._cam_fn = self._plan.function(cam_lib.DEFAULT_BATCH_SIZE)
+        self._rule = cam_lib.cam_rule(model) if self._plan.kind == "rule" else None
+        self.cam_model = model if self._rule is None else self._rule.cam_model
+        # `(images, class_ids or None) -> (cams, logits)`: the plan's one batched function.
+        self._cam_fn = self._plan.function(cam_lib.DEFAULT_BATCH_SIZE)
         size = config.image_size
         self._names = tf.constant(list(config.class_names))
         self._errors = tf.constant([
@@ -469,13 +466,8 @@ class ServingFunctions:
 
     def _cams_and_logits(self, images: tf.Tensor, class_ids) -> tuple:
         """`(cams [N, h, w], logits [N, K])`, float32; `class_ids` None: the top-1."""
-        if self._rule is None:
-            cams, logits = self._cam_fn(images, class_ids)
-            return tf.cast(cams, tf.float32), tf.cast(logits, tf.float32)
-        logits, features = self._rule.forward(images, training=False)
-        if class_ids is None:
-            class_ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        return self._rule.cams(features, class_ids), logits
+        cams, logits = self._cam_fn(images, class_ids)
+        return tf.cast(cams, tf.float32), tf.cast(logits, tf.float32)
 
     def _cams_for_labels(self, images: tf.Tensor, labels: tf.Tensor) -> dict[str, tf.Tensor]:
         cams, logits = self._cams_and_logits(images, labels)

@@ -430,16 +430,10 @@ def read_run_settings(*, model_path=None, train_config=None, image_size=None, me
     source = source or data_config.get("source")
     if (preprocessing is None or class_names is None) and source:
         from keras_has import data
+        from keras_has.config import source_kwargs
 
-        kwargs = {}
-        if source == data_config.get("source"):
-            if data_config.get("data_dir"):
-                kwargs["data_dir"] = data_config["data_dir"]
-            if data_config.get("source_config"):
-                kwargs["config"] = data_config["source_config"]
-            if data_config.get("val_fraction"):  # the training split the run saw
-                kwargs.update(val_fraction=data_config["val_fraction"],
-                              val_seed=data_config.get("val_seed", 0))
+        # The run's own source options (its val_fraction: the training split it saw).
+        kwargs = source_kwargs(data_config) if source == data_config.get("source") else {}
         data_source = data.get_source(source, **kwargs)
         if preprocessing is None:
             split = split or data_config.get("train_split") or "train"
