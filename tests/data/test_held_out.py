@@ -71,10 +71,11 @@ def test_data_config_val_fraction_checks_and_source_kwargs(tmp_path):
     assert config.source_kwargs() == {"val_fraction": 0.2, "val_seed": 4}
     assert DataConfig(source=root).source_kwargs() == {}
     # A run's config.json data section gives the same (evaluation and export read it).
+    import dataclasses
+
     from keras_has.config import source_kwargs
 
-    assert source_kwargs(config.to_dict() if hasattr(config, "to_dict") else
-                         dict(config.__dict__)) == {"val_fraction": 0.2, "val_seed": 4}
+    assert source_kwargs(dataclasses.asdict(config)) == {"val_fraction": 0.2, "val_seed": 4}
     assert source_kwargs({"source": root}) == {}
     with pytest.raises(ValueError, match="val_fraction"):
         DataConfig(source="synthetic", val_fraction=0.2)
