@@ -158,7 +158,8 @@ class TuneConfig:
       tune_method: method whose hyperparameters are searched (keras_has.methods).
       tune_space: candidate values of hyperparameters as name=v1;v2;... entries (a
         MethodConfig field, a hiding setting (hide_prob, hide_from_epoch, hide_until_epoch
-        (0: none), hide_anneal (0 or 1)), epochs or lr); empty: the method's default space.
+        (0: none), hide_anneal (0 or 1), hide_share), epochs or lr); empty: the method's
+        default space.
       tune_lrs: candidate first learning rates (the schedule is scaled); empty: the
         flagfile's schedule only.
       tune_trials: grid points to train, drawn with tune_seed (0: the whole grid).

@@ -222,6 +222,10 @@ class HidingConfig:
       hide_anneal: between hide_from_epoch and hide_until_epoch, the share of training
         images that are hidden falls linearly from 1 (the first) to 1/n (the last of n
         epochs) instead of staying 1; each image is hidden whole-or-not with that share.
+      hide_share: the share of each batch's images that go through hiding in a hiding
+        epoch, in (0, 1]; the others are seen whole (each image draws independently), so
+        the classifier keeps seeing test-like images in every batch. It scales the
+        schedule's share (`hidden_share`).
     """
 
     grid_sizes: tuple[int, ...] = ()
@@ -231,6 +235,7 @@ class HidingConfig:
     hide_from_epoch: int = 1
     hide_until_epoch: int | None = None
     hide_anneal: bool = False
+    hide_share: float = 1.0
 
     def __post_init__(self):
         from keras_has.config.hiding_args import check_grid_sizes, check_hide_prob
@@ -258,6 +263,10 @@ class HidingConfig:
         if self.hide_anneal and self.hide_until_epoch is None:
             _fail("hide_anneal", True, "False unless hide_until_epoch is set (the share of "
                   "hidden images falls to 0 after it)")
+        if (isinstance(self.hide_share, bool) or not isinstance(self.hide_share, (int, float))
+                or not 0.0 < self.hide_share <= 1.0):
+            _fail("hide_share", self.hide_share, "a share of each batch in (0, 1]")
+        object.__setattr__(self, "hide_share", float(self.hide_share))
 
     @property
     def enabled(self) -> bool:
@@ -271,14 +280,15 @@ class HidingConfig:
 
     def hidden_share(self, epoch: int) -> float:
         """The share of training images hidden in `epoch` (counted from 1): 0 outside
-        [hide_from_epoch, hide_until_epoch], 1 inside (or the linear anneal)."""
+        [hide_from_epoch, hide_until_epoch], `hide_share` inside (times the linear
+        anneal)."""
         if epoch < self.hide_from_epoch or (self.hide_until_epoch is not None
                                             and epoch > self.hide_until_epoch):
             return 0.0
         if not self.hide_anneal:
-            return 1.0
+            return self.hide_share
         span = self.hide_until_epoch - self.hide_from_epoch + 1
-        return 1.0 - (epoch - self.hide_from_epoch) / span
+        return self.hide_share * (1.0 - (epoch - self.hide_from_epoch) / span)
 
     def scaled_grid_sizes(self, image_size: int) -> tuple[int, ...]:
         """`grid_sizes` in pixels of an `image_size` crop (scaled when

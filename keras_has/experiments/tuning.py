@@ -48,7 +48,8 @@ DEFAULT_SPACES = {
 METRIC = "max_box_acc_v2"
 # Hyperparameters outside MethodConfig: Hide-and-Seek's hiding and its schedule (method
 # `has` only), the run's length, and the first learning rate (the schedule scaled).
-HIDING_KEYS = ("hide_prob", "hide_from_epoch", "hide_until_epoch", "hide_anneal")
+HIDING_KEYS = ("hide_prob", "hide_from_epoch", "hide_until_epoch", "hide_anneal",
+               "hide_share")
 RUN_KEYS = ("epochs", "lr")
 
 

@@ -298,10 +298,14 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
         hiding["fill_value"] = prep.value_of(mean)  # the dataset mean pixel, model space
     # Epochs that hide fewer images (hide_from_epoch, hide_until_epoch, hide_anneal):
     # the pipeline reads the share from a variable the HidingSchedule callback sets.
+    # A constant share below 1 (hide_share) is a constant of the pipeline.
     hiding_share = None
-    if hiding is not None and config.hiding.scheduled:
+    scheduled = hiding is not None and config.hiding.scheduled
+    if scheduled:
         hiding_share = tf.Variable(config.hiding.hidden_share(1), trainable=False,
                                    dtype=tf.float32, name="hidden_share")
+    elif hiding is not None and config.hiding.hide_share < 1.0:
+        hiding_share = config.hiding.hide_share
     train_ds = data.make_train_dataset(
         source, config.data.image_size, global_batch,
         hiding=hiding, seed=config.seed, hiding_share=hiding_share,
@@ -316,7 +320,7 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
         raise ValueError(f"batch_size: the global batch {global_batch} is larger "
                          f"than the training split {config.data.train_split!r} of "
                          f"{config.data.source!r}; expected at least one full batch")
-    if steps is None and cardinality > 0 and hiding_share is None:
+    if steps is None and cardinality > 0 and not scheduled:
         # One iterator for the whole run: Keras builds a new one per epoch otherwise, and
         # the input pipeline stands idle while it fills up again. Each repetition is an
         # epoch (reshuffled, its crops, flips and masks drawn anew). Not under a hiding
@@ -373,7 +377,7 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
     # written last, so an epoch counts as done only when everything else is on disk.
     truncate_csv_to_backup(paths["csv"], paths["backup"])
     callbacks = [EpochSchedule(config.optim, config.epochs)]
-    if hiding_share is not None:
+    if scheduled:
         from keras_has.train.callbacks import HidingSchedule
 
         callbacks.append(HidingSchedule(hiding_share, config.hiding))

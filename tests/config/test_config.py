@@ -134,6 +134,18 @@ def test_hidden_share_per_epoch():
         cfg.HidingConfig(grid_sizes=(16,), hide_from_epoch=0)
 
 
+def test_hide_share_scales_every_hiding_epoch():
+    half = cfg.HidingConfig(grid_sizes=(16,), hide_share=0.5)
+    assert not half.scheduled and [half.hidden_share(e) for e in (1, 7)] == [0.5, 0.5]
+    # Epochs 2..5 annealed (n = 4) at share 0.5: 0.5 * (1, 3/4, 1/2, 1/4).
+    anneal = cfg.HidingConfig(grid_sizes=(16,), hide_from_epoch=2, hide_until_epoch=5,
+                              hide_anneal=True, hide_share=0.5)
+    assert [anneal.hidden_share(e) for e in range(1, 7)] == [0, 0.5, 0.375, 0.25, 0.125, 0]
+    for bad in (0, 0.0, 1.5, -0.1, True, "0.5"):
+        with pytest.raises(ValueError, match="hide_share.*\(0, 1\]"):
+            cfg.HidingConfig(grid_sizes=(16,), hide_share=bad)
+
+
 def test_best_mode_auto(tmp_path):
     assert make(tmp_path, best_metric="val_loss").resolved_best_mode() == "min"
     assert make(tmp_path, best_metric="val_accuracy").resolved_best_mode() == "max"

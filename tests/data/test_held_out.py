@@ -144,3 +144,44 @@ def test_a_training_run_logs_the_share_and_keeps_val_out_of_train(tmp_path):
     assert [float(r["hidden_share"]) for r in rows] == [1.0, 0.5, 0.0]
     with open(tmp_path / "run" / "config.json") as f:
         assert json.load(f)["data"]["val_fraction"] == 0.25
+
+
+def test_a_constant_hide_share_is_a_pipeline_constant_of_the_run(tmp_path, monkeypatch):
+    """hide_share < 1 without a schedule: the trainer passes the float itself (no
+    variable, no HidingSchedule, no hidden_share column; the run keeps its one
+    iterator), and the pipeline hides about that share of each batch."""
+    import csv
+    import json
+
+    from keras_has.config import DataConfig, HidingConfig, OptimConfig, TrainConfig
+    from keras_has.train import trainer
+
+    real, seen = D.make_train_dataset, []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("hiding_share"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(D, "make_train_dataset", spy)
+    config = TrainConfig(
+        model="tiny_gap", model_kwargs={"widths": (4, 8)},
+        output_dir=str(tmp_path / "run"), epochs=2,
+        data=DataConfig(source=make_wsol_folder(str(tmp_path / "f"), n_train=16, n_test=4),
+                        image_size=16, batch_size=8, eval_split=None),
+        hiding=HidingConfig(grid_sizes=(4,), hide_share=0.25),
+        optim=OptimConfig(optimizer="adam", lr_values=(1e-3,), lr_boundaries=()),
+        strategy="one_device", eval_every=0, best_metric="", verbose=0)
+    assert trainer.train(config).epochs_run == [1, 2]
+    assert seen == [0.25]
+    with open(tmp_path / "run" / "training_log.csv") as f:
+        assert "hidden_share" not in next(csv.DictReader(f))
+    with open(tmp_path / "run" / "config.json") as f:
+        assert json.load(f)["hiding"]["hide_share"] == 0.25
+
+    root = _constant_folder(str(tmp_path / "const"), n=64)
+    ds = real(root, 16, 64, seed=1, hiding={"grid_sizes": (4,), "hide_prob": 0.5},
+              hiding_share=0.25, **NO_NORM)
+    hidden = sum(int((x.numpy() == 0).any(axis=(1, 2, 3)).sum())
+                 for x, _ in ds.repeat().take(4))
+    # Binomial(256, 0.25): 64 +- 6.9 (sd); 5 sd either side.
+    assert 29 <= hidden <= 99

@@ -33,7 +33,7 @@ def test_plan_is_the_grid_or_a_seeded_draw_and_the_tuning_split_is_never_test():
         tuning.check_space({"bogus": (1,)}, "acol")
     with pytest.raises(ValueError, match="'acol_threshold' is not a hyperparameter of method "
                                          "'has'.*\\['epochs', 'hide_anneal', 'hide_from_epoch', "
-                                         "'hide_prob', 'hide_until_epoch', 'lr'\\]"):
+                                         "'hide_prob', 'hide_share', 'hide_until_epoch', 'lr'\\]"):
         tuning.check_space({"acol_threshold": (0.5, 0.7)}, "has")
     with pytest.raises(ValueError, match="'hide_prob' is not a hyperparameter of method 'cam'"):
         tuning.check_space({"hide_prob": (0.25,)}, "cam")
