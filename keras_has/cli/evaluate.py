@@ -51,7 +51,8 @@ def evaluate(config: EvaluateConfig):
         output_dir=config.output_dir, verbose=1 if console.fit_verbosity(-1) == 1 else 0,
         skip_corrupt=config.skip_corrupt, cam_method=config.cam_method,
         cam_layer=config.cam_layer, cam_normalization=config.cam_normalization,
-        cam_output=cam_output_value(config.cam_output))
+        cam_output=cam_output_value(config.cam_output),
+        fold_batch_norms=config.fold_batch_norms)
 
 
 def _evaluate(command, config, _):

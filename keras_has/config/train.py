@@ -111,6 +111,9 @@ class DataConfig:
         fraction of its images, which train then leaves out; recorded in the run's
         config, so tuning trials and the final training hold out the same images.
       val_seed: seed of the val_fraction draw.
+      eval_cache_mb: the evaluation split is kept in memory after its first pass
+        (decoded, resized, preprocessed; what validation and the localization passes
+        read every epoch) when that takes at most this many MiB; 0: read anew each pass.
     """
 
     source: str = "synthetic"
@@ -127,6 +130,7 @@ class DataConfig:
     clip_boxes: bool = False
     val_fraction: float = 0.0
     val_seed: int = 0
+    eval_cache_mb: int = 2048
 
     def __post_init__(self):
         if not isinstance(self.source, str) or not self.source:
@@ -169,6 +173,8 @@ class DataConfig:
         object.__setattr__(self, "val_fraction", float(self.val_fraction))
         if not _is_int(self.val_seed) or self.val_seed < 0:
             _fail("val_seed", self.val_seed, "an integer >= 0")
+        if not _is_int(self.eval_cache_mb) or self.eval_cache_mb < 0:
+            _fail("eval_cache_mb", self.eval_cache_mb, "an integer >= 0 (MiB; 0: no cache)")
         if self.val_fraction > 0 and not looks_like_path(self.source):
             _fail("val_fraction", self.val_fraction,
                   f"0 unless source is a WSOL folder path (source is {self.source!r}; the "

@@ -7,6 +7,7 @@
 """
 from keras_has.data.pipeline import (
     crop_boxes,
+    eval_cache_bytes,
     flip_boxes,
     make_eval_dataset,
     make_train_dataset,
@@ -30,6 +31,7 @@ __all__ = [
     "compute_normalization",
     "crop_boxes",
     "decode_image",
+    "eval_cache_bytes",
     "flip_boxes",
     "get_normalization",
     "get_source",

@@ -34,7 +34,7 @@ _HIDING_KEYS = ("grid_sizes", "hide_prob", "fill_value")
 
 __all__ = ["PAPER_RESIZE_RATIO", "resize_boxes", "crop_boxes", "flip_boxes", "resize_size_for",
            "resize_image", "train_transform", "normalize", "make_train_dataset",
-           "make_eval_dataset"]
+           "make_eval_dataset", "eval_cache_bytes"]
 
 
 def resize_boxes(boxes, original_size, new_size):
@@ -314,9 +314,21 @@ def make_train_dataset(source, image_size, batch_size, hiding=None, seed=None, s
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
+def eval_cache_bytes(source, image_size, split="test"):
+    """Bytes that `make_eval_dataset(..., cache=True)` keeps for `split` (float32 image,
+    and mask and ignore where the source has masks), or None when the split's size is
+    unknown."""
+    source = get_source(source) if not isinstance(source, Source) else source
+    count = source.num_examples(split)
+    if count is None or count < 0:
+        return None
+    per_pixel = 3 * 4 + (4 + 1 if source.has_masks(split) else 0)
+    return int(count) * int(image_size) ** 2 * per_pixel
+
+
 def make_eval_dataset(source, image_size, batch_size, split="test", mean=None, std=None, *,
                       max_boxes=None, drop_remainder=False, stats_split=None,
-                      stats_cache_dir=None, preprocessing=None):
+                      stats_cache_dir=None, preprocessing=None, cache=False):
     """The evaluation dataset: batches of dicts (docs/architecture.md).
 
     Keys: `image` float32 `[B, S, S, 3]` normalised, `label` int32 `[B]`, `boxes` float32
@@ -339,6 +351,9 @@ def make_eval_dataset(source, image_size, batch_size, split="test", mean=None, s
       stats_cache_dir: where statistics are cached when the data folder is read-only.
       preprocessing: a `keras_has.data.preprocessing.Preprocessing` applied instead of
         `mean` / `std` (the training run's); None uses the statistics.
+      cache: keep the prepared examples (decoded, resized, preprocessed) in memory after
+        the first full pass, so later passes skip reading and decoding
+        (`eval_cache_bytes` says how much that takes).
     """
     source = get_source(source) if not isinstance(source, Source) else source
     image_size = _check_int("image_size", image_size, 1)
@@ -379,7 +394,11 @@ def make_eval_dataset(source, image_size, batch_size, split="test", mean=None, s
                 out[key] = tf.cast(resized, tf.float32) if key == "mask" else resized
         return out
 
+    # Decoded at full size (no `decode_min_side`): boxes, masks and `original_size` keep
+    # the photo's own pixel grid.
     ds = source.load(split, shuffle=False).map(prepare, num_parallel_calls=AUTOTUNE)
+    if cache:
+        ds = ds.cache()
     padded_shapes = {"image": size + [3], "label": [], "boxes": [max_boxes, 4],
                      "num_boxes": [], "image_id": [], "original_size": [2]}
     padding_values = {"image": 0.0, "label": 0, "boxes": -1.0, "num_boxes": 0,

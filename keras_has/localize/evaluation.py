@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 
@@ -71,6 +72,38 @@ def _forward_of(model, cam_method="cam", cam_layer=None, cam_output=None):
     return forward
 
 
+def _forward_ahead(dataset, forward, max_batches=None):
+    """Yields ``(batch, images, labels, logits, cams)`` per batch (NumPy outputs), with
+    the next batch already fetched and its forward pass running in a worker thread
+    while the caller scores this one: the model (TensorFlow's threads) and the
+    host-side sweep (cv2, numba, NumPy) overlap instead of taking turns. The order of
+    the batches is the dataset's; an error in either thread is raised here.
+    """
+    def run(batch):
+        _check_batch(batch)
+        images = tf.convert_to_tensor(batch["image"], tf.float32)
+        labels = np.asarray(batch["label"]).astype(np.int32)
+        logits, cams = forward(images, tf.constant(labels))
+        return batch, images, labels, np.asarray(logits), np.asarray(cams)
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cam-forward") as pool:
+        pending = None
+        try:
+            for step, batch in enumerate(dataset):
+                if max_batches is not None and step >= max_batches:
+                    break
+                submitted = pool.submit(run, batch)
+                if pending is not None:
+                    yield pending.result()
+                pending = submitted
+            if pending is not None:
+                yield pending.result()
+                pending = None
+        finally:
+            if pending is not None:  # the caller stopped early or failed: let it finish
+                pending.cancel() or pending.exception()
+
+
 def run_localization(model, dataset, cam_threshold=0.2,
                      cam_curve_interval=DEFAULT_CAM_CURVE_INTERVAL,
                      iou_thresholds=(30, 50, 70), box_rule="tight", num_examples=0,
@@ -118,14 +151,8 @@ def run_localization(model, dataset, cam_threshold=0.2,
     examples = {k: [] for k in ("image", "cam", "boxes", "num_boxes", "pred_box", "label",
                                 "prediction", "image_id")}
     kept = 0
-    for step, batch in enumerate(dataset):
-        if max_batches is not None and step >= max_batches:
-            break
-        _check_batch(batch)
-        images = tf.convert_to_tensor(batch["image"], tf.float32)
-        labels = np.asarray(batch["label"]).astype(np.int32)
-        logits, cams = forward(images, tf.constant(labels))
-        logits, cams = np.asarray(logits), np.asarray(cams)
+    for step, (batch, images, labels, logits, cams) in enumerate(
+            _forward_ahead(dataset, forward, max_batches)):
         size = tuple(images.shape[1:3])
         cams = loc.normalize_cams(loc.resize_cams(cams, size), cam_normalization)
         masks = batch.get("mask")
@@ -137,7 +164,7 @@ def run_localization(model, dataset, cam_threshold=0.2,
                              else np.asarray(ignore))
         if kept < num_examples:
             take = min(num_examples - kept, len(labels))
-            examples["image"].append(images.numpy()[:take])
+            examples["image"].append(np.asarray(images)[:take])
             examples["cam"].append(cams[:take])
             examples["boxes"].append(np.asarray(batch["boxes"])[:take])
             examples["num_boxes"].append(np.asarray(batch["num_boxes"])[:take])

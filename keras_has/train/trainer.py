@@ -331,9 +331,14 @@ def _train_in_folder(config, strategy, policy, source, is_chief, own, paths) -> 
         train_ds = train_ds.repeat()
     eval_ds = val_ds = None
     if config.data.eval_split is not None:
+        # Read every epoch (validation, localization passes): kept in memory after the
+        # first pass when it fits `eval_cache_mb`.
+        cache_bytes = data.eval_cache_bytes(source, config.data.image_size,
+                                            config.data.eval_split)
         eval_ds = data.make_eval_dataset(
             source, config.data.image_size, config.data.eval_batch_size or global_batch,
-            split=config.data.eval_split, preprocessing=prep)
+            split=config.data.eval_split, preprocessing=prep,
+            cache=cache_bytes is not None and cache_bytes <= config.data.eval_cache_mb * 2**20)
         val_ds = eval_ds.map(lambda d: (d["image"], d["label"]),
                              num_parallel_calls=tf.data.AUTOTUNE)
 

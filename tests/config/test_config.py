@@ -134,6 +134,13 @@ def test_hidden_share_per_epoch():
         cfg.HidingConfig(grid_sizes=(16,), hide_from_epoch=0)
 
 
+def test_eval_cache_mb_is_a_size_or_zero(tmp_path):
+    assert make(tmp_path, data=dict(eval_cache_mb=0)).data.eval_cache_mb == 0
+    for bad in (-1, 1.5, "big"):
+        with pytest.raises(ValueError, match="eval_cache_mb.*MiB; 0: no cache"):
+            make(tmp_path, data=dict(eval_cache_mb=bad))
+
+
 def test_hide_share_scales_every_hiding_epoch():
     half = cfg.HidingConfig(grid_sizes=(16,), hide_share=0.5)
     assert not half.scheduled and [half.hidden_share(e) for e in (1, 7)] == [0.5, 0.5]

@@ -121,12 +121,20 @@ def test_hiding_share_hides_that_share_of_images(tmp_path):
         D.make_train_dataset(root, 16, 8, hiding_share=share, **NO_NORM)
 
 
-def test_a_training_run_logs_the_share_and_keeps_val_out_of_train(tmp_path):
+def test_a_training_run_logs_the_share_and_keeps_val_out_of_train(tmp_path, monkeypatch):
     import csv
     import json
 
     from keras_has.config import DataConfig, HidingConfig, OptimConfig, TrainConfig
     from keras_has.train.trainer import train
+
+    real, caches = D.make_eval_dataset, []
+
+    def spy(*args, **kwargs):  # the evaluation split fits the default eval_cache_mb
+        caches.append(kwargs.get("cache"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(D, "make_eval_dataset", spy)
 
     root = make_wsol_folder(str(tmp_path / "f"), n_train=16, n_test=4)
     config = TrainConfig(
@@ -142,6 +150,7 @@ def test_a_training_run_logs_the_share_and_keeps_val_out_of_train(tmp_path):
     with open(tmp_path / "run" / "training_log.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["hidden_share"]) for r in rows] == [1.0, 0.5, 0.0]
+    assert caches == [True]
     with open(tmp_path / "run" / "config.json") as f:
         assert json.load(f)["data"]["val_fraction"] == 0.25
 

@@ -217,6 +217,25 @@ def test_eval_dataset_fixed_max_boxes_and_normalisation(folder):
         list(D.make_eval_dataset(folder, 8, 5, split="test", max_boxes=2, **NO_NORM))
 
 
+def test_a_cached_eval_dataset_reads_its_files_once(folder):
+    import shutil
+
+    source = D.get_source(folder)
+    # 5 test images of 16 x 16 x 3 float32; the mask split adds a float32 mask and a
+    # bool ignore per pixel.
+    assert D.eval_cache_bytes(source, 16, "test") == 5 * 16 * 16 * 12
+    assert D.eval_cache_bytes(source, 16, "test_mask") == 2 * 16 * 16 * 17
+    ds = D.make_eval_dataset(source, 16, 2, split="test", cache=True, **NO_NORM)
+    first = _collect(ds)
+    shutil.rmtree(os.path.join(folder, "images"))  # a second read would fail now
+    second = _collect(ds)
+    assert first.keys() == second.keys()
+    for key in first:
+        np.testing.assert_array_equal(second[key], first[key], err_msg=key)
+    with pytest.raises(tf.errors.NotFoundError):  # not cached: reads the files again
+        _collect(D.make_eval_dataset(source, 16, 2, split="test", **NO_NORM))
+
+
 def test_mask_split_unions_instances_and_ignore(folder):
     source = D.get_source(folder)
     assert source.has_masks("test_mask") and not source.has_masks("test")
