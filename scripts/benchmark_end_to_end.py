@@ -546,7 +546,8 @@ class Bench:
                                               box_rule=box_rule)
             for b, (cams, logits) in zip(cached, cams_cached):
                 maps = loc.normalize_cams(loc.resize_cams(cams, (FLAGS.image_size, FLAGS.image_size)))
-                evaluator.accumulate(maps, b["boxes"], b["num_boxes"], b["label"].numpy(), logits=logits)
+                evaluator.accumulate(maps, b["boxes"], b["num_boxes"], b["label"].numpy(), logits=logits,
+                                    normalized=True)
             return evaluator.compute()
 
         ev = {k: [] for k in ("keras", "torch", "pipeline", "forward", "host", "kept", "teardown")}

@@ -161,7 +161,7 @@ def run_localization(model, dataset, cam_threshold=0.2,
                              labels, logits=logits,
                              masks=None if masks is None else np.asarray(masks),
                              ignore=None if ignore is None or masks is None
-                             else np.asarray(ignore))
+                             else np.asarray(ignore), normalized=True)
         if kept < num_examples:
             take = min(num_examples - kept, len(labels))
             examples["image"].append(np.asarray(images)[:take])

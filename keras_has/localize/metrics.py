@@ -62,12 +62,14 @@ class LocalizationEvaluator:
         loc_iou: IoU threshold in percent of GT-known / Top-1 Loc and MaxBoxAcc (V1).
 
     ``accumulate(cams, boxes, num_boxes, labels, logits=None, predictions=None,
-    masks=None, ignore=None)``:
+    masks=None, ignore=None, normalized=False)``:
 
         * ``cams``: ``[B, H, W]`` CAMs of the ground-truth class, at the resolution of
           ``boxes`` / ``masks`` (upsample with ``localization.resize_cams``). Raw or
           normalised: they are min-max normalised here; NaN / inf / constant maps
-          become zeros (no box is then found: ``(0, 0, 0, 0)``).
+          become zeros (no box is then found: ``(0, 0, 0, 0)``). With
+          ``normalized=True`` they are maps already in [0, 1] (another normalisation,
+          e.g. ``max`` or ``ivr`` of ``localization.normalize_cams``), used as they are.
         * ``boxes``: ``[B, M, 4]`` ground-truth boxes, inclusive ``x0, y0, x1, y1``;
           rows ``>= num_boxes[b]`` are padding (``-1``).
         * ``num_boxes``: ``[B]`` int, ``1 <= num_boxes[b] <= M``.
@@ -180,11 +182,11 @@ class LocalizationEvaluator:
 
     # -------------------------------------------------------------- accumulate
     def accumulate(self, cams, boxes, num_boxes, labels, logits=None, predictions=None,
-                   masks=None, ignore=None):
+                   masks=None, ignore=None, normalized=False):
         """Adds one batch (see the class docstring for the arguments)."""
         boxes, num_boxes, labels, predictions, masks, ignore = self._check(
             cams, boxes, num_boxes, labels, logits, predictions, masks, ignore)
-        maps = loc.normalize_cams(cams)
+        maps = np.asarray(cams, np.float32) if normalized else loc.normalize_cams(cams)
         gray = loc.quantize_cams(maps)
         top1 = predictions[:, 0] == labels
         top5 = (predictions[:, :5] == labels[:, None]).any(axis=1)

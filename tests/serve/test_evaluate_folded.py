@@ -109,3 +109,28 @@ def test_forward_ahead_keeps_the_order_and_raises_errors():
     assert len(counted.calls) == 2
     with pytest.raises(RuntimeError, match="on purpose"):
         evaluation.run_localization(_Source(fail_at=3), batches, verbose=0)
+
+
+class _PositiveSource:
+    """CAMs that are positive everywhere: 1 on a 8 x 8 block at the top left, 0.5 around."""
+
+    def forward(self, images, labels):
+        cams = np.full((len(labels), SIZE, SIZE), 0.5, np.float32)
+        cams[:, :8, :8] = 1.0
+        return tf.one_hot(labels, NUM_CLASSES), tf.constant(cams)
+
+
+def test_the_pass_scores_the_normalisation_it_was_given():
+    """`max` keeps a positive background at 0.5 (above the 0.2 threshold: the box is
+    the whole image); min-max takes it to 0 (the box is the block). The evaluator
+    scores the maps as normalised, not min-max'ed again."""
+    boxes = np.array([[[0, 0, SIZE - 1, SIZE - 1]], [[0, 0, 7, 7]]], np.float32)
+    batch = {"image": np.zeros((2, SIZE, SIZE, 3), np.float32), "label": np.zeros(2, np.int32),
+             "boxes": boxes, "num_boxes": np.ones(2, np.int32)}
+    by_max = evaluation.run_localization(_PositiveSource(), [batch], verbose=0,
+                                         cam_normalization="max", cam_threshold=0.2)
+    by_minmax = evaluation.run_localization(_PositiveSource(), [batch], verbose=0,
+                                            cam_normalization="minmax", cam_threshold=0.2)
+    # Image 0's GT is the whole image, image 1's the block.
+    np.testing.assert_allclose(by_max.ious, [1.0, 64 / SIZE ** 2])
+    np.testing.assert_allclose(by_minmax.ious, [64 / SIZE ** 2, 1.0])
