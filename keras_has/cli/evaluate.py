@@ -52,7 +52,7 @@ def evaluate(config: EvaluateConfig):
         skip_corrupt=config.skip_corrupt, cam_method=config.cam_method,
         cam_layer=config.cam_layer, cam_normalization=config.cam_normalization,
         cam_output=cam_output_value(config.cam_output),
-        fold_batch_norms=config.fold_batch_norms)
+        fold_batch_norm=config.fold_batch_norm)
 
 
 def _evaluate(command, config, _):

@@ -166,7 +166,7 @@ class EvaluateConfig(CamSettings):
         former name --out_dir still works).
       skip_corrupt: WSOL folders: skip unreadable images of the split (their number and
         ids are reported with the metrics) instead of failing.
-      fold_batch_norms: a .keras model or checkpoint is evaluated with its batch norms
+      fold_batch_norm: a .keras model or checkpoint is evaluated with its batch norms
         folded into the convolutions before them (`keras_has.models.fold_batch_norms`,
         what an export serves): the same function in fewer ops (float32 logits equal to
         ~1e-5), a faster pass; layer names are kept, so --cam_layer still applies.
@@ -188,7 +188,7 @@ class EvaluateConfig(CamSettings):
     max_batches: int | None = None
     output_dir: str | None = None
     skip_corrupt: bool = False
-    fold_batch_norms: bool = True
+    fold_batch_norm: bool = True
 
     def __post_init__(self):
         _required("model_path", self.model_path)

@@ -82,7 +82,7 @@ class SavedModelCamSource:
 
 
 def load_for_evaluation(path, model_name=None, num_classes=None, image_size=None, *,
-                        fold_batch_norms=True):
+                        fold_batch_norm=True):
     """Loads what :func:`run_localization` evaluates from a file or an export.
 
     Args:
@@ -91,7 +91,7 @@ def load_for_evaluation(path, model_name=None, num_classes=None, image_size=None
             ``cams_for_labels`` (or the older ``cam_features``) signature.
         image_size: the input size; None takes the export's (SavedModel), the model's
             input (``.keras``) or 224 (checkpoint).
-        fold_batch_norms: a Keras model comes back with its batch norms folded into the
+        fold_batch_norm: a Keras model comes back with its batch norms folded into the
             convolutions before them (`keras_has.models.fold_batch_norms`: an inference
             copy with the same layer names, the function to ~1e-5 in float32); a model
             that is not functional, or has nothing to fold, comes back as it is. False:
@@ -132,7 +132,7 @@ def load_for_evaluation(path, model_name=None, num_classes=None, image_size=None
         model = load_keras_model(path)
         if image_size is None:
             settings["image_size"] = model.input_shape[1] or 224
-        return (_folded(model) if fold_batch_norms else model), settings
+        return (_folded(model) if fold_batch_norm else model), settings
     if path.endswith(".weights.h5"):
         if not model_name or not num_classes:
             raise ValueError("model_name and num_classes are required for a weights checkpoint")
@@ -142,7 +142,7 @@ def load_for_evaluation(path, model_name=None, num_classes=None, image_size=None
         model = models.get_model(model_name, num_classes, input_shape=(size, size, 3))
         model.load_weights(path)
         settings["image_size"] = size
-        return (_folded(model) if fold_batch_norms else model), settings
+        return (_folded(model) if fold_batch_norm else model), settings
     raise ValueError(f"model_path: expected a .keras file, a .weights.h5 checkpoint or a "
                      f"SavedModel directory, received {path}")
 
@@ -164,7 +164,7 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
                         cam_curve_interval=DEFAULT_CAM_CURVE_INTERVAL, box_rule="tight",
                         num_examples=16, max_batches=None, output_dir=None, verbose=1,
                         skip_corrupt=False, out_dir=None, cam_method="cam", cam_layer=None,
-                        cam_normalization="minmax", cam_output=None, fold_batch_norms=True):
+                        cam_normalization="minmax", cam_output=None, fold_batch_norm=True):
     """Evaluates a saved model (what :func:`load_for_evaluation` reads) on a split.
 
     The input preprocessing is the one the model was trained with: an export's own, or
@@ -186,7 +186,7 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
             map; ``cam`` needs global average pooling + Dense). An export brings its own.
         cam_normalization: ``minmax``, ``max`` or ``ivr``.
         cam_output: the class-score output of a multi-output Keras model (index or name).
-        fold_batch_norms: evaluate a Keras model with its batch norms folded
+        fold_batch_norm: evaluate a Keras model with its batch norms folded
             (`load_for_evaluation`); False evaluates it as saved.
         output_dir: where ``metrics.json`` and ``gallery.png`` go (None: nothing written);
             ``out_dir`` is its former name (deprecated).
@@ -233,7 +233,7 @@ def evaluate_model_file(model_path, source, *, split="test", model_name=None,
     check_method(cam_method)
     check_normalization(cam_normalization)
     model, settings = load_for_evaluation(model_path, model_name, num_classes, image_size,
-                                          fold_batch_norms=fold_batch_norms)
+                                          fold_batch_norm=fold_batch_norm)
     if isinstance(model, SavedModelCamSource) and (cam_method, cam_layer, cam_output) != (
             "cam", None, None):
         raise ValueError(f"cam_method / cam_layer: {model_path} is an export, whose CAM "

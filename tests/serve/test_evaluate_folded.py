@@ -31,7 +31,7 @@ def saved(tmp_path_factory):
 def test_load_for_evaluation_folds_and_keeps_the_function(saved):
     model, path = saved
     folded, settings = serve_evaluate.load_for_evaluation(path)  # folds by default
-    plain, _ = serve_evaluate.load_for_evaluation(path, fold_batch_norms=False)
+    plain, _ = serve_evaluate.load_for_evaluation(path, fold_batch_norm=False)
     assert settings["image_size"] == SIZE
     kinds = [type(layer) for layer in folded.layers]
     assert FoldedBatchNorm in kinds and keras.layers.BatchNormalization not in kinds
@@ -45,8 +45,8 @@ def test_load_for_evaluation_folds_and_keeps_the_function(saved):
 
 def test_folded_evaluation_gives_the_same_metrics(saved):
     _, path = saved
-    folded, _ = serve_evaluate.load_for_evaluation(path, fold_batch_norms=True)
-    plain, _ = serve_evaluate.load_for_evaluation(path, fold_batch_norms=False)
+    folded, _ = serve_evaluate.load_for_evaluation(path, fold_batch_norm=True)
+    plain, _ = serve_evaluate.load_for_evaluation(path, fold_batch_norm=False)
     kwargs = dict(cam_threshold=0.3, cam_curve_interval=0.05, verbose=0, num_examples=6)
     a = evaluation.run_localization(plain, eval_batches(batches=3), **kwargs)
     b = evaluation.run_localization(folded, eval_batches(batches=3), **kwargs)
