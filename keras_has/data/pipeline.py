@@ -408,4 +408,10 @@ def make_eval_dataset(source, image_size, batch_size, split="test", mean=None, s
         padding_values.update(mask=0.0, ignore=False)
     ds = ds.padded_batch(batch_size, padded_shapes=padded_shapes,
                          padding_values=padding_values, drop_remainder=drop_remainder)
-    return ds.with_options(_data_sharded_options()).prefetch(AUTOTUNE)
+    options = _data_sharded_options()
+    # No autotuning model for a pass in file order: dropping an autotuned iterator
+    # waits for its optimisation thread's current sleep, which grows with the
+    # iterator's age (seconds after a long pass, docs/design/performance.md "End to
+    # end"); AUTOTUNE parallelism then means one call per core.
+    options.autotune.enabled = False
+    return ds.with_options(options).prefetch(AUTOTUNE)
