@@ -591,7 +591,9 @@ class Bench:
 
         twin = models.get_model(self.name, self.source.num_classes,
                                 input_shape=(FLAGS.image_size, FLAGS.image_size, 3), weights=None, seed=0)
-        by_name = {layer.name: layer for layer in _weighted_layers(model)}
+        # The model as saved (the evaluated one has its batch norms folded).
+        saved, _ = load_for_evaluation(result.model_path, fold_batch_norm=False)
+        by_name = {layer.name: layer for layer in _weighted_layers(saved)}
         for layer in _weighted_layers(twin):
             layer.set_weights(by_name[layer.name].get_weights())
         x = cached[0]["image"][:4]
