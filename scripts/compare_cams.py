@@ -10,7 +10,8 @@ once per model, method and split.
         --arm="Hide-and-Seek=outputs/methods_pets3/has_seed*/model.keras" \
         --normalizations=minmax,ivr --output_dir=outputs/posthoc_pets3
 
-Prints the Markdown table; with --output_dir writes results.json and table.md there.
+Prints the Markdown table; with --output_dir writes results.json and table.md there
+(and with --gallery=N, gallery.png: the first N images under each arm's first seed).
 The logic is keras_has.experiments.posthoc.compare_cam_methods.
 """
 import argparse
@@ -49,7 +50,14 @@ def main(argv=None):
     parser.add_argument("--max_batches", type=int, default=None)
     parser.add_argument("--cam_threshold", type=float, default=0.2)
     parser.add_argument("--output_dir", default=None)
+    parser.add_argument("--gallery", type=int, default=0,
+                        help="with --output_dir: gallery.png of this many first images "
+                             "under each arm's first seed and method (its first "
+                             "normalisation); 0: none")
     args = parser.parse_args(argv)
+    if args.gallery < 0 or (args.gallery and not args.output_dir):
+        raise SystemExit(f"--gallery: expected 0, or a positive count with --output_dir, "
+                         f"received {args.gallery}")
 
     from keras_has.util import console
 
@@ -86,6 +94,13 @@ def main(argv=None):
             "split": args.split, "runs": runs, "table": table})
         with open(os.path.join(args.output_dir, "table.md"), "w", encoding="utf-8") as f:
             f.write(table + "\n")
+        if args.gallery:
+            written = posthoc.write_gallery(arms, args.source, args.output_dir,
+                                            split=args.split, num_examples=args.gallery,
+                                            normalization=normalizations[0],
+                                            batch_size=args.batch_size,
+                                            cam_threshold=args.cam_threshold)
+            print("wrote " + ", ".join(p for p in written if p))
     return 0
 
 

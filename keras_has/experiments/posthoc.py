@@ -19,8 +19,8 @@ import numpy as np
 
 from keras_has.experiments import report
 
-__all__ = ["ReplayedCams", "CamArm", "compare_cam_methods", "top1_loc_with_classifier",
-           "TABLE_COLUMNS"]
+__all__ = ["ReplayedCams", "CamArm", "compare_cam_methods", "write_gallery",
+           "top1_loc_with_classifier", "TABLE_COLUMNS"]
 
 TABLE_COLUMNS = (
     report.Column("MaxBoxAccV2", ("boxes", "max_box_acc_v2")),
@@ -102,9 +102,10 @@ def _split_or_none(source, name):
     return name if name and name in getattr(source, "splits", ()) else None
 
 
-def _run_model(path, source, splits, batch_size, image_size=None):
+def _run_model(path, source, splits, batch_size, image_size=None, with_settings=False):
     """A run's `.keras` model and its eval datasets of `splits`, read with the
-    preprocessing (and image size) its run folder records."""
+    preprocessing (and image size) its run folder records (and those settings, with
+    `with_settings`)."""
     from keras_has import data
     from keras_has.serve.loading import load_keras_model, model_image_size
     from keras_has.train import run_folder
@@ -112,10 +113,10 @@ def _run_model(path, source, splits, batch_size, image_size=None):
     model = load_keras_model(path)
     settings = run_folder.read_run_settings(model_path=path, image_size=image_size,
                                             model_image_size=model_image_size(model))
-    return model, [data.make_eval_dataset(source, settings["image_size"], batch_size,
-                                          split=split,
-                                          preprocessing=settings["preprocessing"])
-                   for split in splits]
+    datasets = [data.make_eval_dataset(source, settings["image_size"], batch_size,
+                                       split=split, preprocessing=settings["preprocessing"])
+                for split in splits]
+    return (model, datasets, settings) if with_settings else (model, datasets)
 
 
 def compare_cam_methods(arms, source, *, split="test", mask_split="auto",
@@ -184,6 +185,69 @@ def compare_cam_methods(arms, source, *, split="test", mask_split="auto",
                         record["masks"] = None if pxap is None else {"pxap": pxap}
                     runs[f"{arm.title}|{method}|{norm}"][seed] = record
     return rows, runs
+
+
+def write_gallery(arms, source, output_dir, *, split="test", part_split="auto",
+                  num_examples=8, normalization="minmax", batch_size=32, cam_threshold=0.2):
+    """The same first test images under every (arm, method), side by side: the first
+    seed's model of each arm (`keras_has.experiments.figures.write_figures`: the CAM over
+    the image, object boxes green, part boxes blue, the box at `cam_threshold` red, its
+    IoU). Returns the path of `gallery.png` (and `iou.png` / `iou_<column>.png`, the
+    per-image IoU of the first column against each other one).
+
+    Args:
+      arms: `CamArm`s; each column is `"<title>: <method>"` (the title alone when the arm
+        has one method).
+      part_split: the split with the part's boxes of the same images ("auto":
+        `<split>_head` when the source has it; None: none).
+      num_examples: images in the gallery (the first of `split`).
+      normalization: the maps' normalisation.
+    """
+    from keras_has import data
+    from keras_has.experiments import figures
+    from keras_has.localize.evaluation import run_localization
+
+    if not isinstance(num_examples, int) or num_examples < 1:
+        raise ValueError(f"num_examples: expected a positive int, received {num_examples!r}")
+    source = source if isinstance(source, data.Source) else data.get_source(source)
+    source.check_localized(split)
+    if part_split == "auto":
+        part_split = _split_or_none(source, f"{split}_head")
+    batches = -(-num_examples // batch_size)
+    examples, ious, titles, preprocessing, size = {}, {}, {}, None, None
+    for arm in arms:
+        if not arm.paths:
+            raise ValueError(f"{arm.title}: no model files")
+        model, (dataset,), settings = _run_model(arm.paths[0], source, (split,), batch_size,
+                                                 image_size=size, with_settings=True)
+        if preprocessing is None:  # the images are drawn as the first arm's model saw them
+            preprocessing, size = settings["preprocessing"], settings["image_size"]
+        for method in arm.methods:
+            column = arm.title if len(arm.methods) == 1 else f"{arm.title}: {method}"
+            result = run_localization(ReplayedCams(model, method, batch_size=batch_size),
+                                      dataset, cam_threshold=cam_threshold,
+                                      cam_normalization=normalization,
+                                      num_examples=num_examples, max_batches=batches,
+                                      verbose=0)
+            examples[column], ious[column], titles[column] = (result.examples, result.ious,
+                                                              column)
+    part_boxes = None
+    if part_split:
+        first = next(iter(examples.values()))
+        kept = {"image_id": [], "boxes": []}
+        for batch in data.make_eval_dataset(source, size, batch_size, split=part_split,
+                                            preprocessing=preprocessing).take(batches):
+            kept["image_id"] += [v.decode() for v in batch["image_id"].numpy()]
+            kept["boxes"] += list(batch["boxes"].numpy())
+        n = len(first["image_id"])
+        m = max(len(b) for b in kept["boxes"][:n])
+        kept = {"image_id": kept["image_id"][:n],
+                "boxes": np.stack([np.pad(b, ((0, m - len(b)), (0, 0)), constant_values=-1)
+                                   for b in kept["boxes"][:n]])}
+        part_boxes = figures.part_boxes_of(first, kept)
+    os.makedirs(output_dir, exist_ok=True)
+    return figures.write_figures(examples, ious, titles, preprocessing, output_dir,
+                                 part_boxes=part_boxes)
 
 
 def top1_loc_with_classifier(box_model_path, class_model_path, source, *, split="test",

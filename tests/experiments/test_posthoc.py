@@ -81,3 +81,35 @@ def test_top1_loc_with_another_classifier(tmp_path):
     mixed = posthoc.top1_loc_with_classifier(paths[0], paths[1], folder)
     assert mixed <= own[paths[0]].metrics["gt_known_loc"] + 1e-9
     assert mixed <= own[paths[1]].metrics["top1_cls"] + 1e-9
+
+
+def test_gallery_shows_each_columns_own_maps_of_the_same_images(tmp_path):
+    import cv2
+
+    from keras_has.data.preprocessing import make_preprocessing
+    from keras_has.experiments import figures
+    from keras_has.localize.evaluation import run_localization
+
+    folder, paths = _runs(tmp_path, n_test=6)
+    arms = [posthoc.CamArm("A", (paths[0],), ("cam", "gradcam")), posthoc.CamArm("B", (paths[1],))]
+    written = posthoc.write_gallery(arms, folder, str(tmp_path / "g"), num_examples=3,
+                                    batch_size=4)
+    assert written[0].endswith("gallery.png")
+    # The reference: each model evaluated directly, its first 3 images kept.
+    from keras_has import data
+
+    examples, ious = {}, {}
+    for title, path, method in (("A: cam", paths[0], "cam"), ("A: gradcam", paths[0], "gradcam"),
+                                ("B", paths[1], "cam")):
+        model, _ = serve_evaluate.load_for_evaluation(path, fold_batch_norm=False)
+        result = run_localization(model, data.make_eval_dataset(
+            folder, SIZE, 4, preprocessing=make_preprocessing("none")),
+            cam_method=method, num_examples=3, verbose=0)
+        examples[title], ious[title] = result.examples, result.ious
+    expected = figures.write_figures(examples, ious, {k: k for k in examples},
+                                     make_preprocessing("none"), str(tmp_path / "ref"))
+    got, want = cv2.imread(written[0]), cv2.imread(expected[0])
+    assert got.shape == want.shape and got.shape[1] > got.shape[0] / 2
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="num_examples"):
+        posthoc.write_gallery(arms, folder, str(tmp_path / "h"), num_examples=0)
