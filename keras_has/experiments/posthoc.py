@@ -209,6 +209,8 @@ def write_gallery(arms, source, output_dir, *, split="test", part_split="auto",
 
     if not isinstance(num_examples, int) or num_examples < 1:
         raise ValueError(f"num_examples: expected a positive int, received {num_examples!r}")
+    if not arms:
+        raise ValueError("arms: expected at least one CamArm, received none")
     source = source if isinstance(source, data.Source) else data.get_source(source)
     source.check_localized(split)
     if part_split == "auto":
@@ -222,29 +224,21 @@ def write_gallery(arms, source, output_dir, *, split="test", part_split="auto",
                                                  image_size=size, with_settings=True)
         if preprocessing is None:  # the images are drawn as the first arm's model saw them
             preprocessing, size = settings["preprocessing"], settings["image_size"]
+            first_model = model
         for method in arm.methods:
             column = arm.title if len(arm.methods) == 1 else f"{arm.title}: {method}"
-            result = run_localization(ReplayedCams(model, method, batch_size=batch_size),
-                                      dataset, cam_threshold=cam_threshold,
-                                      cam_normalization=normalization,
+            result = run_localization(model, dataset, cam_threshold=cam_threshold,
+                                      cam_method=method, cam_normalization=normalization,
                                       num_examples=num_examples, max_batches=batches,
                                       verbose=0)
             examples[column], ious[column], titles[column] = (result.examples, result.ious,
                                                               column)
     part_boxes = None
-    if part_split:
-        first = next(iter(examples.values()))
-        kept = {"image_id": [], "boxes": []}
-        for batch in data.make_eval_dataset(source, size, batch_size, split=part_split,
-                                            preprocessing=preprocessing).take(batches):
-            kept["image_id"] += [v.decode() for v in batch["image_id"].numpy()]
-            kept["boxes"] += list(batch["boxes"].numpy())
-        n = len(first["image_id"])
-        m = max(len(b) for b in kept["boxes"][:n])
-        kept = {"image_id": kept["image_id"][:n],
-                "boxes": np.stack([np.pad(b, ((0, m - len(b)), (0, 0)), constant_values=-1)
-                                   for b in kept["boxes"][:n]])}
-        part_boxes = figures.part_boxes_of(first, kept)
+    if part_split:  # the part's boxes as the comparison reads them: examples of that split
+        part = run_localization(first_model, data.make_eval_dataset(
+            source, size, batch_size, split=part_split, preprocessing=preprocessing),
+            num_examples=num_examples, max_batches=batches, verbose=0)
+        part_boxes = figures.part_boxes_of(next(iter(examples.values())), part.examples)
     os.makedirs(output_dir, exist_ok=True)
     return figures.write_figures(examples, ious, titles, preprocessing, output_dir,
                                  part_boxes=part_boxes)

@@ -90,7 +90,13 @@ def test_gallery_shows_each_columns_own_maps_of_the_same_images(tmp_path):
     from keras_has.experiments import figures
     from keras_has.localize.evaluation import run_localization
 
+    import os
+    import shutil
+
     folder, paths = _runs(tmp_path, n_test=6)
+    # A part split of the same images (here: the object boxes again), as pets3's test_head.
+    shutil.copytree(os.path.join(folder, "metadata", "test"),
+                    os.path.join(folder, "metadata", "test_head"))
     arms = [posthoc.CamArm("A", (paths[0],), ("cam", "gradcam")), posthoc.CamArm("B", (paths[1],))]
     written = posthoc.write_gallery(arms, folder, str(tmp_path / "g"), num_examples=3,
                                     batch_size=4)
@@ -107,7 +113,8 @@ def test_gallery_shows_each_columns_own_maps_of_the_same_images(tmp_path):
             cam_method=method, num_examples=3, verbose=0)
         examples[title], ious[title] = result.examples, result.ious
     expected = figures.write_figures(examples, ious, {k: k for k in examples},
-                                     make_preprocessing("none"), str(tmp_path / "ref"))
+                                     make_preprocessing("none"), str(tmp_path / "ref"),
+                                     part_boxes=examples["A: cam"]["boxes"])
     got, want = cv2.imread(written[0]), cv2.imread(expected[0])
     assert got.shape == want.shape and got.shape[1] > got.shape[0] / 2
     np.testing.assert_array_equal(got, want)
