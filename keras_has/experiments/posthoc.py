@@ -102,10 +102,10 @@ def _split_or_none(source, name):
     return name if name and name in getattr(source, "splits", ()) else None
 
 
-def _run_model(path, source, splits, batch_size, image_size=None, with_settings=False):
-    """A run's `.keras` model and its eval datasets of `splits`, read with the
-    preprocessing (and image size) its run folder records (and those settings, with
-    `with_settings`)."""
+def _run_model(path, source, splits, batch_size, image_size=None):
+    """A run's `.keras` model, its eval datasets of `splits` and its settings
+    (`read_run_settings`): the datasets read with the preprocessing and image size its
+    run folder records."""
     from keras_has import data
     from keras_has.serve.loading import load_keras_model, model_image_size
     from keras_has.train import run_folder
@@ -116,7 +116,7 @@ def _run_model(path, source, splits, batch_size, image_size=None, with_settings=
     datasets = [data.make_eval_dataset(source, settings["image_size"], batch_size,
                                        split=split, preprocessing=settings["preprocessing"])
                 for split in splits]
-    return (model, datasets, settings) if with_settings else (model, datasets)
+    return model, datasets, settings
 
 
 def compare_cam_methods(arms, source, *, split="test", mask_split="auto",
@@ -164,8 +164,8 @@ def compare_cam_methods(arms, source, *, split="test", mask_split="auto",
                 runs[key] = {}
         for seed, path in enumerate(arm.paths):
             parts = ("boxes", "masks") if mask_split else ("boxes",)
-            model, loaded = _run_model(path, source, (split, mask_split)[:len(parts)],
-                                       batch_size, image_size)
+            model, loaded, _ = _run_model(path, source, (split, mask_split)[:len(parts)],
+                                          batch_size, image_size)
             datasets = dict(zip(parts, loaded))
             for method in arm.methods:
                 cams = ReplayedCams(model, method, batch_size=batch_size)
@@ -221,7 +221,7 @@ def write_gallery(arms, source, output_dir, *, split="test", part_split="auto",
         if not arm.paths:
             raise ValueError(f"{arm.title}: no model files")
         model, (dataset,), settings = _run_model(arm.paths[0], source, (split,), batch_size,
-                                                 image_size=size, with_settings=True)
+                                                 image_size=size)
         if preprocessing is None:  # the images are drawn as the first arm's model saw them
             preprocessing, size = settings["preprocessing"], settings["image_size"]
             first_model = model
@@ -260,8 +260,8 @@ def top1_loc_with_classifier(box_model_path, class_model_path, source, *, split=
     from keras_has.localize.evaluation import run_localization
 
     source = source if isinstance(source, data.Source) else data.get_source(source)
-    box_model, (box_data,) = _run_model(box_model_path, source, (split,), batch_size)
-    class_model, (class_data,) = _run_model(class_model_path, source, (split,), batch_size)
+    box_model, (box_data,), _ = _run_model(box_model_path, source, (split,), batch_size)
+    class_model, (class_data,), _ = _run_model(class_model_path, source, (split,), batch_size)
     ious = run_localization(box_model, box_data, cam_threshold=cam_threshold,
                             iou_thresholds=(int(round(loc_iou * 100)),), verbose=0).ious
     labels, predicted = [], []

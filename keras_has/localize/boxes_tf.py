@@ -23,12 +23,15 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from keras_has.localize.boxes import IVR_PERCENTILE, check_normalization
+
 __all__ = ["normalize_cams_tf", "resize_cams_tf", "connected_component_labels",
            "largest_region_boxes", "largest_regions", "rescale_boxes"]
 
 
 def normalize_cams_tf(cams: tf.Tensor, finite: tf.Tensor | None = None,
-                      normalization: str = "minmax", percentile: float = 0.45) -> tf.Tensor:
+                      normalization: str = "minmax",
+                      percentile: float = IVR_PERCENTILE) -> tf.Tensor:
     """Per-map normalisation to [0, 1]; constant, NaN or inf maps become zeros: the
     in-graph twin of `keras_has.localize.boxes.normalize_cams` (same rules and values).
 
@@ -44,8 +47,6 @@ def normalize_cams_tf(cams: tf.Tensor, finite: tf.Tensor | None = None,
     Returns:
         float32 `[N, H, W]`.
     """
-    from keras_has.localize.boxes import check_normalization
-
     check_normalization(normalization, percentile)
     cams = tf.cast(cams, tf.float32)
     if finite is None:
