@@ -342,6 +342,14 @@ def boxes_from_cams(cams, threshold, multi_contour=False, box_rule="tight"):
 # are exactly the regions of level ``v - 1``, each root carrying its region's pixel
 # count, first row-major pixel and tight box. Compiled with numba (a sequential loop over
 # the pixels); the first call of a fresh install compiles it (cached on disk after that).
+#
+# The union-find lives on the map padded by one pixel of value 0 (never active), so a
+# neighbour needs no bounds check; a pixel joins the region of its first active
+# neighbour directly (it becomes a root only when it has none), and a root's fields sit
+# in one row of ``info`` (count, first, x0, y0, x1, y1): one cache line per union.
+
+_COUNT, _FIRST, _X0, _Y0, _X1, _Y1 = range(6)
+
 
 @numba.njit(cache=True, nogil=True)
 def _find(parent, p):
@@ -391,40 +399,44 @@ def _sweep(gray, gt, emit):
     first`` rows in descending level order (else zero rows).
     """
     height, width = gray.shape
-    n = height * width
-    flat = gray.ravel()
-    # Counting sort, descending gray value: pixels of value v are
-    # order[start[v]:start[v] + hist[v]].
+    wp = width + 2
+    n = (height + 2) * wp
+    # Counting sort of the pixels of value >= 1, descending: those of value v are
+    # order[start[v]:start[v] + hist[v]] (padded index, and x, y beside it).
     hist = np.zeros(256, np.int64)
-    for p in range(n):
-        hist[flat[p]] += 1
+    for y in range(height):
+        for x in range(width):
+            hist[gray[y, x]] += 1
     start = np.zeros(256, np.int64)
     pos = 0
     max_gray = 0
-    for v in range(255, -1, -1):
+    for v in range(255, 0, -1):
         start[v] = pos
         pos += hist[v]
         if hist[v] > 0 and max_gray == 0:
             max_gray = v
-    order = np.empty(n, np.int32)
+    order = np.empty(pos, np.int32)
+    order_x = np.empty(pos, np.int32)
+    order_y = np.empty(pos, np.int32)
     fill = start.copy()
-    for p in range(n):
-        v = flat[p]
-        order[fill[v]] = p
-        fill[v] += 1
+    for y in range(height):
+        for x in range(width):
+            v = gray[y, x]
+            if v > 0:
+                k = fill[v]
+                order[k] = (y + 1) * wp + x + 1
+                order_x[k] = x
+                order_y[k] = y
+                fill[v] = k + 1
 
-    parent = np.full(n, -1, np.int32)  # -1: not yet active
-    count = np.empty(n, np.int32)      # per root: pixels
-    first = np.empty(n, np.int32)      # per root: smallest row-major index
-    bx0 = np.empty(n, np.int32)
-    by0 = np.empty(n, np.int32)
-    bx1 = np.empty(n, np.int32)
-    by1 = np.empty(n, np.int32)
+    offsets = np.array([-wp - 1, -wp, -wp + 1, -1, 1, wp - 1, wp, wp + 1], np.int64)
+    parent = np.full(n, -1, np.int32)  # -1: not yet active (the border never is)
+    info = np.empty((n, 6), np.int32)  # per root: count, first (padded index), box
     root_iou = np.zeros(n, np.float64)
-    live = np.empty(n, np.int32)       # live roots, with their slot in live_slot
+    live = np.empty(pos + 1, np.int32)  # live roots, with their slot in live_slot
     live_slot = np.empty(n, np.int32)
     num_live = 0
-    dirty = np.empty(n, np.int32)      # roots changed since the last level
+    dirty = np.empty(pos + 1, np.int32)  # roots changed since the last level
     is_dirty = np.zeros(n, np.bool_)
     num_dirty = 0
 
@@ -437,41 +449,53 @@ def _sweep(gray, gt, emit):
     for v in range(max_gray, 0, -1):
         for k in range(start[v], start[v] + hist[v]):
             p = order[k]
-            y = p // width
-            x = p - y * width
-            parent[p] = p
-            count[p] = 1
-            first[p] = p
-            bx0[p] = x
-            bx1[p] = x
-            by0[p] = y
-            by1[p] = y
-            live[num_live] = p
-            live_slot[p] = num_live
-            num_live += 1
-            r = p
-            for ny in range(max(y - 1, 0), min(y + 2, height)):
-                for nx in range(max(x - 1, 0), min(x + 2, width)):
-                    q = ny * width + nx
-                    if parent[q] < 0:
-                        continue
-                    rq = _find(parent, q)
-                    if rq == r:
-                        continue
-                    if count[rq] > count[r]:  # union by size: r stays the bigger root
-                        r, rq = rq, r
-                    parent[rq] = r
-                    count[r] += count[rq]
-                    first[r] = min(first[r], first[rq])
-                    bx0[r] = min(bx0[r], bx0[rq])
-                    by0[r] = min(by0[r], by0[rq])
-                    bx1[r] = max(bx1[r], bx1[rq])
-                    by1[r] = max(by1[r], by1[rq])
-                    slot = live_slot[rq]
-                    num_live -= 1
-                    last = live[num_live]
-                    live[slot] = last
-                    live_slot[last] = slot
+            r = -1
+            for j in range(8):
+                q = p + offsets[j]
+                rq = parent[q]
+                if rq < 0 or rq == r:
+                    continue
+                rq = _find(parent, rq)
+                if rq == r:
+                    continue
+                if r < 0:
+                    r = rq
+                    continue
+                if info[rq, _COUNT] > info[r, _COUNT]:  # union by size: r stays the bigger root
+                    r, rq = rq, r
+                parent[rq] = r
+                info[r, _COUNT] += info[rq, _COUNT]
+                info[r, _FIRST] = min(info[r, _FIRST], info[rq, _FIRST])
+                info[r, _X0] = min(info[r, _X0], info[rq, _X0])
+                info[r, _Y0] = min(info[r, _Y0], info[rq, _Y0])
+                info[r, _X1] = max(info[r, _X1], info[rq, _X1])
+                info[r, _Y1] = max(info[r, _Y1], info[rq, _Y1])
+                slot = live_slot[rq]
+                num_live -= 1
+                last = live[num_live]
+                live[slot] = last
+                live_slot[last] = slot
+            x = order_x[k]
+            y = order_y[k]
+            if r < 0:  # no active neighbour: a new region
+                r = p
+                info[p, _COUNT] = 1
+                info[p, _FIRST] = p
+                info[p, _X0] = x
+                info[p, _Y0] = y
+                info[p, _X1] = x
+                info[p, _Y1] = y
+                live[num_live] = p
+                live_slot[p] = num_live
+                num_live += 1
+            else:
+                info[r, _COUNT] += 1
+                info[r, _FIRST] = min(info[r, _FIRST], p)
+                info[r, _X0] = min(info[r, _X0], x)
+                info[r, _Y0] = min(info[r, _Y0], y)
+                info[r, _X1] = max(info[r, _X1], x)
+                info[r, _Y1] = max(info[r, _Y1], y)
+            parent[p] = r
             if not is_dirty[r]:
                 is_dirty[r] = True
                 dirty[num_dirty] = r
@@ -482,13 +506,14 @@ def _sweep(gray, gt, emit):
             d = dirty[i]
             is_dirty[d] = False
             if parent[d] == d:
-                root_iou[d] = _box_iou(bx0[d], by0[d], bx1[d], by1[d], gt)
+                root_iou[d] = _box_iou(info[d, _X0], info[d, _Y0], info[d, _X1], info[d, _Y1], gt)
         num_dirty = 0
         big = live[0]
         top_iou = 0.0
         for i in range(num_live):
             r = live[i]
-            if count[r] > count[big] or (count[r] == count[big] and first[r] < first[big]):
+            if info[r, _COUNT] > info[big, _COUNT] or (
+                    info[r, _COUNT] == info[big, _COUNT] and info[r, _FIRST] < info[big, _FIRST]):
                 big = r
             top_iou = max(top_iou, root_iou[r])
             if emit:
@@ -496,19 +521,20 @@ def _sweep(gray, gt, emit):
                     grown = np.empty((2 * num_rows, 7), np.int64)
                     grown[:num_rows] = rows
                     rows = grown
+                f = info[r, _FIRST]
                 rows[num_rows, 0] = level
-                rows[num_rows, 1] = count[r]
-                rows[num_rows, 2] = bx0[r]
-                rows[num_rows, 3] = by0[r]
-                rows[num_rows, 4] = bx1[r]
-                rows[num_rows, 5] = by1[r]
-                rows[num_rows, 6] = first[r]
+                rows[num_rows, 1] = info[r, _COUNT]
+                rows[num_rows, 2] = info[r, _X0]
+                rows[num_rows, 3] = info[r, _Y0]
+                rows[num_rows, 4] = info[r, _X1]
+                rows[num_rows, 5] = info[r, _Y1]
+                rows[num_rows, 6] = (f // wp - 1) * width + f % wp - 1
                 num_rows += 1
         has_fg[level] = True
-        largest[level, 0] = bx0[big]
-        largest[level, 1] = by0[big]
-        largest[level, 2] = bx1[big]
-        largest[level, 3] = by1[big]
+        largest[level, 0] = info[big, _X0]
+        largest[level, 1] = info[big, _Y0]
+        largest[level, 2] = info[big, _X1]
+        largest[level, 3] = info[big, _Y1]
         best_iou[level] = top_iou
     return largest, has_fg, best_iou, rows[:num_rows]
 
