@@ -167,9 +167,11 @@ class EvaluateConfig(CamSettings):
       skip_corrupt: WSOL folders: skip unreadable images of the split (their number and
         ids are reported with the metrics) instead of failing.
       fold_batch_norm: a .keras model or checkpoint is evaluated with its batch norms
-        folded into the convolutions before them (`keras_has.models.fold_batch_norms`,
-        what an export serves): the same function in fewer ops (float32 logits equal to
-        ~1e-5), a faster pass; layer names are kept, so --cam_layer still applies.
+        folded into the convolutions before them, and its zero paddings into the
+        convolutions after them where `same` padding adds the same
+        (`keras_has.models.fold_batch_norms`, what an export serves): the same function
+        in fewer ops (float32 logits equal to ~1e-5), a faster pass; layer names are
+        kept, so --cam_layer still applies.
     """
 
     model_path: str
@@ -263,8 +265,9 @@ class ExportConfig(CamSettings):
       cam_signature: add the cams_for_labels signature that keras-has evaluate uses to
         evaluate the export.
       fold_batch_norm: serve a copy of the model with every batch norm that follows a
-        convolution folded into it (keras_has.models.fold_batch_norms: the same outputs
-        up to float rounding, faster inference).
+        convolution folded into it, and every zero padding that `same` padding can do
+        folded into the convolution after it (keras_has.models.fold_batch_norms: the
+        same outputs up to float rounding, faster inference).
       preprocessing: input preprocessing: dataset, caffe, tf, torch or none (the pixels as
         they are); empty: the run's recorded one, else mean/std.
     """

@@ -19,10 +19,15 @@ is rounded to the compute dtype by the convolution, where the batch norm would h
 run in float32 after it: the outputs then agree to that dtype's precision (bfloat16:
 about 1e-2 of the activations' scale), not to float32 rounding.
 
+An explicit zero padding in front of a convolution with ``padding="valid"`` (Keras'
+MobileNetV2 pads before each strided depthwise convolution) folds too, where it adds
+exactly the rows and columns that ``padding="same"`` would at that input size: the
+convolution then pads implicitly (same products, no padded copy of the activation).
+
 The copy keeps every layer name (``cam_features``, ``classifier``, the method layers), so
 everything that reads the model contract (``keras_has.localize.cams``, evaluation, export) works on
 it; the folded batch norms become ``FoldedBatchNorm`` pass-through layers of the same
-name. It is for inference only: training it would train convolutions without their
+name, the folded paddings ``FoldedPadding`` ones. It is for inference only: training it would train convolutions without their
 batch norms.
 """
 from __future__ import annotations
@@ -30,7 +35,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-__all__ = ["FoldedBatchNorm", "fold_batch_norms", "foldable_pairs", "all_layers"]
+__all__ = ["FoldedBatchNorm", "FoldedPadding", "fold_batch_norms", "foldable_pairs",
+           "foldable_paddings", "all_layers"]
 
 _CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
@@ -38,6 +44,19 @@ _CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 @keras.saving.register_keras_serializable(package="keras_has")
 class FoldedBatchNorm(keras.layers.Layer):
     """The place of a batch norm folded into the convolution before it: returns its input.
+
+    Shapes:
+        any input -> the same tensor.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        return inputs
+
+
+@keras.saving.register_keras_serializable(package="keras_has")
+class FoldedPadding(keras.layers.Layer):
+    """The place of a zero padding folded into the convolution after it (which pads
+    implicitly instead, ``padding="same"``): returns its input.
 
     Shapes:
         any input -> the same tensor.
@@ -91,6 +110,47 @@ def _pairs(model):
     return pairs
 
 
+def _same_padding(size, kernel, stride, dilation):
+    """``(before, after)`` that ``padding="same"`` adds along one axis of ``size``."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _conv_after(pad):
+    """The `valid` convolution that alone reads `pad`'s output when the padding is the
+    one ``padding="same"`` would add at that input size, else None."""
+    conv = _single_consumer(pad)
+    if not isinstance(conv, _CONVS) or isinstance(conv, keras.layers.SeparableConv2D):
+        return None
+    if (pad.data_format != "channels_last" or conv.data_format != "channels_last"
+            or conv.padding != "valid" or len(pad._inbound_nodes[0].parent_nodes) != 1):
+        return None
+    shape = pad._inbound_nodes[0].input_tensors[0].shape  # [B, H, W, C]
+    if len(shape) != 4 or shape[1] is None or shape[2] is None:
+        return None
+    same = tuple(_same_padding(shape[1 + i], conv.kernel_size[i], conv.strides[i],
+                               conv.dilation_rate[i]) for i in range(2))
+    return conv if tuple(tuple(p) for p in pad.padding) == same else None
+
+
+def _paddings(model):
+    """`(zero padding, convolution)` of every padding that folds, in layer order."""
+    out = []
+    for layer in all_layers(model):
+        if isinstance(layer, keras.layers.ZeroPadding2D):
+            conv = _conv_after(layer)
+            if conv is not None:
+                out.append((layer, conv))
+    return out
+
+
+def foldable_paddings(model) -> list[tuple[str, str]]:
+    """`(zero padding name, convolution name)` of every padding `fold_batch_norms`
+    folds."""
+    return [(pad.name, conv.name) for pad, conv in _paddings(model)]
+
+
 def foldable_pairs(model) -> list[tuple[str, str]]:
     """`(convolution name, batch norm name)` of every pair `fold_batch_norms` folds."""
     return [(conv.name, bn.name) for conv, bn in _pairs(model)]
@@ -114,21 +174,26 @@ def _folded_weights(conv, bn):
     return [kernel.astype(dtype), ((bias - mean) * scale + beta).astype(dtype)]
 
 
-def fold_batch_norms(model: keras.Model) -> keras.Model:
+def fold_batch_norms(model: keras.Model, paddings: bool = True) -> keras.Model:
     """An inference copy of a functional `model` with batch norms folded into convolutions.
 
     A `BatchNormalization` folds when it normalises the last axis of the output of a
     `Conv2D` or `DepthwiseConv2D` (channels last, no activation of its own) that nothing
-    else reads, in `model` or in a functional model nested in it. Every other layer is
-    copied as it is, with its weights; `model` is not changed.
+    else reads, in `model` or in a functional model nested in it. With `paddings`, a
+    `ZeroPadding2D` read only by a `valid` convolution folds into it when it adds what
+    ``padding="same"`` would (`foldable_paddings`). Every other layer is copied as it
+    is, with its weights; `model` is not changed.
 
     Args:
       model: a built functional Keras model (e.g. from `keras_has.models.get_model`).
+      paddings: also fold zero paddings (the same outputs: the products and their order
+        do not change).
 
     Returns:
       A new model with the same inputs, outputs and layer names; each folded batch norm
       is a `FoldedBatchNorm` of its name, each convolution before one has the folded
-      kernel and a bias. `model` itself is returned when nothing folds.
+      kernel and a bias; each folded padding is a `FoldedPadding`, its convolution
+      pads ``same``. `model` itself is returned when nothing folds.
 
     Raises:
       ValueError: `model` is not a functional model.
@@ -137,7 +202,9 @@ def fold_batch_norms(model: keras.Model) -> keras.Model:
         raise ValueError(f"model: expected a functional Keras model, received "
                          f"{type(model).__name__}")
     pairs = {id(conv): bn for conv, bn in _pairs(model)}
-    if not pairs:
+    pads = {id(pad): conv for pad, conv in _paddings(model)} if paddings else {}
+    padded = {id(conv) for conv in pads.values()}
+    if not pairs and not pads:
         return model
     bns = {id(bn) for bn in pairs.values()}
     convs = {}  # id(new conv) -> (old conv, bn)
@@ -145,9 +212,13 @@ def fold_batch_norms(model: keras.Model) -> keras.Model:
     def clone(layer):
         if id(layer) in bns:
             return FoldedBatchNorm(name=layer.name, dtype=layer.dtype_policy.name)
+        if id(layer) in pads:
+            return FoldedPadding(name=layer.name, dtype=layer.dtype_policy.name)
         config = layer.get_config()
         if id(layer) in pairs:
             config["use_bias"] = True
+        if id(layer) in padded:
+            config["padding"] = "same"
         new = layer.__class__.from_config(config)
         if id(layer) in pairs:
             convs[id(new)] = (layer, pairs[id(layer)])
@@ -158,7 +229,7 @@ def fold_batch_norms(model: keras.Model) -> keras.Model:
     if [o.name for o in old_layers] != [n.name for n in new_layers]:
         raise RuntimeError("fold_batch_norms: the copy's layers differ from the model's")
     for old, new in zip(old_layers, new_layers):
-        if isinstance(new, (keras.Model, FoldedBatchNorm)):
+        if isinstance(new, (keras.Model, FoldedBatchNorm, FoldedPadding)):
             continue
         if id(new) in convs:
             new.set_weights(_folded_weights(*convs[id(new)]))

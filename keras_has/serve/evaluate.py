@@ -92,8 +92,10 @@ def load_for_evaluation(path, model_name=None, num_classes=None, image_size=None
         image_size: the input size; None takes the export's (SavedModel), the model's
             input (``.keras``) or 224 (checkpoint).
         fold_batch_norm: a Keras model comes back with its batch norms folded into the
-            convolutions before them (`keras_has.models.fold_batch_norms`: an inference
-            copy with the same layer names, the function to ~1e-5 in float32); a model
+            convolutions before them, and its zero paddings into the convolutions after
+            them where `same` padding adds the same (`keras_has.models.fold_batch_norms`:
+            an inference copy with the same layer names, the function to ~1e-5 in
+            float32); a model
             that is not functional, or has nothing to fold, comes back as it is. False:
             the model as saved.
 

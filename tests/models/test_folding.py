@@ -108,6 +108,8 @@ def test_mobilenetv2_folds_its_52_pairs_with_the_same_logits_and_cams(tmp_path):
     _randomize_statistics(model)
     folded = models.fold_batch_norms(model)
     assert len(folding.foldable_pairs(model)) == 52
+    # Its four zero paddings (before the strided depthwise convolutions) fold too.
+    assert len(folding.foldable_paddings(model)) == 4 and folding.foldable_paddings(folded) == []
     x = np.random.default_rng(2).normal(size=(2, 32, 32, 3)).astype("float32")
     logits, features = cam.cam_rule(model).forward(x)
     logits_f, features_f = cam.cam_rule(folded).forward(x)
@@ -133,3 +135,69 @@ def test_under_mixed_bfloat16_the_folded_model_matches_to_bfloat16_precision():
     assert got.dtype == np.float32
     # bfloat16 keeps 8 bits of mantissa: agreement to a few percent of the logits' range.
     assert np.abs(got - expected).max() <= 0.05 * np.abs(expected).max() + 1e-3
+
+
+# ------------------------------------------------------------------ zero paddings
+def test_same_padding_hand_computed():
+    # 3x3, stride 2: an even side needs one row after, an odd side one on each side.
+    assert folding._same_padding(8, 3, 2, 1) == (0, 1)
+    assert folding._same_padding(7, 3, 2, 1) == (1, 1)
+    assert folding._same_padding(8, 3, 1, 1) == (1, 1)
+    assert folding._same_padding(8, 3, 1, 2) == (2, 2)  # effective kernel 5
+    assert folding._same_padding(8, 1, 2, 1) == (0, 0)
+    assert folding._same_padding(9, 4, 1, 1) == (1, 2)  # odd total: the extra one after
+
+
+def _padded_model(side):
+    """Zero paddings in front of convolutions: some add what `same` would, some not."""
+    inputs = keras.Input((side, side, 3))
+    x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)) if side % 2 == 0 else 1, name="pad_s2")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, strides=2, use_bias=False, name="dw_s2")(x)  # folds
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ZeroPadding2D(1, name="pad_s1")(x)
+    x = keras.layers.Conv2D(4, 3, name="conv_s1")(x)                                # folds
+    x = keras.layers.ZeroPadding2D(2, name="pad_wide")(x)                           # 2 > same's 1
+    x = keras.layers.Conv2D(4, 3, name="conv_wide")(x)
+    x = keras.layers.ZeroPadding2D(1, name="pad_same")(x)                           # conv pads too
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv_same")(x)
+    y = keras.layers.ZeroPadding2D(1, name="pad_shared")(x)                         # two readers
+    a = keras.layers.Conv2D(4, 3, name="conv_a")(y)
+    b = keras.layers.Conv2D(4, 3, name="conv_b")(y)
+    return keras.Model(inputs, keras.layers.Add()([a, b]))
+
+
+@pytest.mark.parametrize("side", [8, 9])
+def test_zero_paddings_that_same_would_add_fold_with_the_same_outputs(side):
+    model = _padded_model(side)
+    _randomize_statistics(model)
+    assert folding.foldable_paddings(model) == [("pad_s2", "dw_s2"), ("pad_s1", "conv_s1")]
+    folded = models.fold_batch_norms(model)
+    assert [layer.name for layer in folding.all_layers(folded)] == \
+        [layer.name for layer in folding.all_layers(model)]
+    for name in ("pad_s2", "pad_s1"):
+        assert isinstance(folded.get_layer(name), folding.FoldedPadding)
+    assert folded.get_layer("dw_s2").padding == folded.get_layer("conv_s1").padding == "same"
+    for name in ("pad_wide", "pad_same", "pad_shared"):
+        assert isinstance(folded.get_layer(name), keras.layers.ZeroPadding2D)
+    assert folded.get_layer("conv_wide").padding == "valid"
+    x = np.random.default_rng(4).normal(size=(2, side, side, 3)).astype("float32")
+    np.testing.assert_allclose(folded(x), model(x, training=False), rtol=1e-5, atol=1e-5)
+    # Only the paddings: the batch norm stays, the outputs are the same.
+    only = models.fold_batch_norms(model, paddings=False)
+    assert isinstance(only.get_layer("pad_s2"), keras.layers.ZeroPadding2D)
+    assert isinstance(only.get_layer("bn"), folding.FoldedBatchNorm)
+
+
+def test_a_model_with_only_paddings_to_fold_is_copied_and_saves(tmp_path):
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.ZeroPadding2D(1, name="pad")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 3, name="conv")(x))
+    assert models.fold_batch_norms(model, paddings=False) is model
+    folded = models.fold_batch_norms(model)
+    assert folded is not model and isinstance(folded.get_layer("pad"), folding.FoldedPadding)
+    x = np.random.default_rng(5).normal(size=(1, 6, 6, 2)).astype("float32")
+    np.testing.assert_allclose(folded(x), model(x), rtol=1e-6, atol=1e-6)
+    path = str(tmp_path / "folded.keras")
+    folded.save(path)
+    np.testing.assert_allclose(keras.saving.load_model(path, compile=False)(x), model(x),
+                               rtol=1e-6, atol=1e-6)
