@@ -72,24 +72,21 @@ def _forward_of(model, cam_method="cam", cam_layer=None, cam_output=None):
     return forward
 
 
-def _forward_ahead(dataset, forward, max_batches=None, prepare=None):
+def _forward_ahead(dataset, forward, max_batches=None):
     """Yields ``(batch, images, labels, logits, cams)`` per batch (NumPy outputs), with
     the next batch already fetched and its forward pass running in a worker thread
     while the caller scores this one: the model (TensorFlow's threads) and the
-    host-side sweep (cv2, numba, NumPy) overlap instead of taking turns. The order of
-    the batches is the dataset's; an error in either thread is raised here.
-    ``prepare(cams, images)``, when given, runs in the worker too (e.g. the CAMs'
-    resize and normalisation) and replaces ``cams``.
+    host-side work (cv2, numba, NumPy) overlap instead of taking turns. The worker runs
+    nothing but forward passes, back to back: the forward pass is the longest part of a
+    batch, so anything else in the worker would hold up the next one. The order of the
+    batches is the dataset's; an error in either thread is raised here.
     """
     def run(batch):
         _check_batch(batch)
         images = tf.convert_to_tensor(batch["image"], tf.float32)
         labels = np.asarray(batch["label"]).astype(np.int32)
         logits, cams = forward(images, tf.constant(labels))
-        cams = np.asarray(cams)
-        if prepare is not None:
-            cams = prepare(cams, images)
-        return batch, images, labels, np.asarray(logits), cams
+        return batch, images, labels, np.asarray(logits), np.asarray(cams)
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cam-forward") as pool:
         pending = None
@@ -156,12 +153,10 @@ def run_localization(model, dataset, cam_threshold=0.2,
     examples = {k: [] for k in ("image", "cam", "boxes", "num_boxes", "pred_box", "label",
                                 "prediction", "image_id")}
     kept = 0
-    def prepare(cams, images):  # in the worker thread, beside the next forward pass
-        return loc.normalize_cams(loc.resize_cams(cams, tuple(images.shape[1:3])),
-                                  cam_normalization)
-
     for step, (batch, images, labels, logits, cams) in enumerate(
-            _forward_ahead(dataset, forward, max_batches, prepare)):
+            _forward_ahead(dataset, forward, max_batches)):
+        cams = loc.normalize_cams(loc.resize_cams(cams, tuple(images.shape[1:3])),
+                                  cam_normalization)
         masks = batch.get("mask")
         ignore = batch.get("ignore")
         evaluator.accumulate(cams, np.asarray(batch["boxes"]), np.asarray(batch["num_boxes"]),
