@@ -34,6 +34,7 @@ union-find), instead of one OpenCV call per threshold.
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import cv2
 import numba
@@ -346,7 +347,9 @@ def boxes_from_cams(cams, threshold, multi_contour=False, box_rule="tight"):
 # The union-find lives on the map padded by one pixel of value 0 (never active), so a
 # neighbour needs no bounds check; a pixel joins the region of its first active
 # neighbour directly (it becomes a root only when it has none), and a root's fields sit
-# in one row of ``info`` (count, first, x0, y0, x1, y1): one cache line per union.
+# in one row of ``info`` (count, first, x0, y0, x1, y1): one cache line per union. Its
+# working arrays come from a per-thread workspace reused across maps (`_workspace`):
+# fresh megabytes per map cost more in page faults than the sweep itself.
 
 _COUNT, _FIRST, _X0, _Y0, _X1, _Y1 = range(6)
 
@@ -385,12 +388,35 @@ def region_table(gray) -> np.ndarray:
     first` (pixel count, inclusive box, first pixel in row-major order), levels
     ascending. For inspecting and testing the sweep; `sweep_levels` uses the same pass."""
     gray = check_gray_map(gray)
-    return _sweep(gray, np.zeros((0, 4)), True)[3][::-1]
+    return _sweep(gray, np.zeros((0, 4)), True, *_workspace(gray.shape))[3][::-1]
+
+
+_local = threading.local()
+
+
+def _workspace(shape):
+    """The sweep's working arrays for an ``[H, W]`` map, this thread's, grown as needed:
+    ``parent, info, root_iou, live_slot, is_dirty`` over the padded map, ``order,
+    order_x, order_y, live, dirty`` over the pixels. The sweep leaves ``is_dirty`` all
+    False, as it takes it, and sets every other entry it reads."""
+    height, width = shape
+    padded, pixels = (height + 2) * (width + 2), height * width + 1
+    arrays = getattr(_local, "sweep", None)
+    if arrays is None or len(arrays[0]) < padded or len(arrays[5]) < pixels:
+        padded, pixels = max(padded, 1), max(pixels, 1)
+        arrays = (np.empty(padded, np.int32), np.empty((padded, 6), np.int32),
+                  np.empty(padded, np.float64), np.empty(padded, np.int32),
+                  np.zeros(padded, np.bool_), np.empty(pixels, np.int32),
+                  np.empty(pixels, np.int32), np.empty(pixels, np.int32),
+                  np.empty(pixels, np.int32), np.empty(pixels, np.int32))
+        _local.sweep = arrays
+    return arrays
 
 
 @numba.njit(cache=True, nogil=True)
-def _sweep(gray, gt, emit):
-    """The one-pass sweep over a uint8 ``[H, W]`` map.
+def _sweep(gray, gt, emit, parent, info, root_iou, live_slot, is_dirty, order, order_x,
+           order_y, live, dirty):
+    """The one-pass sweep over a uint8 ``[H, W]`` map (working arrays from `_workspace`).
 
     Returns ``(largest [256, 4], has_fg [256], best_iou [256], rows [R, 7])``: per level,
     the largest region's box (most pixels, ties to the smallest first pixel), whether
@@ -415,9 +441,6 @@ def _sweep(gray, gt, emit):
         pos += hist[v]
         if hist[v] > 0 and max_gray == 0:
             max_gray = v
-    order = np.empty(pos, np.int32)
-    order_x = np.empty(pos, np.int32)
-    order_y = np.empty(pos, np.int32)
     fill = start.copy()
     for y in range(height):
         for x in range(width):
@@ -430,14 +453,11 @@ def _sweep(gray, gt, emit):
                 fill[v] = k + 1
 
     offsets = np.array([-wp - 1, -wp, -wp + 1, -1, 1, wp - 1, wp, wp + 1], np.int64)
-    parent = np.full(n, -1, np.int32)  # -1: not yet active (the border never is)
-    info = np.empty((n, 6), np.int32)  # per root: count, first (padded index), box
-    root_iou = np.zeros(n, np.float64)
-    live = np.empty(pos + 1, np.int32)  # live roots, with their slot in live_slot
-    live_slot = np.empty(n, np.int32)
+    parent[:n] = -1  # -1: not yet active (the border never is)
+    # info: per root, count, first (padded index), box; root_iou: per root, its box's
+    # best IoU; live: the live roots, with their slot in live_slot; dirty: the roots
+    # changed since the last level.
     num_live = 0
-    dirty = np.empty(pos + 1, np.int32)  # roots changed since the last level
-    is_dirty = np.zeros(n, np.bool_)
     num_dirty = 0
 
     largest = np.zeros((256, 4), np.int64)
@@ -581,5 +601,6 @@ def sweep_levels(gray, gt_boxes=None):
     gray = check_gray_map(gray)
     gt = np.zeros((0, 4)) if gt_boxes is None else check_boxes(
         np.asarray(gt_boxes, np.float64).reshape(-1, 4), "gt_boxes")
-    largest, has_fg, best, _ = _sweep(gray, np.ascontiguousarray(gt), False)
+    largest, has_fg, best, _ = _sweep(gray, np.ascontiguousarray(gt), False,
+                                      *_workspace(gray.shape))
     return LevelSweep(largest, has_fg, best, int(gray.max()))
