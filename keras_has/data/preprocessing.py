@@ -116,7 +116,7 @@ class Preprocessing:
         images = tf.cast(images, tf.float32)
         if self.reverses_channels:
             images = tf.reverse(images, axis=[-1])
-        return (images - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
+        return (images - _channel_constant(self.mean, images)) / _channel_constant(self.std, images)
 
     def apply_numpy(self, images) -> np.ndarray:
         """`apply` in NumPy (float32)."""
@@ -207,3 +207,21 @@ def make_preprocessing(mode: str, dataset_mean=None, dataset_std=None) -> Prepro
         return Preprocessing("torch", tuple(255.0 * m for m in _TORCH_MEAN),
                              tuple(255.0 * s for s in _TORCH_STD), "rgb")
     raise ValueError(f"preprocessing: expected one of {list(MODES[1:])}, received {mode!r}")
+
+
+def _channel_constant(values, images):
+    """Per-channel `values` (3 floats) as a float32 constant that broadcasts cheaply
+    against `images` `[..., H, W, 3]`: a scalar when the three are equal, else the whole
+    `[H, W, 3]` plane when H and W are static, else `[3]`. Each element gets the same
+    value either way (the same arithmetic, bit for bit); TensorFlow's CPU kernels
+    broadcast along a last axis of 3 about 3x slower than a same-shape or scalar
+    operand (docs/design/performance.md, "End to end")."""
+    import tensorflow as tf
+
+    if len(set(values)) == 1:
+        return tf.constant(values[0], tf.float32)
+    shape = images.shape
+    if shape.rank is not None and shape.rank >= 3 and shape[-3] is not None and shape[-2] is not None:
+        plane = np.broadcast_to(np.asarray(values, np.float32), (shape[-3], shape[-2], 3))
+        return tf.constant(plane)
+    return tf.constant(values, tf.float32)

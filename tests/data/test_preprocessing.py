@@ -1,5 +1,6 @@
 """keras_has.data.preprocessing against keras.applications' own preprocess_input, the fill value
 in every value space, and the pipelines applying it."""
+import functools
 import json
 
 import keras
@@ -137,3 +138,36 @@ def test_train_pipeline_hides_with_the_mean_pixel_in_model_space(folder, mode):
     images, _ = next(iter(data.make_train_dataset(folder, 32, 4, seed=0, preprocessing=prep)))
     if mode == "tf":
         assert images.numpy().min() >= -1.0 and images.numpy().max() <= 1.0
+
+
+def _apply_with_channel_constants(prep, images):
+    """The per-channel formula with plain [3] constants (what apply must equal)."""
+    images = tf.cast(images, tf.float32)
+    if prep.reverses_channels:
+        images = tf.reverse(images, axis=[-1])
+    return (images - tf.constant(prep.mean, tf.float32)) / tf.constant(prep.std, tf.float32)
+
+
+@pytest.mark.parametrize("mode", ["dataset", "caffe", "tf", "torch", "none"])
+def test_apply_is_the_per_channel_formula_bit_for_bit_whatever_the_shape(mode):
+    # apply's constants come as a scalar, an [H, W, 3] plane or [3] by the input's
+    # static shape; in every way TensorFlow runs it, each element must get what the
+    # plain per-channel formula gives there, bit for bit (and NumPy's to a rounding).
+    prep = make_preprocessing(mode, (100.5, 110.25, 120.0), (50.0, 60.5, 70.25))
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    reference = functools.partial(_apply_with_channel_constants, prep)
+    dynamic = [tf.TensorSpec([None, None, None, 3])]
+    ways = {
+        "eager batch": lambda f: f(tf.constant(pixels)),
+        "eager image": lambda f: f(tf.constant(pixels[0]))[None],
+        "tf.data map": lambda f: tf.stack(list(
+            tf.data.Dataset.from_tensor_slices(pixels).map(f))),
+        "tf.function, dynamic shape": lambda f: tf.function(f, input_signature=dynamic)(pixels),
+    }
+    for way, run in ways.items():
+        got, expected = run(prep.apply).numpy(), run(reference).numpy()
+        np.testing.assert_array_equal(got, expected, err_msg=way)
+    order = [2, 1, 0] if prep.reverses_channels else [0, 1, 2]
+    np.testing.assert_allclose(prep.apply(tf.constant(pixels)).numpy(),
+                               (pixels[..., order] - np.float32(prep.mean)) / np.float32(prep.std),
+                               rtol=3e-7, atol=1e-7)
