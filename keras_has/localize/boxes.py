@@ -356,11 +356,17 @@ _COUNT, _FIRST, _X0, _Y0, _X1, _Y1 = range(6)
 
 @numba.njit(cache=True, nogil=True)
 def _find(parent, p):
-    """Root of ``p``, halving the path on the way."""
-    while parent[p] != p:
-        parent[p] = parent[parent[p]]
-        p = parent[p]
-    return p
+    """Root of ``p``, halving the path on the way (no write when ``p`` is a root or a
+    root's child, the common cases)."""
+    while True:
+        up = parent[p]
+        if up == p:
+            return p
+        top = parent[up]
+        if top == up:
+            return up
+        parent[p] = top
+        p = top
 
 
 @numba.njit(cache=True, nogil=True)
