@@ -62,10 +62,11 @@ def _as_maps(cams, name="cams"):
 
 
 def _check_unit_range(maps, name="cams"):
-    if not np.isfinite(maps).all():
+    # min and max carry any NaN or inf (no array-sized temporary).
+    lo, hi = float(maps.min(initial=0.0)), float(maps.max(initial=0.0))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError(f"{name}: contains NaN or inf; pass the maps through "
                          "normalize_cams() first (it turns such maps into zeros)")
-    lo, hi = float(maps.min(initial=0.0)), float(maps.max(initial=0.0))
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"{name}: expected values in [0, 1] (min-max normalised maps), "
                          f"received min {lo:g}, max {hi:g}; use normalize_cams()")
@@ -150,22 +151,30 @@ def normalize_cams(cams, normalization="minmax", percentile=IVR_PERCENTILE):
         wsolevaluation's ``normalize_scoremap`` does for NaN and constant maps).
     """
     check_normalization(normalization, percentile)
-    maps = _as_maps(cams).astype(np.float32, copy=True)
-    flat = maps.reshape(len(maps), -1)
-    finite = np.isfinite(flat).all(axis=1)
-    safe = np.where(finite[:, None], flat, 0.0).astype(np.float32)
-    hi = safe.max(axis=1)
+    maps = _as_maps(cams)
+    flat = maps.reshape(len(maps), -1).astype(np.float32, copy=False)
+    # A map's max and min carry any NaN or inf in it; such a map (and a constant one)
+    # becomes zeros. One output array and no other map-sized temporary (minmax, max).
+    hi, lo_all = flat.max(axis=1, initial=-np.inf), flat.min(axis=1, initial=np.inf)
+    finite = np.isfinite(hi) & np.isfinite(lo_all)
+    hi = np.where(finite, hi, 0).astype(np.float32)
+    mins = np.where(finite, lo_all, 0).astype(np.float32)
     if normalization == "minmax":
-        lo = safe.min(axis=1)
+        lo = mins
     elif normalization == "max":
         lo = np.zeros_like(hi)
     else:
         k = int(flat.shape[1] * percentile)
-        lo = np.partition(safe, k, axis=1)[:, k]
+        lo = np.zeros_like(hi)
+        lo[finite] = np.partition(flat[finite], k, axis=1)[:, k]
     span = (hi - lo).astype(np.float32)
-    ok = finite & (span > 0) & (safe.min(axis=1) < hi)
-    out = np.zeros_like(flat)
-    out[ok] = (safe[ok] - lo[ok, None]) / span[ok, None]
+    ok = finite & (span > 0) & (mins < hi)
+    out = np.zeros(flat.shape, np.float32)
+    if ok.all():
+        np.subtract(flat, lo[:, None], out=out)
+        np.divide(out, span[:, None], out=out)
+    else:
+        out[ok] = (flat[ok] - lo[ok, None]) / span[ok, None]
     np.clip(out, 0.0, 1.0, out=out)
     return out.reshape(maps.shape)
 
@@ -190,7 +199,7 @@ def resize_cams(cams, size):
         return maps.copy()
     out = np.empty((len(maps), height, width), np.float32)
     for i, m in enumerate(maps):
-        out[i] = cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
+        cv2.resize(m, (width, height), dst=out[i], interpolation=cv2.INTER_LINEAR)
     return out
 
 
@@ -198,7 +207,7 @@ def quantize_cams(cams):
     """``uint8(floor(cam * 255))`` of maps already in [0, 1], as wsolevaluation does."""
     maps = _as_maps(cams)
     _check_unit_range(maps)
-    return (maps.astype(np.float32) * 255).astype(np.uint8)
+    return (maps.astype(np.float32, copy=False) * 255).astype(np.uint8)
 
 
 def threshold_levels(thresholds, max_gray):
