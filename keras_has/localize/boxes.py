@@ -409,6 +409,11 @@ def region_table(gray) -> np.ndarray:
 _local = threading.local()
 
 
+# Maps up to this many pixels keep their working arrays for the thread's next map
+# (about 60 bytes a pixel: 15 MB at 512 x 512); larger ones get arrays of their own.
+_WORKSPACE_KEPT_PIXELS = 1 << 20
+
+
 def _workspace(shape):
     """The sweep's working arrays for an ``[H, W]`` map, this thread's, grown as needed:
     ``parent, info, root_iou, live_slot, is_dirty`` over the padded map, ``order,
@@ -424,7 +429,8 @@ def _workspace(shape):
                   np.zeros(padded, np.bool_), np.empty(pixels, np.int32),
                   np.empty(pixels, np.int32), np.empty(pixels, np.int32),
                   np.empty(pixels, np.int32), np.empty(pixels, np.int32))
-        _local.sweep = arrays
+        if pixels <= _WORKSPACE_KEPT_PIXELS:
+            _local.sweep = arrays
     return arrays
 
 

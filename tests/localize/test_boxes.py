@@ -294,3 +294,28 @@ def test_sweep_largest_equals_per_threshold_boxes():
         levels = loc.threshold_levels(thresholds, gray.max())
         per_threshold = [loc.boxes_from_cams(cam, t)[0].tolist() for t in thresholds]
         assert [sweep.largest[lv].tolist() for lv in levels] == per_threshold
+
+
+def test_sweep_workspace_is_reused_across_maps_and_threads_get_their_own():
+    # Maps of different sizes in turn, then the same maps again: the reused (and
+    # regrown) working arrays must not carry anything from one map to the next.
+    rng = np.random.default_rng(7)
+    maps = [rng.integers(0, 256, shape).astype(np.uint8)
+            for shape in ((5, 7), (12, 9), (3, 3), (12, 9), (20, 1))]
+    first = [loc.region_table(g) for g in maps]
+    again = [loc.region_table(g) for g in reversed(maps)][::-1]
+    for a, b, g in zip(first, again, maps):
+        np.testing.assert_array_equal(a, b)
+        assert _sorted_rows(component_table(g)) == _sorted_rows(component_table_reference(g))
+    import threading
+
+    main = loc._workspace((4, 4))
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(loc._workspace((4, 4))))
+    thread.start()
+    thread.join()
+    assert seen[0][0] is not main[0]
+    # A map above the kept size gets arrays of its own; the kept ones stay.
+    big = int(np.sqrt(loc._WORKSPACE_KEPT_PIXELS)) + 8
+    assert loc._workspace((big, big))[0] is not loc._workspace((4, 4))[0]
+    assert loc._workspace((4, 4))[0] is loc._workspace((6, 6))[0]
