@@ -99,15 +99,22 @@ def all_layers(model):
             yield from all_layers(layer)
 
 
+def _foldable(model, kind, conv_of):
+    """`(layer, conv_of(layer))` for every `kind` layer of `model` (nested models
+    included) whose convolution it folds into is not None, in layer order."""
+    found = []
+    for layer in all_layers(model):
+        if isinstance(layer, kind):
+            conv = conv_of(layer)
+            if conv is not None:
+                found.append((layer, conv))
+    return found
+
+
 def _pairs(model):
     """`(convolution, batch norm)` of every pair that folds, in layer order."""
-    pairs = []
-    for layer in all_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            conv = _conv_before(layer)
-            if conv is not None:
-                pairs.append((conv, layer))
-    return pairs
+    return [(conv, bn) for bn, conv in
+            _foldable(model, keras.layers.BatchNormalization, _conv_before)]
 
 
 def _same_padding(size, kernel, stride, dilation):
@@ -136,13 +143,7 @@ def _conv_after(pad):
 
 def _paddings(model):
     """`(zero padding, convolution)` of every padding that folds, in layer order."""
-    out = []
-    for layer in all_layers(model):
-        if isinstance(layer, keras.layers.ZeroPadding2D):
-            conv = _conv_after(layer)
-            if conv is not None:
-                out.append((layer, conv))
-    return out
+    return _foldable(model, keras.layers.ZeroPadding2D, _conv_after)
 
 
 def foldable_paddings(model) -> list[tuple[str, str]]:
