@@ -27,8 +27,8 @@ convolution then pads implicitly (same products, no padded copy of the activatio
 The copy keeps every layer name (``cam_features``, ``classifier``, the method layers), so
 everything that reads the model contract (``keras_has.localize.cams``, evaluation, export) works on
 it; the folded batch norms become ``FoldedBatchNorm`` pass-through layers of the same
-name, the folded paddings ``FoldedPadding`` ones. It is for inference only: training it would train convolutions without their
-batch norms.
+name, the folded paddings ``FoldedPadding`` ones. It is for inference only: training it
+would train convolutions without their batch norms.
 """
 from __future__ import annotations
 
@@ -41,9 +41,8 @@ __all__ = ["FoldedBatchNorm", "FoldedPadding", "fold_batch_norms", "foldable_pai
 _CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
 
-@keras.saving.register_keras_serializable(package="keras_has")
-class FoldedBatchNorm(keras.layers.Layer):
-    """The place of a batch norm folded into the convolution before it: returns its input.
+class _FoldedPlace(keras.layers.Layer):
+    """The place of a layer folded into a convolution: returns its input.
 
     Shapes:
         any input -> the same tensor.
@@ -54,16 +53,14 @@ class FoldedBatchNorm(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_has")
-class FoldedPadding(keras.layers.Layer):
+class FoldedBatchNorm(_FoldedPlace):
+    """The place of a batch norm folded into the convolution before it: returns its input."""
+
+
+@keras.saving.register_keras_serializable(package="keras_has")
+class FoldedPadding(_FoldedPlace):
     """The place of a zero padding folded into the convolution after it (which pads
-    implicitly instead, ``padding="same"``): returns its input.
-
-    Shapes:
-        any input -> the same tensor.
-    """
-
-    def call(self, inputs, training=None, mask=None):
-        return inputs
+    implicitly instead, ``padding="same"``): returns its input."""
 
 
 def _single_consumer(layer):
@@ -230,7 +227,7 @@ def fold_batch_norms(model: keras.Model, paddings: bool = True) -> keras.Model:
     if [o.name for o in old_layers] != [n.name for n in new_layers]:
         raise RuntimeError("fold_batch_norms: the copy's layers differ from the model's")
     for old, new in zip(old_layers, new_layers):
-        if isinstance(new, (keras.Model, FoldedBatchNorm, FoldedPadding)):
+        if isinstance(new, (keras.Model, _FoldedPlace)):
             continue
         if id(new) in convs:
             new.set_weights(_folded_weights(*convs[id(new)]))
