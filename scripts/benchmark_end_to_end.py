@@ -104,6 +104,7 @@ flags.DEFINE_boolean("fixed_steps", False, "Give keras-has's train --steps_per_e
 flags.DEFINE_boolean("quick", False, "96 training / 64 test images, 1 round: a few minutes, not the protocol.")
 
 _TORCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_end_to_end.py")
+_KERAS_EVAL_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keras_eval_worker.py")
 
 
 # --------------------------------------------------------------------------- data folders
@@ -251,14 +252,12 @@ def keras_layers_for_torch(model):
     return out
 
 
-class TorchWorker:
-    """``torch_end_to_end.py`` in a child process (never TensorFlow's: the two thread
-    pools would share the cores); each call blocks this process until it answers."""
+class WorkerProcess:
+    """A benchmark worker script (``torch_bench.serve_runner``) in a child process, given
+    ``cfg`` first; each call blocks this process until the child answers."""
 
-    def __init__(self, cfg):
-        env = dict(os.environ)
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        self._process = subprocess.Popen([sys.executable, _TORCH_SCRIPT], stdin=subprocess.PIPE,
+    def __init__(self, script, cfg, env=None):
+        self._process = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, env=env)
         _send(self._process.stdin, cfg)
         self.info = _receive(self._process.stdout)
@@ -267,13 +266,21 @@ class TorchWorker:
         _send(self._process.stdin, (command, args))
         reply = _receive(self._process.stdout)
         if isinstance(reply, str):
-            raise RuntimeError(f"PyTorch worker failed on {command}: {reply}")
+            raise RuntimeError(f"{os.path.basename(self._process.args[1])} failed on {command}: {reply}")
         return reply
 
     def close(self):
         if self._process.poll() is None:
             _send(self._process.stdin, ("quit", None))
             self._process.wait(timeout=120)
+
+
+def torch_worker(cfg):
+    """``torch_end_to_end.py`` in a child process (never TensorFlow's: the two thread
+    pools would share the cores)."""
+    env = dict(os.environ)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return WorkerProcess(_TORCH_SCRIPT, cfg, env)
 
 
 # --------------------------------------------------------------------------- timing
@@ -460,7 +467,7 @@ class Bench:
     def on_train_begin(self, model):
         """Untimed: the PyTorch twin gets the Keras model's initial weights; the
         batches of one epoch are cached for the train-step-alone setting."""
-        self.torch = TorchWorker(self.torch_config())
+        self.torch = torch_worker(self.torch_config())
         print(f"{self.name}: {self.torch.info}", flush=True)
         count = self.torch("set_weights", layers=keras_layers_for_torch(model))
         keras_count = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
@@ -510,12 +517,7 @@ class Bench:
 
     # ----------------------------------------------------------------- evaluation phase
     def evaluate(self, result):
-        from keras_has import data
-        from keras_has.localize import boxes as loc
-        from keras_has.localize.cams import compute_cams_and_logits
-        from keras_has.localize.evaluation import run_localization
-        from keras_has.localize.metrics import LocalizationEvaluator
-        from keras_has.serve.evaluate import evaluate_model_file, load_for_evaluation
+        from keras_has.serve.evaluate import evaluate_model_file
 
         # The evaluate command's settings (EvaluateConfig defaults) but the sweep step.
         settings = dict(cam_threshold=0.2, cam_curve_interval=FLAGS.cam_curve_interval, box_rule="tight",
@@ -527,6 +529,35 @@ class Bench:
         cold_torch = self.torch("evaluate")
         print(f"{self.name} evaluation round 0 (warm-up, cold): keras-has evaluate_model_file {cold_s:.1f} s "
               f"(load, trace, pass), PyTorch {cold_torch['seconds']['total']:.1f} s", flush=True)
+        # The evaluate command's process (set up as `keras-has evaluate` sets it up) and a
+        # PyTorch evaluation process of its own, both started after training.
+        command = WorkerProcess(_KERAS_EVAL_SCRIPT, dict(
+            model_path=result.model_path, source=self.root, split=split, image_size=FLAGS.image_size,
+            batch_size=FLAGS.batch, settings=settings))
+        torch_fresh = None
+        try:
+            torch_fresh = torch_worker(self.torch_config())
+            torch_fresh("set_weights", layers=keras_layers_for_torch(result.model))
+            command_cold = command("evaluate")["seconds"]
+            torch_fresh_cold = torch_fresh("evaluate")["seconds"]["total"]
+            print(f"{self.name} evaluation round 0 (warm-up) in processes of their own: keras-has "
+                  f"{command_cold:.1f} s (environment {command.info['environment']}), PyTorch "
+                  f"{torch_fresh_cold:.1f} s", flush=True)
+            return self._evaluate_rounds(result, settings, command, torch_fresh, cold_s, cold, cold_torch)
+        finally:
+            command.close()
+            if torch_fresh is not None:
+                torch_fresh.close()
+
+    def _evaluate_rounds(self, result, settings, command, torch_fresh, cold_s, cold, cold_torch):
+        from keras_has import data
+        from keras_has.localize import boxes as loc
+        from keras_has.localize.cams import compute_cams_and_logits
+        from keras_has.localize.evaluation import run_localization
+        from keras_has.localize.metrics import LocalizationEvaluator
+        from keras_has.serve.evaluate import load_for_evaluation
+
+        split = FLAGS.test_split
         model, loaded = load_for_evaluation(result.model_path)
         prep = loaded["preprocessing"]
 
@@ -550,7 +581,8 @@ class Bench:
                                     normalized=True)
             return evaluator.compute()
 
-        ev = {k: [] for k in ("keras", "torch", "pipeline", "forward", "host", "kept", "teardown")}
+        ev = {k: [] for k in ("keras", "torch", "command", "torch_fresh", "pipeline", "forward", "host", "kept",
+                              "teardown")}
         for r in range(1, self.rounds + 1):
             self.loads.append(os.getloadavg())
             s, res = _timed(lambda: run_localization(model, eval_ds(), verbose=0, **settings))
@@ -558,6 +590,10 @@ class Bench:
             keras_metrics = res.metrics
             t = self.torch("evaluate")
             ev["torch"].append(t)
+            own = command("evaluate")
+            ev["command"].append(own["seconds"])
+            command_metrics = own["metrics"]
+            ev["torch_fresh"].append(torch_fresh("evaluate"))
             ev["pipeline"].append(_timed_pass(eval_ds(), self.destroy_waits)[0])
             ev["forward"].append(_timed(lambda: [compute_cams_and_logits(model, b["image"], b["label"])[0].numpy()
                                                  for b in cached])[0])
@@ -565,7 +601,9 @@ class Bench:
             kept = KeptIterator(eval_ds())
             ev["kept"].append(_timed(lambda: run_localization(model, kept, verbose=0, **settings))[0])
             ev["teardown"].append(kept.destroy())
-            print(f"{self.name} evaluation round {r}: keras-has {s:.1f} s, PyTorch {t['seconds']['total']:.1f} s "
+            print(f"{self.name} evaluation round {r}: in processes of their own keras-has {ev['command'][-1]:.2f} s, "
+                  f"PyTorch {ev['torch_fresh'][-1]['seconds']['total']:.2f} s; in the training processes keras-has "
+                  f"{s:.2f} s, PyTorch {t['seconds']['total']:.2f} s "
                   f"({t['images']} images); keras-has pipeline alone {ev['pipeline'][-1]:.1f} s, forward alone "
                   f"{ev['forward'][-1]:.1f} s, host side alone {ev['host'][-1]:.1f} s; pass with its iterator kept "
                   f"{ev['kept'][-1]:.1f} s, then that iterator's destruction {ev['teardown'][-1]:.2f} s; "
@@ -602,6 +640,8 @@ class Bench:
         keras_pred = np.concatenate([c[1].argmax(1) for c in cams_cached])
         agree = float((torch_logits.argmax(1) == keras_pred).mean() * 100)
         return dict(ev=ev, images=int(keras_metrics["num_images"]), keras_metrics=keras_metrics, torch=t,
+                    command_env=command.info["environment"],
+                    command_same_metrics=all(command_metrics[k] == v for k, v in keras_metrics.items()),
                     wsol_rule=wsol_rule, wsol_rule_s=wsol_rule_s, cold_s=cold_s, cold_torch=cold_torch,
                     cold_metrics=cold.metrics, logit_diff=float(diff), agree=agree,
                     theirs_on_keras=theirs_on_keras)
@@ -654,23 +694,30 @@ def report(bench, train_images, evaluation):
     ev = evaluation["ev"]
     m = evaluation["images"]
     ke, te = _median(ev["keras"]), _median([e["seconds"]["total"] for e in ev["torch"]])
-    tp = {key: _median([e["seconds"][key] for e in ev["torch"]]) for key in ("data", "forward", "cam", "boxes")}
+    kc, tf_ = _median(ev["command"]), _median([e["seconds"]["total"] for e in ev["torch_fresh"]])
+    tp = {key: _median([e["seconds"][key] for e in ev["torch_fresh"]]) for key in ("data", "forward", "cam", "boxes")}
     print(f"\n{bench.name}: localization evaluation, {m} test images, thresholds "
           f"np.arange(0, 1, {FLAGS.cam_curve_interval}), median of {len(ev['keras'])} round(s)")
-    print(f"  keras-has  {_rate(m, ke):7.1f} img/s  pass {ke:.1f} s (evaluate_model_file cold: "
-          f"{evaluation['cold_s']:.1f} s)")
+    print(f"  keras-has  {_rate(m, kc):7.1f} img/s  pass {kc:.2f} s in the evaluate command's process "
+          f"(environment {evaluation['command_env']}; metrics equal to the in-process pass's: "
+          f"{evaluation['command_same_metrics']}); evaluate_model_file cold: {evaluation['cold_s']:.1f} s")
+    print(f"    in the training process (the per-epoch localization pass): {_rate(m, ke):.1f} img/s, pass {ke:.2f} s")
     print(f"    alone: eval pipeline {1e3 * _median(ev['pipeline']) / m:.1f} ms/img, forward (CAMs+logits) "
           f"{1e3 * _median(ev['forward']) / m:.1f} ms/img, host side (resize, normalise, sweep) "
           f"{1e3 * _median(ev['host']) / m:.1f} ms/img")
-    print(f"  PyTorch    {_rate(m, te):7.1f} img/s  pass {te:.1f} s = DataLoader wait {tp['data']:.1f} s + forward "
-          f"{tp['forward']:.1f} s + CAM resize/normalise {tp['cam']:.2f} s + per-threshold contours "
-          f"{tp['boxes']:.1f} s ({1e3 * tp['boxes'] / m:.1f} ms/img)")
+    print(f"  PyTorch    {_rate(m, tf_):7.1f} img/s  pass {tf_:.2f} s in an evaluation process of its own = DataLoader "
+          f"wait {tp['data']:.1f} s + forward {tp['forward']:.1f} s + CAM resize/normalise {tp['cam']:.2f} s + "
+          f"per-threshold contours {tp['boxes']:.1f} s ({1e3 * tp['boxes'] / m:.1f} ms/img)")
+    print(f"    in the training process: {_rate(m, te):.1f} img/s, pass {te:.2f} s")
     parts = _median(ev["pipeline"]) + _median(ev["forward"]) + _median(ev["host"])
     print(f"    sum of the parts alone {parts:.1f} s ({_rate(m, parts):.1f} img/s); the same pass with its tf.data "
           f"iterator kept alive {_median(ev['kept']):.1f} s, the iterator's destruction afterwards "
           f"{', '.join(f'{v:.2f}' for v in ev['teardown'])} s")
-    eval_ratio = _rate(m, ke) / _rate(m, te)
-    print(f"  ratio keras-has / PyTorch {eval_ratio:.2f}")
+    eval_ratio = tf_ / kc
+    fresh_totals = [e["seconds"]["total"] for e in ev["torch_fresh"]]
+    print(f"  ratio keras-has / PyTorch {eval_ratio:.2f} (processes of their own: the evaluate command and a "
+          f"PyTorch evaluation script); in the training processes {te / ke:.2f}; per round "
+          f"{', '.join(f'{t_ / k:.2f}' for k, t_ in zip(ev['command'], fresh_totals))}")
     km, tt = evaluation["keras_metrics"], evaluation["torch"]
     print(f"  MaxBoxAccV2 (IoU 30/50/70), same weights: keras-has {km['max_box_acc_v2']:.2f} "
           f"({km['max_box_acc_v2_iou30']:.1f}/{km['max_box_acc_v2_iou50']:.1f}/{km['max_box_acc_v2_iou70']:.1f}; "

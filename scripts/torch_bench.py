@@ -44,9 +44,32 @@ def send_message(stream, obj):
 def receive_message(stream):
     header = stream.read(8)
     if len(header) < 8:
-        raise EOFError("the PyTorch worker closed its pipe")
+        raise EOFError("the process at the other end of the pipe closed it")
     (size,) = struct.unpack("<Q", header)
     return pickle.loads(stream.read(size))
+
+
+def serve_runner(make_runner):
+    """The loop of a benchmark worker process (``torch_end_to_end.py``,
+    ``keras_eval_worker.py``): the first message from stdin builds the runner
+    (``make_runner(message)``) and is answered with ``runner.info()``; then each
+    ``(command, kwargs)`` is answered with ``runner.command(**kwargs)``, or with the error's
+    text and traceback, until ``("quit", None)``. Prints go to stderr; stdout is the pipe."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr
+    runner = make_runner(receive_message(stdin))
+    send_message(stdout, runner.info())
+    while True:
+        command, args = receive_message(stdin)
+        if command == "quit":
+            return
+        try:
+            reply = getattr(runner, command)(**args)
+        except Exception as error:  # noqa: BLE001  (reported to the parent)
+            import traceback
+
+            reply = f"{type(error).__name__}: {error}\n{traceback.format_exc()}"
+        send_message(stdout, reply)
 
 
 class Worker:

@@ -61,7 +61,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from torch_bench import receive_message as _receive, send_message as _send  # noqa: E402
+from torch_bench import serve_runner  # noqa: E402
 from torch_models import MODELS  # noqa: E402
 
 # ---------------------------------------------------------------------- metadata
@@ -474,23 +474,5 @@ class Runner:
             return self.model(x.contiguous(memory_format=torch.channels_last)).float().numpy()
 
 
-def serve():
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # prints go to stderr; stdout is the pipe
-    runner = Runner(_receive(stdin))
-    _send(stdout, runner.info())
-    while True:
-        command, args = _receive(stdin)
-        if command == "quit":
-            return
-        try:
-            reply = getattr(runner, command)(**args)
-        except Exception as error:  # noqa: BLE001  (reported to the parent)
-            import traceback
-
-            reply = f"{type(error).__name__}: {error}\n{traceback.format_exc()}"
-        _send(stdout, reply)
-
-
 if __name__ == "__main__":
-    serve()
+    serve_runner(Runner)

@@ -16,7 +16,7 @@ import importlib.util
 import os
 import sys
 
-__all__ = ["SUBCOMMANDS", "run", "main"]
+__all__ = ["SUBCOMMANDS", "INFERENCE_SUBCOMMANDS", "run", "main"]
 
 # subcommand -> (module of keras_has.cli, one line of help)
 SUBCOMMANDS = {
@@ -29,6 +29,10 @@ SUBCOMMANDS = {
     "train-temporal": ("train_temporal", "train a temporal GAP model on video features"),
     "compare-temporal": ("compare_temporal", "temporal baseline vs Hide-and-Seek in time"),
 }
+
+# Subcommands that only run a trained model: their process gets
+# `keras_has.util.runtime.prefer_inference_threading` before TensorFlow starts.
+INFERENCE_SUBCOMMANDS = ("evaluate", "predict")
 
 
 def _usage() -> str:
@@ -59,6 +63,10 @@ def run(subcommand: str, args: list[str], program: str | None = None) -> int:
         print(f"keras-has: expected a subcommand among {[n for n in SUBCOMMANDS if _available(n)]}, "
               f"received {subcommand!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if subcommand in INFERENCE_SUBCOMMANDS:
+        from keras_has.util import runtime
+
+        runtime.prefer_inference_threading()
     try:
         args = expand_flagfiles(args)
     except (ValueError, OSError) as e:
