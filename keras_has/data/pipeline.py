@@ -50,10 +50,8 @@ def resize_boxes(boxes, original_size, new_size):
       a non-negative value).
     """
     boxes = tf.cast(tf.reshape(boxes, [-1, 4]), tf.float32)
-    old = tf.cast(original_size, tf.float32)
-    new = tf.cast(new_size, tf.float32)
-    scale = tf.stack([new[1] / old[1], new[0] / old[0], new[1] / old[1], new[0] / old[0]])
-    return tf.floor(boxes * scale)
+    ratio = tf.cast(new_size, tf.float32) / tf.cast(original_size, tf.float32)  # (y, x)
+    return tf.floor(boxes * tf.gather(ratio, [1, 0, 1, 0]))
 
 
 def crop_boxes(boxes, offset, crop_size):
@@ -396,7 +394,8 @@ def make_eval_dataset(source, image_size, batch_size, split="test", mean=None, s
 
     # Decoded at full size (no `decode_min_side`): boxes, masks and `original_size` keep
     # the photo's own pixel grid.
-    ds = source.load(split, shuffle=False).map(prepare, num_parallel_calls=AUTOTUNE)
+    ds = source.load(split, shuffle=False).map(tf.autograph.experimental.do_not_convert(prepare),
+                                               num_parallel_calls=AUTOTUNE)
     if cache:
         ds = ds.cache()
     padded_shapes = {"image": size + [3], "label": [], "boxes": [max_boxes, 4],
