@@ -1,2 +1,2 @@
-"""Utilities below everything else: atomic files (`files`) and console set-up
-(`console`). Imports nothing else of keras_has."""
+"""Utilities below everything else: atomic files (`files`), console set-up (`console`)
+and a command process's runtime settings (`runtime`). Imports nothing else of keras_has."""
