@@ -31,9 +31,13 @@ sets it, SGD with momentum and weight decay, bfloat16 where each framework does 
   its epochs, copied into PyTorch): keras-has's ``run_localization`` with the ``evaluate``
   command's settings on the model ``load_for_evaluation`` reads from the run's
   ``model.keras`` (round 0: the whole ``evaluate_model_file`` call, cold), against
-  wsolevaluation's evaluator semantics (one ``findContours`` per threshold; threshold
-  list ``np.arange(0, 1, --cam_curve_interval)``, 0.01 as keras-has's ``evaluate``; their
-  command line uses 0.001). Parts of keras-has's pass alone: the eval pipeline, the
+  wsolevaluation's evaluator semantics. Each round times it twice: in processes of their
+  own started after training (``keras_eval_worker.py``, set up as ``keras-has evaluate``
+  sets up its process, and a fresh ``torch_end_to_end.py``), the headline ratio, as a user
+  runs an evaluation; and inside the two training processes (keras-has's per-epoch
+  localization pass). PyTorch's side: one ``findContours`` per threshold; both sweep the
+  thresholds ``np.arange(0, 1, --cam_curve_interval)``, 0.01 as keras-has's ``evaluate``
+  (their command line uses 0.001). Parts of keras-has's pass alone: the eval pipeline, the
   forward (``compute_cams_and_logits``) on cached batches, and the host side (resize,
   normalise, ``LocalizationEvaluator.accumulate``) on cached CAMs, and the same pass with
   its tf.data iterator kept alive (the iterator's destruction timed apart). MaxBoxAccV2 of
