@@ -12,7 +12,7 @@ __all__ = ["INFERENCE_ENVIRONMENT", "prefer_inference_threading"]
 # handing every share to TensorFlow's intra-op pool and waiting. The shares and their
 # order are the same, so the outputs are identical to the last bit; an evaluation pass,
 # whose forward runs beside the input pipeline and the box sweep, uses ~3% less CPU and
-# time (docs/performance.md "Evaluation pass"). Training is not given it: there the
+# time (docs/design/performance.md, "End to end"). Training is not given it: there the
 # calling thread is one of the inter-op threads that overlap the backward pass's
 # independent convolutions, and steps were 3-9% slower with it.
 INFERENCE_ENVIRONMENT = {"TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD": "1"}
