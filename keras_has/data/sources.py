@@ -350,13 +350,14 @@ class WsolSource(Source):
         # no indexing ops (building a dataset costs ~0.4 ms of Python per traced op).
         splits = np.asarray(meta.box_row_splits, np.int64)
         columns = {
-            "index": np.arange(n, dtype=np.int64),
             "path": tf.constant(meta.image_paths, tf.string, shape=[n]),
             "image_id": tf.constant(list(meta.image_ids), tf.string, shape=[n]),
             "label": np.asarray(meta.labels, np.int32).reshape([n]),
             "box_begin": np.stack([splits[:-1], np.zeros(n, np.int64)], axis=1),
             "box_size": np.stack([splits[1:] - splits[:-1], np.full(n, 4, np.int64)], axis=1),
         }
+        if meta.has_masks:  # the masks are looked up by the row's index
+            columns["index"] = np.arange(n, dtype=np.int64)
         ds = tf.data.Dataset.from_tensor_slices(columns)
         if shuffle:
             ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
@@ -367,7 +368,6 @@ class WsolSource(Source):
             ignores = tf.constant(list(meta.ignore_paths))
 
         def read(row):
-            i = row["index"]
             image, scale = _decode_scaled(tf.io.read_file(row["path"]), decode_min_side)
             item_boxes = tf.slice(box_values, row["box_begin"], row["box_size"])
             item_boxes.set_shape([None, 4])
@@ -376,6 +376,7 @@ class WsolSource(Source):
             example = {"image": image, "label": row["label"], "boxes": item_boxes,
                        "image_id": row["image_id"]}
             if meta.has_masks:
+                i = row["index"]
                 h, w = tf.shape(image)[0], tf.shape(image)[1]
                 instance = tf.map_fn(lambda p: _decode_mask(p, h, w), masks[i],
                                      fn_output_signature=tf.TensorSpec([None, None], tf.bool))
