@@ -46,7 +46,9 @@ sets it, SGD with momentum and weight decay, bfloat16 where each framework does 
 
 Prints images/s (median over the rounds), the ratio keras-has / PyTorch, where each
 spends its time (with the stalls at keras-has's epoch changes and at tf.data iterator
-destruction), the CPU and the load average. The last line is
+destruction), the evaluation's ceiling (PyTorch's pass over keras-has's forward pass
+alone: no work outside the forward pass can take the ratio past it), the CPU and the
+load average. The last line is
 ``train epoch ratio X.XX, evaluation ratio Y.YY (keras-has / PyTorch)`` (of the first
 of ``--models``).
 
@@ -76,6 +78,7 @@ from absl import app, flags  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from machine import cpu_line  # noqa: E402
 from torch_bench import receive_message as _receive, send_message as _send  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -112,17 +115,6 @@ _KERAS_EVAL_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "k
 
 
 # --------------------------------------------------------------------------- data folders
-
-
-def cpu_line():
-    """The CPU model (``lscpu``'s "Model name"), cores, and its bfloat16 / AMX flags."""
-    info = {}
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    isa = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in info.get("flags", "").split()]
-    return f"CPU: {info.get('model name', '?')}, {os.cpu_count()} cores, flags {' '.join(isa) or 'no avx512/bf16/amx'}"
 
 
 def write_synthetic_folder(root, image_size, train, test, seed=0):
@@ -722,6 +714,9 @@ def report(bench, train_images, evaluation):
     print(f"  ratio keras-has / PyTorch {eval_ratio:.2f} (processes of their own: the evaluate command and a "
           f"PyTorch evaluation script); in the training processes {te / ke:.2f}; per round "
           f"{', '.join(f'{t_ / k:.2f}' for k, t_ in zip(ev['command'], fresh_totals))}")
+    print(f"    ceiling: PyTorch's pass / keras-has's forward alone {tf_ / _median(ev['forward']):.2f} (the ratio "
+          f"if everything but the forward pass were free; scripts/benchmark_forward_rate.py says how near that "
+          f"forward pass is to the cores' bfloat16 GEMM rate)")
     km, tt = evaluation["keras_metrics"], evaluation["torch"]
     print(f"  MaxBoxAccV2 (IoU 30/50/70), same weights: keras-has {km['max_box_acc_v2']:.2f} "
           f"({km['max_box_acc_v2_iou30']:.1f}/{km['max_box_acc_v2_iou50']:.1f}/{km['max_box_acc_v2_iou70']:.1f}; "

@@ -38,6 +38,7 @@ Usage:
   python scripts/benchmark_models.py --torch --models=all --quick          # a few minutes
 """
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -50,6 +51,10 @@ from absl import app, flags  # noqa: E402
 
 from keras_has import models  # noqa: E402
 from keras_has.models.caffe_layers import GroupedConv2D, native_grouped_conv_supported  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from machine import cpu_line  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["alexnet_gap", "googlenet_gap", "tiny_gap"], "Registered model names, or 'all' (the six backbones).")
@@ -255,22 +260,6 @@ def profile_train_step(name, setting, batch, size, num_classes, batch_norm, top)
     return [(op, ms, ms / total) for op, ms in totals.most_common(top)], total
 
 
-def machine_line():
-    """The CPU the figures come from: vendor, model, cores and its bfloat16 / AMX flags."""
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())
-    except OSError:
-        return f"CPU: {os.cpu_count()} cores (no /proc/cpuinfo)"
-    flags = set(info.get("flags", "").split())
-    isa = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if flag in flags]
-    return (f"CPU: {info.get('vendor_id', '?')} {info.get('model name', '?')}, {os.cpu_count()} cores, "
-            f"flags {' '.join(isa) or 'none of avx512f/avx512_bf16/amx'}")
-
-
 def _fmt(value, width=12):
     return f"{'-':>{width}}" if value is None else f"{value:>{width}.1f}"
 
@@ -315,7 +304,7 @@ def main(argv):
     keras_settings = [(p, False, True, True) for p in FLAGS.policies]
     if FLAGS.jit:
         keras_settings += [(p, True, True, True) for p in FLAGS.policies]
-    print(machine_line())
+    print(cpu_line())
     print(
         f"tensorflow {tf.__version__}, keras {keras.__version__}; batch {FLAGS.batch}, {FLAGS.size}x{FLAGS.size}, "
         f"{FLAGS.num_classes} classes, median of {FLAGS.repeats} rounds, batch_norm={FLAGS.batch_norm}"
